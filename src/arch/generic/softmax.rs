@@ -1,0 +1,645 @@
+//! The softmax family's row kernels, written once over [`Simd`].
+//!
+//! Each kernel takes raw pointers so that the same code serves the in-place forms (source and
+//! destination the same buffer). All loops use four independent accumulators over full vectors,
+//! then single vectors, then one masked (partial) access for the tail, so no lane ever reads or
+//! writes past the row.
+//!
+//! Sums of `exp` are accumulated in f32 lanes over blocks of [`SUM_BLOCK_VECS`] vectors per
+//! accumulator and the block totals in f64: a lane never adds more than 8 terms in f32, which
+//! keeps the row sum's relative error near `2^-21` even for rows of 128k+ classes.
+
+use super::exp::{exp_full, exp_nonpos};
+use crate::arch::special;
+use crate::arch::vector::Simd;
+
+/// Vectors each of the four accumulators adds in f32 before the block total moves to f64.
+const SUM_BLOCK_VECS: usize = 8;
+
+/// Maximum of `x[0..n]` (`-inf` for an empty row; unspecified which value wins with NaN).
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+#[inline(always)]
+pub(crate) unsafe fn row_max<S: Simd>(s: S, x: *const f32, n: usize) -> f32 {
+    let w = S::LANES;
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
+    let mut i = 0;
+    // SAFETY: all accesses are within `x .. x + n` (full vectors while `i + w <= n`, one
+    // partial access of `n - i` lanes for the tail).
+    unsafe {
+        while i + 4 * w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            a1 = s.max(a1, s.load(x.add(i + w)));
+            a2 = s.max(a2, s.load(x.add(i + 2 * w)));
+            a3 = s.max(a3, s.load(x.add(i + 3 * w)));
+            i += 4 * w;
+        }
+        while i + w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            i += w;
+        }
+        if i < n {
+            a1 = s.max(a1, s.load_partial(x.add(i), n - i, f32::NEG_INFINITY));
+        }
+    }
+    s.reduce_max(s.max(s.max(a0, a1), s.max(a2, a3)))
+}
+
+/// `sum_i exp(x_i - m)` over `x[0..n]`, storing each `exp(x_i - m)` to `y[i]` when `STORE`.
+/// `m` must be finite (the kernels route rows with a non-finite maximum elsewhere).
+///
+/// # Safety
+/// `x .. x + n` valid for reads; when `STORE`, `y .. y + n` valid for writes and either equal
+/// to `x` or not overlapping it.
+#[inline(always)]
+pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    m: f32,
+) -> f64 {
+    let w = S::LANES;
+    let vm = s.splat(m);
+    let zero = s.splat(0.0);
+    let mut total = 0.0f64;
+    let mut i = 0;
+    let block = 4 * w * SUM_BLOCK_VECS;
+    // SAFETY: every access is within `0..n` of `x` (and of `y` when storing); the loop bounds
+    // check a whole block, a whole 4-vector step or a whole vector before touching it, and the
+    // tail is one partial access of `n - i < w` lanes. Each lane of `y` is written after the
+    // same lane of `x` is read, so `y == x` is fine.
+    unsafe {
+        loop {
+            let end = if i + block <= n { i + block } else { n };
+            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+            while i + 4 * w <= end {
+                let e0 = exp_nonpos(s, s.sub(s.load(x.add(i)), vm));
+                let e1 = exp_nonpos(s, s.sub(s.load(x.add(i + w)), vm));
+                let e2 = exp_nonpos(s, s.sub(s.load(x.add(i + 2 * w)), vm));
+                let e3 = exp_nonpos(s, s.sub(s.load(x.add(i + 3 * w)), vm));
+                if STORE {
+                    s.store(y.add(i), e0);
+                    s.store(y.add(i + w), e1);
+                    s.store(y.add(i + 2 * w), e2);
+                    s.store(y.add(i + 3 * w), e3);
+                }
+                a0 = s.add(a0, e0);
+                a1 = s.add(a1, e1);
+                a2 = s.add(a2, e2);
+                a3 = s.add(a3, e3);
+                i += 4 * w;
+            }
+            if end == n {
+                while i + w <= n {
+                    let e = exp_nonpos(s, s.sub(s.load(x.add(i)), vm));
+                    if STORE {
+                        s.store(y.add(i), e);
+                    }
+                    a0 = s.add(a0, e);
+                    i += w;
+                }
+                if i < n {
+                    // The fill lanes hold -inf, whose exp is 0 (m is finite).
+                    let v = s.load_partial(x.add(i), n - i, f32::NEG_INFINITY);
+                    let e = exp_nonpos(s, s.sub(v, vm));
+                    if STORE {
+                        s.store_partial(y.add(i), n - i, e);
+                    }
+                    a1 = s.add(a1, e);
+                    i = n;
+                }
+            }
+            total += s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))) as f64;
+            if i >= n {
+                break;
+            }
+        }
+    }
+    total
+}
+
+/// `y[i] = y[i] * r` over `n` floats.
+///
+/// # Safety
+/// `y .. y + n` valid for reads and writes.
+#[inline(always)]
+pub(crate) unsafe fn scale<S: Simd>(s: S, y: *mut f32, n: usize, r: f32) {
+    let w = S::LANES;
+    let vr = s.splat(r);
+    let mut i = 0;
+    // SAFETY: all accesses within `y .. y + n`, as in `row_max`.
+    unsafe {
+        while i + 4 * w <= n {
+            let v0 = s.mul(s.load(y.add(i)), vr);
+            let v1 = s.mul(s.load(y.add(i + w)), vr);
+            let v2 = s.mul(s.load(y.add(i + 2 * w)), vr);
+            let v3 = s.mul(s.load(y.add(i + 3 * w)), vr);
+            s.store(y.add(i), v0);
+            s.store(y.add(i + w), v1);
+            s.store(y.add(i + 2 * w), v2);
+            s.store(y.add(i + 3 * w), v3);
+            i += 4 * w;
+        }
+        while i + w <= n {
+            s.store(y.add(i), s.mul(s.load(y.add(i)), vr));
+            i += w;
+        }
+        if i < n {
+            let v = s.load_partial(y.add(i), n - i, 0.0);
+            s.store_partial(y.add(i), n - i, s.mul(v, vr));
+        }
+    }
+}
+
+/// `y[i] = (x[i] - m) - ls` over `n` floats (the last pass of log_softmax).
+///
+/// # Safety
+/// `x .. x + n` valid for reads, `y .. y + n` for writes, equal or not overlapping.
+#[inline(always)]
+pub(crate) unsafe fn sub2<S: Simd>(s: S, x: *const f32, y: *mut f32, n: usize, m: f32, ls: f32) {
+    let w = S::LANES;
+    let vm = s.splat(m);
+    let vl = s.splat(ls);
+    let mut i = 0;
+    // SAFETY: all accesses within `0..n` of `x` and `y`, as in `row_max`; each lane is read
+    // before it is written.
+    unsafe {
+        while i + 4 * w <= n {
+            let v0 = s.sub(s.sub(s.load(x.add(i)), vm), vl);
+            let v1 = s.sub(s.sub(s.load(x.add(i + w)), vm), vl);
+            let v2 = s.sub(s.sub(s.load(x.add(i + 2 * w)), vm), vl);
+            let v3 = s.sub(s.sub(s.load(x.add(i + 3 * w)), vm), vl);
+            s.store(y.add(i), v0);
+            s.store(y.add(i + w), v1);
+            s.store(y.add(i + 2 * w), v2);
+            s.store(y.add(i + 3 * w), v3);
+            i += 4 * w;
+        }
+        while i + w <= n {
+            s.store(y.add(i), s.sub(s.sub(s.load(x.add(i)), vm), vl));
+            i += w;
+        }
+        if i < n {
+            let v = s.load_partial(x.add(i), n - i, 0.0);
+            s.store_partial(y.add(i), n - i, s.sub(s.sub(v, vm), vl));
+        }
+    }
+}
+
+/// `sum_i a[i] * b[i]` (`DOT`) or `sum_i a[i]` over `n` floats, f32 lanes in blocks, f64 across
+/// blocks.
+///
+/// # Safety
+/// `a .. a + n` (and `b .. b + n` when `DOT`) valid for reads.
+#[inline(always)]
+pub(crate) unsafe fn blocked_sum<S: Simd, const DOT: bool>(
+    s: S,
+    a: *const f32,
+    b: *const f32,
+    n: usize,
+) -> f64 {
+    let w = S::LANES;
+    let zero = s.splat(0.0);
+    let block = 4 * w * SUM_BLOCK_VECS;
+    let mut total = 0.0f64;
+    let mut i = 0;
+    // SAFETY: all accesses within `0..n`, as in `exp_sum`.
+    unsafe {
+        loop {
+            let end = if i + block <= n { i + block } else { n };
+            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+            while i + 4 * w <= end {
+                if DOT {
+                    a0 = s.fma(s.load(a.add(i)), s.load(b.add(i)), a0);
+                    a1 = s.fma(s.load(a.add(i + w)), s.load(b.add(i + w)), a1);
+                    a2 = s.fma(s.load(a.add(i + 2 * w)), s.load(b.add(i + 2 * w)), a2);
+                    a3 = s.fma(s.load(a.add(i + 3 * w)), s.load(b.add(i + 3 * w)), a3);
+                } else {
+                    a0 = s.add(a0, s.load(a.add(i)));
+                    a1 = s.add(a1, s.load(a.add(i + w)));
+                    a2 = s.add(a2, s.load(a.add(i + 2 * w)));
+                    a3 = s.add(a3, s.load(a.add(i + 3 * w)));
+                }
+                i += 4 * w;
+            }
+            if end == n {
+                while i + w <= n {
+                    if DOT {
+                        a0 = s.fma(s.load(a.add(i)), s.load(b.add(i)), a0);
+                    } else {
+                        a0 = s.add(a0, s.load(a.add(i)));
+                    }
+                    i += w;
+                }
+                if i < n {
+                    let va = s.load_partial(a.add(i), n - i, 0.0);
+                    if DOT {
+                        let vb = s.load_partial(b.add(i), n - i, 0.0);
+                        a1 = s.fma(va, vb, a1);
+                    } else {
+                        a1 = s.add(a1, va);
+                    }
+                    i = n;
+                }
+            }
+            total += s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))) as f64;
+            if i >= n {
+                break;
+            }
+        }
+    }
+    total
+}
+
+/// Rows of at most this many vectors are held in registers from load to store.
+#[allow(dead_code)]
+pub(crate) const SHORT_VECS: usize = 4;
+
+/// Loads a row of `n` floats, `(K - 1) * LANES < n <= K * LANES`, into `K` vectors (`-inf` in
+/// the lanes past `n`) and returns them with the row's maximum.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+#[inline(always)]
+unsafe fn load_short<S: Simd, const K: usize>(s: S, x: *const f32, n: usize) -> ([S::V; K], f32) {
+    let w = S::LANES;
+    let mut v = [s.splat(f32::NEG_INFINITY); K];
+    // SAFETY: vectors `0..K-1` are full and inside `0..n`; the last covers `(K-1)w .. n`,
+    // a full load only when it ends exactly at `n`.
+    unsafe {
+        for (j, vj) in v.iter_mut().enumerate().take(K - 1) {
+            *vj = s.load(x.add(j * w));
+        }
+        let rest = n - (K - 1) * w;
+        v[K - 1] = if rest == w {
+            s.load(x.add((K - 1) * w))
+        } else {
+            s.load_partial(x.add((K - 1) * w), rest, f32::NEG_INFINITY)
+        };
+    }
+    let mut mx = v[0];
+    for vj in v.iter().skip(1) {
+        mx = s.max(mx, *vj);
+    }
+    (v, s.reduce_max(mx))
+}
+
+/// Stores `K` vectors to a row of `n` floats, `(K - 1) * LANES < n <= K * LANES`.
+///
+/// # Safety
+/// `y .. y + n` valid for writes.
+#[inline(always)]
+unsafe fn store_short<S: Simd, const K: usize>(s: S, y: *mut f32, n: usize, v: &[S::V; K]) {
+    let w = S::LANES;
+    // SAFETY: as in `load_short`.
+    unsafe {
+        for (j, vj) in v.iter().enumerate().take(K - 1) {
+            s.store(y.add(j * w), *vj);
+        }
+        let rest = n - (K - 1) * w;
+        if rest == w {
+            s.store(y.add((K - 1) * w), v[K - 1]);
+        } else {
+            s.store_partial(y.add((K - 1) * w), rest, v[K - 1]);
+        }
+    }
+}
+
+/// `exp(v - m)` lane-wise, and the f32 sum of all of it (at most `4 * LANES` terms).
+#[inline(always)]
+fn exp_short<S: Simd, const K: usize>(s: S, v: &[S::V; K], m: f32) -> ([S::V; K], f32) {
+    let vm = s.splat(m);
+    let mut e = *v;
+    let mut acc = s.splat(0.0);
+    for ej in e.iter_mut() {
+        *ej = exp_nonpos(s, s.sub(*ej, vm));
+        acc = s.add(acc, *ej);
+    }
+    (e, s.reduce_sum(acc))
+}
+
+/// What a short-row kernel computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShortKind {
+    Softmax,
+    LogSoftmax,
+    LogSumExp,
+}
+
+/// Rows of `(K - 1) * LANES < cols <= K * LANES` floats, each held in registers from load to
+/// store with no loops (10 classes are one masked vector). `y` receives the rows (softmax,
+/// log_softmax) or one value per row (logsumexp).
+///
+/// # Safety
+/// `x` valid for `rows * cols` reads; `y` for `rows * cols` writes (equal to `x` or not
+/// overlapping), or `rows` writes for `LogSumExp`.
+#[inline(always)]
+unsafe fn short_rows<S: Simd, const K: usize>(
+    s: S,
+    kind: ShortKind,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+    cols: usize,
+    masked_zero: bool,
+) {
+    let mut r = 0;
+    // Softmax rows two at a time: their dependency chains (reductions, exp, divide) are
+    // independent, so interleaving them doubles the work in flight.
+    while kind == ShortKind::Softmax && r + 2 <= rows {
+        // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; each is loaded before
+        // anything is stored.
+        unsafe {
+            let (xa, ya) = (x.add(r * cols), y.add(r * cols));
+            let (xb, yb) = (x.add((r + 1) * cols), y.add((r + 1) * cols));
+            let (va, ma) = load_short::<S, K>(s, xa, cols);
+            let (vb, mb) = load_short::<S, K>(s, xb, cols);
+            if !(ma.is_finite() && mb.is_finite()) {
+                break;
+            }
+            let (mut ea, sa) = exp_short::<S, K>(s, &va, ma);
+            let (mut eb, sb) = exp_short::<S, K>(s, &vb, mb);
+            let (ia, ib) = (s.splat(1.0 / sa), s.splat(1.0 / sb));
+            for (a, b) in ea.iter_mut().zip(eb.iter_mut()) {
+                *a = s.mul(*a, ia);
+                *b = s.mul(*b, ib);
+            }
+            store_short::<S, K>(s, ya, cols, &ea);
+            store_short::<S, K>(s, yb, cols, &eb);
+        }
+        r += 2;
+    }
+    for r in r..rows {
+        // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row
+        // is loaded before anything is stored.
+        unsafe {
+            let (xr, yr) = (x.add(r * cols), y.add(r * cols));
+            let (v, m) = load_short::<S, K>(s, xr, cols);
+            if !m.is_finite() {
+                match kind {
+                    ShortKind::Softmax => special::softmax_row(xr, yr, cols, m, masked_zero),
+                    ShortKind::LogSoftmax => special::log_softmax_row(xr, yr, cols, m, masked_zero),
+                    ShortKind::LogSumExp => *y.add(r) = special::logsumexp_row(xr, cols, m),
+                }
+                continue;
+            }
+            let (mut e, sum) = exp_short::<S, K>(s, &v, m);
+            match kind {
+                ShortKind::Softmax => {
+                    let inv = s.splat(1.0 / sum);
+                    for ej in e.iter_mut() {
+                        *ej = s.mul(*ej, inv);
+                    }
+                    store_short::<S, K>(s, yr, cols, &e);
+                }
+                ShortKind::LogSoftmax => {
+                    let (vm, ls) = (s.splat(m), s.splat(sum.ln()));
+                    for (ej, vj) in e.iter_mut().zip(v.iter()) {
+                        *ej = s.sub(s.sub(*vj, vm), ls);
+                    }
+                    store_short::<S, K>(s, yr, cols, &e);
+                }
+                ShortKind::LogSumExp => *y.add(r) = (m as f64 + (sum as f64).ln()) as f32,
+            }
+        }
+    }
+}
+
+/// Runs [`short_rows`] with `K = ceil(cols / LANES)`; returns false (doing nothing) if `cols`
+/// needs more than [`SHORT_VECS`] vectors.
+///
+/// # Safety
+/// As [`short_rows`].
+#[inline(always)]
+unsafe fn try_short<S: Simd>(
+    s: S,
+    kind: ShortKind,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+    cols: usize,
+    masked_zero: bool,
+) -> bool {
+    // SAFETY: forwarded; `K` matches `cols` as `short_rows` requires.
+    unsafe {
+        match cols.div_ceil(S::LANES) {
+            1 => short_rows::<S, 1>(s, kind, x, y, rows, cols, masked_zero),
+            2 => short_rows::<S, 2>(s, kind, x, y, rows, cols, masked_zero),
+            3 => short_rows::<S, 3>(s, kind, x, y, rows, cols, masked_zero),
+            4 => short_rows::<S, 4>(s, kind, x, y, rows, cols, masked_zero),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Softmax of `rows` rows of `cols` floats, `x` to `y` (`y` may equal `x`).
+///
+/// Rows of at most [`SHORT_VECS`] vectors (e.g. 10 classes) are held in registers from load to
+/// store, with no loops and a plain f32 sum (at most 64 terms in a tree), so the per-row cost is
+/// a few dozen instructions and consecutive rows overlap in the pipeline.
+///
+/// # Safety
+/// `x .. x + rows * cols` valid for reads, `y .. y + rows * cols` for writes, equal or not
+/// overlapping.
+#[inline(always)]
+pub(crate) unsafe fn softmax_rows<S: Simd>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+    cols: usize,
+    masked_zero: bool,
+) {
+    // SAFETY: forwarded from this function's contract.
+    if unsafe { try_short(s, ShortKind::Softmax, x, y, rows, cols, masked_zero) } {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: row `r` is `r * cols .. (r + 1) * cols`, inside the ranges the caller
+        // guarantees; the helpers' contracts are the same ranges.
+        unsafe {
+            let xr = x.add(r * cols);
+            let yr = y.add(r * cols);
+            let m = row_max(s, xr, cols);
+            if !m.is_finite() {
+                special::softmax_row(xr, yr, cols, m, masked_zero);
+                continue;
+            }
+            let sum = exp_sum::<S, true>(s, xr, yr, cols, m);
+            scale(s, yr, cols, (1.0 / sum) as f32);
+        }
+    }
+}
+
+/// Log-softmax of `rows` rows: `y = (x - m) - ln(sum exp(x - m))`, one exp per element, no
+/// stores until the last pass.
+///
+/// # Safety
+/// As [`softmax_rows`].
+#[inline(always)]
+pub(crate) unsafe fn log_softmax_rows<S: Simd>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+    cols: usize,
+    masked_zero: bool,
+) {
+    // SAFETY: forwarded from this function's contract.
+    if unsafe { try_short(s, ShortKind::LogSoftmax, x, y, rows, cols, masked_zero) } {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: as in `softmax_rows`.
+        unsafe {
+            let xr = x.add(r * cols);
+            let yr = y.add(r * cols);
+            let m = row_max(s, xr, cols);
+            if !m.is_finite() {
+                special::log_softmax_row(xr, yr, cols, m, masked_zero);
+                continue;
+            }
+            let sum = exp_sum::<S, false>(s, xr, yr, cols, m);
+            sub2(s, xr, yr, cols, m, sum.ln() as f32);
+        }
+    }
+}
+
+/// `out[r] = ln(sum_j exp(x[r, j]))`, with no stores but the result.
+///
+/// # Safety
+/// `x .. x + rows * cols` valid for reads, `out .. out + rows` for writes.
+#[inline(always)]
+pub(crate) unsafe fn logsumexp_rows<S: Simd>(
+    s: S,
+    x: *const f32,
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: forwarded from this function's contract (`out` gets one value per row).
+    if unsafe { try_short(s, ShortKind::LogSumExp, x, out, rows, cols, false) } {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: as in `softmax_rows`; `out + r` is inside `out .. out + rows`.
+        unsafe {
+            let xr = x.add(r * cols);
+            let m = row_max(s, xr, cols);
+            let v = if !m.is_finite() {
+                special::logsumexp_row(xr, cols, m)
+            } else {
+                let sum = exp_sum::<S, false>(s, xr, std::ptr::null_mut(), cols, m);
+                (m as f64 + sum.ln()) as f32
+            };
+            *out.add(r) = v;
+        }
+    }
+}
+
+/// `dx = y * (dy - <dy, y>)` per row.
+///
+/// # Safety
+/// `y`, `dy` valid for `rows * cols` reads, `dx` for as many writes; `dx` may equal `dy`
+/// (each lane is read before it is written) but must not overlap `y` or `dy` otherwise.
+#[inline(always)]
+pub(crate) unsafe fn softmax_backward_rows<S: Simd>(
+    s: S,
+    y: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    rows: usize,
+    cols: usize,
+) {
+    let w = S::LANES;
+    for r in 0..rows {
+        // SAFETY: row `r` of each buffer is inside the caller's ranges; accesses within
+        // `0..cols` as in `row_max`.
+        unsafe {
+            let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
+            let dot = blocked_sum::<S, true>(s, yr, dyr, cols) as f32;
+            let vd = s.splat(dot);
+            let mut i = 0;
+            while i + w <= cols {
+                let v = s.mul(s.load(yr.add(i)), s.sub(s.load(dyr.add(i)), vd));
+                s.store(dxr.add(i), v);
+                i += w;
+            }
+            if i < cols {
+                let vy = s.load_partial(yr.add(i), cols - i, 0.0);
+                let vdy = s.load_partial(dyr.add(i), cols - i, 0.0);
+                s.store_partial(dxr.add(i), cols - i, s.mul(vy, s.sub(vdy, vd)));
+            }
+        }
+    }
+}
+
+/// `dx = dy - exp(y) * sum(dy)` per row (`y` are log-probabilities).
+///
+/// # Safety
+/// As [`softmax_backward_rows`].
+#[inline(always)]
+pub(crate) unsafe fn log_softmax_backward_rows<S: Simd>(
+    s: S,
+    y: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    rows: usize,
+    cols: usize,
+) {
+    let w = S::LANES;
+    for r in 0..rows {
+        // SAFETY: as in `softmax_backward_rows`.
+        unsafe {
+            let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
+            let sum = blocked_sum::<S, false>(s, dyr, dyr, cols) as f32;
+            let vs = s.splat(sum);
+            let mut i = 0;
+            while i + w <= cols {
+                let e = exp_full(s, s.load(yr.add(i)));
+                let v = s.sub(s.load(dyr.add(i)), s.mul(e, vs));
+                s.store(dxr.add(i), v);
+                i += w;
+            }
+            if i < cols {
+                let e = exp_full(s, s.load_partial(yr.add(i), cols - i, 0.0));
+                let vdy = s.load_partial(dyr.add(i), cols - i, 0.0);
+                s.store_partial(dxr.add(i), cols - i, s.sub(vdy, s.mul(e, vs)));
+            }
+        }
+    }
+}
+
+/// One chunk of the online (long-row) softmax: returns the chunk's `(max, sum exp(x - max))`
+/// and, when `y` is not null, stores `exp(x - max)` to it. A chunk whose maximum is not finite
+/// returns a sum of 0 (all `-inf`, zeros stored) or NaN (a NaN or `+inf` in the chunk); the
+/// merge turns those into the row's result.
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `y` null or valid for `n` writes, equal to `x` or not
+/// overlapping it.
+#[inline(always)]
+pub(crate) unsafe fn chunk_stats<S: Simd>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+) -> (f32, f64) {
+    // SAFETY: the caller's ranges are exactly what the helpers need.
+    unsafe {
+        let m = row_max(s, x, n);
+        if !m.is_finite() {
+            return special::chunk_stats(x, y, n, m);
+        }
+        let sum = if y.is_null() {
+            exp_sum::<S, false>(s, x, y, n, m)
+        } else {
+            exp_sum::<S, true>(s, x, y, n, m)
+        };
+        (m, sum)
+    }
+}

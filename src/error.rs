@@ -1,0 +1,115 @@
+//! The crate's error type.
+//!
+//! Every public function checks its arguments before any kernel runs and reports a bad argument
+//! as an [`Error`] that names the argument and the sizes involved. No public function panics on
+//! bad input.
+
+use std::fmt;
+
+use crate::dispatch::Isa;
+
+/// What went wrong. Every variant names the argument at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A dimension that must be positive is zero (for example `cols == 0`).
+    ZeroDim {
+        /// The argument's name.
+        arg: &'static str,
+    },
+    /// A slice's length is not a whole number of rows.
+    NotMultiple {
+        /// The slice's name.
+        arg: &'static str,
+        /// Its length.
+        len: usize,
+        /// The row length it must be a multiple of.
+        cols: usize,
+    },
+    /// A slice has a different length from the one the other arguments imply.
+    LengthMismatch {
+        /// The slice's name.
+        arg: &'static str,
+        /// The length the other arguments imply.
+        expected: usize,
+        /// The length the slice has.
+        actual: usize,
+    },
+    /// A product of dimensions does not fit in `usize`.
+    SizeOverflow {
+        /// The argument whose size overflowed.
+        arg: &'static str,
+    },
+    /// The instruction-set tier named is not supported by this CPU (or this build).
+    IsaUnavailable {
+        /// The tier asked for.
+        isa: Isa,
+    },
+    /// The environment variable `SOFTMAX_KERNELS_ISA` holds a value that is not a tier name, or
+    /// names a tier this CPU cannot run.
+    BadIsaEnv {
+        /// The variable's value.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+}
+
+/// `Result<T, Error>`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ZeroDim { arg } => write!(f, "`{arg}` is 0; it must be at least 1"),
+            Error::NotMultiple { arg, len, cols } => write!(
+                f,
+                "`{arg}` has length {len}, which is not a multiple of cols = {cols}"
+            ),
+            Error::LengthMismatch {
+                arg,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "`{arg}` has length {actual}, but the other arguments need length {expected}"
+            ),
+            Error::SizeOverflow { arg } => {
+                write!(f, "the size of `{arg}` overflows usize")
+            }
+            Error::IsaUnavailable { isa } => {
+                write!(f, "the `{isa}` tier is not available on this CPU")
+            }
+            Error::BadIsaEnv { value, reason } => write!(
+                f,
+                "SOFTMAX_KERNELS_ISA={value:?} is rejected: {reason} \
+                 (expected one of scalar, portable, avx2, avx512)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Checks a `[rows, cols]` matrix stored in `len` floats and returns `rows`.
+pub(crate) fn rows_of(arg: &'static str, len: usize, cols: usize) -> Result<usize> {
+    if cols == 0 {
+        return Err(Error::ZeroDim { arg: "cols" });
+    }
+    if !len.is_multiple_of(cols) {
+        return Err(Error::NotMultiple { arg, len, cols });
+    }
+    Ok(len / cols)
+}
+
+/// Checks that slice `arg` has exactly `expected` elements.
+pub(crate) fn check_len(arg: &'static str, actual: usize, expected: usize) -> Result<()> {
+    if actual != expected {
+        return Err(Error::LengthMismatch {
+            arg,
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,667 @@
+//! The softmax family: `softmax`, `log_softmax`, `logsumexp` and their backward passes.
+//!
+//! All functions take row-major `[rows, cols]` data as a slice of `rows * cols` floats and the
+//! row length `cols`; `rows = len / cols` (zero rows is valid and does nothing). Each exists as a
+//! free function (using [`Kernels::active`]) and as a method on [`Kernels`] (a chosen tier).
+//!
+//! Rows of up to [`ONLINE_MIN_COLS`]` - 1` classes use three passes with reloading: the
+//! maximum; `exp(z - max)` stored and summed in one sweep; one reciprocal per row, then a
+//! scaling pass. Longer rows use a chunked online variant: each [`ONLINE_CHUNK`]-float chunk
+//! gets its own `(max, sum)` while it is in L1, the states are merged in f64, and each chunk is
+//! rescaled once; the chunks of a row are spread across threads when there are fewer rows
+//! than threads. The choice depends only on `cols`, never on the thread count, so results are
+//! bit-identical for any number of threads.
+
+use crate::dispatch::Kernels;
+use crate::error::{check_len, rows_of, Result};
+use crate::parallel::{for_each_index, for_each_row_block, SyncPtr};
+
+/// Rows with at least this many classes use the chunked online variant (their input and output
+/// no longer fit in about half of a 1 MiB L2 cache).
+pub const ONLINE_MIN_COLS: usize = 64 * 1024;
+
+/// The chunk length (floats) of the online variant: 16 KiB of input, L1-resident.
+pub const ONLINE_CHUNK: usize = 4096;
+
+/// What softmax and log_softmax return for a row whose logits are all `-inf` (a fully masked
+/// row).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MaskedRows {
+    /// NaN in every output of the row, as PyTorch (`exp(-inf - -inf)`).
+    #[default]
+    Nan,
+    /// Probabilities 0 (softmax) and log-probabilities `-inf` (log_softmax): the row takes no
+    /// part in whatever follows.
+    Zero,
+}
+
+/// Options of the forward softmax functions. `SoftmaxOptions::default()` is PyTorch's
+/// behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SoftmaxOptions {
+    /// The result for all `-inf` rows.
+    pub masked_rows: MaskedRows,
+}
+
+impl SoftmaxOptions {
+    /// Sets [`SoftmaxOptions::masked_rows`].
+    pub fn masked_rows(mut self, m: MaskedRows) -> Self {
+        self.masked_rows = m;
+        self
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fwd {
+    Softmax,
+    LogSoftmax,
+}
+
+impl Kernels {
+    /// Whether rows of `cols` classes take the online path on this tier. The reference tier
+    /// always computes whole rows in f64.
+    fn online(&self, cols: usize) -> bool {
+        cols >= ONLINE_MIN_COLS && self.isa != crate::Isa::Scalar
+    }
+
+    /// Runs a forward kernel over `rows x cols`.
+    ///
+    /// # Safety
+    /// `x` valid for `rows * cols` reads, `y` for as many writes, equal or not overlapping.
+    unsafe fn forward(
+        &self,
+        kind: Fwd,
+        x: *const f32,
+        y: *mut f32,
+        rows: usize,
+        cols: usize,
+        opts: SoftmaxOptions,
+    ) {
+        let mz = opts.masked_rows == MaskedRows::Zero;
+        if self.online(cols) {
+            // SAFETY: forwarded.
+            unsafe { self.forward_online(kind, x, y, rows, cols, mz) };
+            return;
+        }
+        let f = match kind {
+            Fwd::Softmax => self.softmax_rows,
+            Fwd::LogSoftmax => self.log_softmax_rows,
+        };
+        let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
+        for_each_row_block(rows, cols, move |r| {
+            // SAFETY: the rows `r` lie inside the caller's ranges and blocks are disjoint; the
+            // table's existence proves the CPU features.
+            unsafe {
+                f(
+                    xp.get().add(r.start * cols),
+                    yp.get().add(r.start * cols),
+                    r.len(),
+                    cols,
+                    mz,
+                )
+            }
+        });
+    }
+
+    /// The chunked online variant for long rows.
+    ///
+    /// # Safety
+    /// As [`Kernels::forward`].
+    unsafe fn forward_online(
+        &self,
+        kind: Fwd,
+        x: *const f32,
+        y: *mut f32,
+        rows: usize,
+        cols: usize,
+        mz: bool,
+    ) {
+        let nch = cols.div_ceil(ONLINE_CHUNK);
+        let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
+        let store = kind == Fwd::Softmax;
+        // One row: phase A (chunk states, in parallel when `par`), merge, phase C.
+        let row = |r: usize, par: bool| {
+            let base = r * cols;
+            let span = move |c: usize| {
+                let lo = c * ONLINE_CHUNK;
+                (base + lo, ONLINE_CHUNK.min(cols - lo))
+            };
+            let mut states = vec![(0.0f32, 0.0f64); nch];
+            let sp = SyncPtr(states.as_mut_ptr());
+            let phase_a = move |c: usize| {
+                let (off, len) = span(c);
+                // SAFETY: chunk `c` of row `r` lies inside the caller's ranges; chunks are
+                // disjoint, and each task writes only its own state slot `c < nch`.
+                unsafe {
+                    let out = if store {
+                        yp.get().add(off)
+                    } else {
+                        std::ptr::null_mut()
+                    };
+                    *sp.get().add(c) = (self.chunk_stats)(xp.get().add(off), out, len);
+                }
+            };
+            if par {
+                for_each_index(nch, cols, phase_a);
+            } else {
+                (0..nch).for_each(phase_a);
+            }
+            let merged = merge(&states, mz, kind);
+            let phase_c = move |c: usize| {
+                let (off, len) = span(c);
+                // SAFETY: as in phase A.
+                unsafe {
+                    match merged {
+                        Merged::Fill(v) => crate::arch::special::fill(yp.get().add(off), len, v),
+                        Merged::Finite { m, s } => match kind {
+                            Fwd::Softmax => {
+                                let (mc, _) = *sp.get().add(c);
+                                let f = ((mc as f64 - m as f64).exp() / s) as f32;
+                                (self.scale)(yp.get().add(off), len, f)
+                            }
+                            Fwd::LogSoftmax => (self.sub2)(
+                                xp.get().add(off),
+                                yp.get().add(off),
+                                len,
+                                m,
+                                s.ln() as f32,
+                            ),
+                        },
+                    }
+                }
+            };
+            if par {
+                for_each_index(nch, cols, phase_c);
+            } else {
+                (0..nch).for_each(phase_c);
+            }
+        };
+        if rows >= rayon::current_num_threads() {
+            for_each_index(rows, rows.saturating_mul(cols), |r| row(r, false));
+        } else {
+            (0..rows).for_each(|r| row(r, true));
+        }
+    }
+
+    /// Softmax of each row: `y[r, k] = exp(x[r, k] - lse(x[r, ..]))`.
+    ///
+    /// `x` holds `rows * cols` floats, `y` the same number. See the crate docs for the
+    /// numerical contract and special values.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `cols == 0`, [`Error::NotMultiple`] if `x.len() % cols != 0`,
+    /// [`Error::LengthMismatch`] if `y.len() != x.len()`.
+    ///
+    /// ```
+    /// let k = softmax_kernels::Kernels::best();
+    /// let mut p = [0.0f32; 4];
+    /// k.softmax(&[1.0, 1.0, 5.0, 5.0], &mut p, 2).unwrap();
+    /// assert_eq!(p, [0.5; 4]);
+    /// ```
+    pub fn softmax(&self, x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
+        self.softmax_with(x, y, cols, SoftmaxOptions::default())
+    }
+
+    /// [`Kernels::softmax`] with options (the result for fully masked rows).
+    pub fn softmax_with(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        cols: usize,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let rows = rows_of("x", x.len(), cols)?;
+        check_len("y", y.len(), x.len())?;
+        // SAFETY: `x` and `y` are distinct slices of `rows * cols` floats.
+        unsafe { self.forward(Fwd::Softmax, x.as_ptr(), y.as_mut_ptr(), rows, cols, opts) };
+        Ok(())
+    }
+
+    /// Softmax in place over `x`.
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax`], for `x`.
+    pub fn softmax_inplace(&self, x: &mut [f32], cols: usize) -> Result<()> {
+        self.softmax_inplace_with(x, cols, SoftmaxOptions::default())
+    }
+
+    /// Softmax in place, with options.
+    pub fn softmax_inplace_with(
+        &self,
+        x: &mut [f32],
+        cols: usize,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let rows = rows_of("x", x.len(), cols)?;
+        let p = x.as_mut_ptr();
+        // SAFETY: source and destination are the same `rows * cols` floats, which the kernels
+        // allow (each element is read before it is written).
+        unsafe { self.forward(Fwd::Softmax, p, p, rows, cols, opts) };
+        Ok(())
+    }
+
+    /// Log-softmax of each row: `y[r, k] = (x[r, k] - m) - ln(sum_j exp(x[r, j] - m))`, with
+    /// one exp per element and no second exp.
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax`].
+    ///
+    /// ```
+    /// let k = softmax_kernels::Kernels::best();
+    /// let mut y = [0.0f32; 2];
+    /// k.log_softmax(&[3.0, 3.0], &mut y, 2).unwrap();
+    /// assert!((y[0] + 2f32.ln()).abs() < 1e-6);
+    /// ```
+    pub fn log_softmax(&self, x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
+        self.log_softmax_with(x, y, cols, SoftmaxOptions::default())
+    }
+
+    /// [`Kernels::log_softmax`] with options.
+    pub fn log_softmax_with(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        cols: usize,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let rows = rows_of("x", x.len(), cols)?;
+        check_len("y", y.len(), x.len())?;
+        // SAFETY: distinct slices of `rows * cols` floats.
+        unsafe {
+            self.forward(
+                Fwd::LogSoftmax,
+                x.as_ptr(),
+                y.as_mut_ptr(),
+                rows,
+                cols,
+                opts,
+            )
+        };
+        Ok(())
+    }
+
+    /// Log-softmax in place over `x`.
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax`], for `x`.
+    pub fn log_softmax_inplace(&self, x: &mut [f32], cols: usize) -> Result<()> {
+        self.log_softmax_inplace_with(x, cols, SoftmaxOptions::default())
+    }
+
+    /// Log-softmax in place, with options.
+    pub fn log_softmax_inplace_with(
+        &self,
+        x: &mut [f32],
+        cols: usize,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let rows = rows_of("x", x.len(), cols)?;
+        let p = x.as_mut_ptr();
+        // SAFETY: in place, which the kernels allow.
+        unsafe { self.forward(Fwd::LogSoftmax, p, p, rows, cols, opts) };
+        Ok(())
+    }
+
+    /// `out[r] = ln(sum_k exp(x[r, k]))`, one value per row, computed as `m + ln(sum exp(x - m))`
+    /// with no stores but the results.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`], [`Error::NotMultiple`] as [`Kernels::softmax`];
+    /// [`Error::LengthMismatch`] if `out.len() != rows`.
+    ///
+    /// ```
+    /// let k = softmax_kernels::Kernels::best();
+    /// let mut lse = [0.0f32; 1];
+    /// k.logsumexp(&[0.0, 0.0, 0.0, 0.0], &mut lse, 4).unwrap();
+    /// assert!((lse[0] - 4f32.ln()).abs() < 1e-6);
+    /// ```
+    pub fn logsumexp(&self, x: &[f32], out: &mut [f32], cols: usize) -> Result<()> {
+        let rows = rows_of("x", x.len(), cols)?;
+        check_len("out", out.len(), rows)?;
+        if self.online(cols) {
+            self.logsumexp_online(x, out, cols);
+            return Ok(());
+        }
+        let f = self.logsumexp_rows;
+        let (xp, op) = (SyncPtr(x.as_ptr() as *mut f32), SyncPtr(out.as_mut_ptr()));
+        for_each_row_block(rows, cols, move |r| {
+            // SAFETY: rows `r` of `x` and entries `r` of `out` are in bounds; blocks disjoint.
+            unsafe {
+                f(
+                    xp.get().add(r.start * cols),
+                    op.get().add(r.start),
+                    r.len(),
+                    cols,
+                )
+            }
+        });
+        Ok(())
+    }
+
+    /// Long-row logsumexp: chunk states, merged in f64.
+    fn logsumexp_online(&self, x: &[f32], out: &mut [f32], cols: usize) {
+        let nch = cols.div_ceil(ONLINE_CHUNK);
+        let rows = out.len();
+        let one = |r: usize, par: bool, dst: &mut f32| {
+            let mut states = vec![(0.0f32, 0.0f64); nch];
+            let sp = SyncPtr(states.as_mut_ptr());
+            let phase_a = move |c: usize| {
+                let lo = r * cols + c * ONLINE_CHUNK;
+                let len = ONLINE_CHUNK.min(cols - c * ONLINE_CHUNK);
+                let chunk = &x[lo..lo + len];
+                // SAFETY: `chunk` is a valid slice; null asks for no stores; each task writes
+                // its own slot `c < nch`.
+                unsafe {
+                    *sp.get().add(c) = (self.chunk_stats)(chunk.as_ptr(), std::ptr::null_mut(), len)
+                };
+            };
+            if par {
+                for_each_index(nch, cols, phase_a);
+            } else {
+                (0..nch).for_each(phase_a);
+            }
+            *dst = match merge_lse(&states) {
+                Merged::Fill(v) => v,
+                Merged::Finite { m, s } => (m as f64 + s.ln()) as f32,
+            };
+        };
+        if rows >= rayon::current_num_threads() && !crate::parallel::run_inline(x.len()) {
+            use rayon::prelude::*;
+            out.par_iter_mut()
+                .enumerate()
+                .for_each(|(r, d)| one(r, false, d));
+        } else {
+            for (r, d) in out.iter_mut().enumerate() {
+                one(r, true, d);
+            }
+        }
+    }
+
+    /// Softmax backward: `dx = y * (dy - <dy, y>)` per row, where `y` is softmax's output and
+    /// `dy` the gradient with respect to it.
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax`] for `y`; [`Error::LengthMismatch`] if `dy` or `dx` differ in
+    /// length from `y`.
+    ///
+    /// ```
+    /// let k = softmax_kernels::Kernels::best();
+    /// let mut dx = [0.0f32; 2];
+    /// // y = [0.5, 0.5], dy = [1, 0]: <dy, y> = 0.5, dx = [0.25, -0.25]
+    /// k.softmax_backward(&[0.5, 0.5], &[1.0, 0.0], &mut dx, 2).unwrap();
+    /// assert_eq!(dx, [0.25, -0.25]);
+    /// ```
+    pub fn softmax_backward(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        cols: usize,
+    ) -> Result<()> {
+        self.backward(self.softmax_backward_rows, y, dy, dx, cols)
+    }
+
+    /// Log-softmax backward: `dx = dy - exp(y) * sum(dy)` per row, where `y` is log_softmax's
+    /// output and `dy` the gradient with respect to it.
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax_backward`].
+    ///
+    /// ```
+    /// let k = softmax_kernels::Kernels::best();
+    /// let mut dx = [0.0f32; 2];
+    /// let ln_half = 0.5f32.ln();
+    /// k.log_softmax_backward(&[ln_half, ln_half], &[1.0, 0.0], &mut dx, 2).unwrap();
+    /// assert!((dx[0] - 0.5).abs() < 1e-6 && (dx[1] + 0.5).abs() < 1e-6);
+    /// ```
+    pub fn log_softmax_backward(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        cols: usize,
+    ) -> Result<()> {
+        self.backward(self.log_softmax_backward_rows, y, dy, dx, cols)
+    }
+
+    fn backward(
+        &self,
+        f: crate::dispatch::BackwardFn,
+        y: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        cols: usize,
+    ) -> Result<()> {
+        let rows = rows_of("y", y.len(), cols)?;
+        check_len("dy", dy.len(), y.len())?;
+        check_len("dx", dx.len(), y.len())?;
+        let (yp, dyp, dxp) = (
+            SyncPtr(y.as_ptr() as *mut f32),
+            SyncPtr(dy.as_ptr() as *mut f32),
+            SyncPtr(dx.as_mut_ptr()),
+        );
+        for_each_row_block(rows, cols, move |r| {
+            let o = r.start * cols;
+            // SAFETY: rows `r` of all three slices are in bounds; `dx` is a distinct `&mut`
+            // slice; blocks are disjoint.
+            unsafe {
+                f(
+                    yp.get().add(o),
+                    dyp.get().add(o),
+                    dxp.get().add(o),
+                    r.len(),
+                    cols,
+                )
+            }
+        });
+        Ok(())
+    }
+
+    /// `y[i] = exp(x[i])` with this tier's vectorized exp, for every f32 (subnormal results
+    /// rounded, overflow to `+inf`). Within 2 ULP of the correctly rounded result on
+    /// `[-87.33, 88.7]` (checked exhaustively on `[-104, 0]` by the test suite).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `y.len() != x.len()`.
+    ///
+    /// ```
+    /// let k = softmax_kernels::Kernels::best();
+    /// let mut y = [0.0f32; 3];
+    /// k.exp(&[0.0, f32::NEG_INFINITY, 1.0], &mut y).unwrap();
+    /// assert_eq!(y[..2], [1.0, 0.0]);
+    /// assert!((y[2] - std::f32::consts::E).abs() <= 2.0 * f32::EPSILON * 3.0);
+    /// ```
+    pub fn exp(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        check_len("y", y.len(), x.len())?;
+        // SAFETY: `x` and `y` are valid for `x.len()` floats; the table proves the features.
+        unsafe { (self.exp_full)(x.as_ptr(), y.as_mut_ptr(), x.len()) };
+        Ok(())
+    }
+
+    /// `y[i] = exp(x[i])` for `x[i] <= 0`: the exp the softmax kernels use. Within 2 ULP of the
+    /// correctly rounded result on `[-87.33654, 0]`; exactly 0 below (where `exp` is
+    /// subnormal) and for `-inf`; NaN for NaN. For `x > 0` the result is only defined up to
+    /// `88.37` (the reference tier computes the exact exp everywhere).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `y.len() != x.len()`.
+    pub fn exp_nonpos(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        check_len("y", y.len(), x.len())?;
+        // SAFETY: as in `exp`.
+        unsafe { (self.exp_nonpos)(x.as_ptr(), y.as_mut_ptr(), x.len()) };
+        Ok(())
+    }
+}
+
+/// A merged long row: its `(max, sum)` or the value all its outputs take.
+#[derive(Clone, Copy)]
+enum Merged {
+    Finite { m: f32, s: f64 },
+    Fill(f32),
+}
+
+/// What a long row's chunk states say about the row.
+enum RowState {
+    /// A NaN somewhere in the row.
+    Nan,
+    /// A `+inf` logit and no NaN.
+    PosInf,
+    /// Every logit is `-inf`.
+    AllNegInf,
+    /// Finite maximum `m` and `s = sum exp(x - m)`, merged in chunk order (so the result does
+    /// not depend on scheduling).
+    Finite { m: f32, s: f64 },
+}
+
+fn merge_states(states: &[(f32, f64)]) -> RowState {
+    // A chunk state is (finite max, finite sum), (-inf, 0) for an all -inf chunk, (+inf, NaN)
+    // for a chunk with +inf and no NaN, and (max, NaN) with a non-+inf max when it holds NaN.
+    if states
+        .iter()
+        .any(|&(mc, sc)| mc.is_nan() || (mc != f32::INFINITY && sc.is_nan()))
+    {
+        return RowState::Nan;
+    }
+    if states.iter().any(|&(mc, _)| mc == f32::INFINITY) {
+        return RowState::PosInf;
+    }
+    let m = states
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &(mc, _)| a.max(mc));
+    if m == f32::NEG_INFINITY {
+        return RowState::AllNegInf;
+    }
+    let s = states
+        .iter()
+        .filter(|&&(mc, _)| mc != f32::NEG_INFINITY)
+        .map(|&(mc, sc)| sc * (mc as f64 - m as f64).exp())
+        .sum();
+    RowState::Finite { m, s }
+}
+
+fn merge(states: &[(f32, f64)], mz: bool, kind: Fwd) -> Merged {
+    match merge_states(states) {
+        RowState::Nan | RowState::PosInf => Merged::Fill(f32::NAN),
+        RowState::AllNegInf => Merged::Fill(match (mz, kind) {
+            (false, _) => f32::NAN,
+            (true, Fwd::Softmax) => 0.0,
+            (true, Fwd::LogSoftmax) => f32::NEG_INFINITY,
+        }),
+        RowState::Finite { m, s } => Merged::Finite { m, s },
+    }
+}
+
+fn merge_lse(states: &[(f32, f64)]) -> Merged {
+    match merge_states(states) {
+        RowState::Nan => Merged::Fill(f32::NAN),
+        RowState::PosInf => Merged::Fill(f32::INFINITY),
+        RowState::AllNegInf => Merged::Fill(f32::NEG_INFINITY),
+        RowState::Finite { m, s } => Merged::Finite { m, s },
+    }
+}
+
+macro_rules! free_fn {
+    ($(#[$doc:meta])* $name:ident ( $($arg:ident : $ty:ty),* )) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) -> Result<()> {
+            Kernels::active()?.$name($($arg),*)
+        }
+    };
+}
+
+free_fn!(
+    /// Softmax of each row of `x` into `y` (see [`Kernels::softmax`]), on the active tier.
+    ///
+    /// ```
+    /// let mut p = [0.0f32; 2];
+    /// softmax_kernels::softmax(&[0.0, 2f32.ln()], &mut p, 2).unwrap();
+    /// assert!((p[0] - 1.0 / 3.0).abs() < 1e-7 && (p[1] - 2.0 / 3.0).abs() < 1e-7);
+    /// ```
+    softmax(x: &[f32], y: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// [`softmax`] with options ([`Kernels::softmax_with`]).
+    ///
+    /// ```
+    /// use softmax_kernels::{MaskedRows, SoftmaxOptions};
+    /// let ninf = f32::NEG_INFINITY;
+    /// let mut p = [1.0f32; 2];
+    /// let opts = SoftmaxOptions::default().masked_rows(MaskedRows::Zero);
+    /// softmax_kernels::softmax_with(&[ninf, ninf], &mut p, 2, opts).unwrap();
+    /// assert_eq!(p, [0.0, 0.0]);
+    /// ```
+    softmax_with(x: &[f32], y: &mut [f32], cols: usize, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Softmax in place ([`Kernels::softmax_inplace`]).
+    ///
+    /// ```
+    /// let mut z = [5.0f32, 5.0, 5.0, 5.0];
+    /// softmax_kernels::softmax_inplace(&mut z, 4).unwrap();
+    /// assert_eq!(z, [0.25; 4]);
+    /// ```
+    softmax_inplace(x: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// Softmax in place with options ([`Kernels::softmax_inplace_with`]).
+    softmax_inplace_with(x: &mut [f32], cols: usize, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Log-softmax of each row ([`Kernels::log_softmax`]).
+    ///
+    /// ```
+    /// let mut y = [0.0f32; 2];
+    /// softmax_kernels::log_softmax(&[0.0, 2f32.ln()], &mut y, 2).unwrap();
+    /// assert!((y[0] - (1.0f32 / 3.0).ln()).abs() < 1e-6);
+    /// ```
+    log_softmax(x: &[f32], y: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// Log-softmax with options ([`Kernels::log_softmax_with`]).
+    log_softmax_with(x: &[f32], y: &mut [f32], cols: usize, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Log-softmax in place ([`Kernels::log_softmax_inplace`]).
+    ///
+    /// ```
+    /// let mut z = [1.0f32, 1.0];
+    /// softmax_kernels::log_softmax_inplace(&mut z, 2).unwrap();
+    /// assert!((z[0] + 2f32.ln()).abs() < 1e-6);
+    /// ```
+    log_softmax_inplace(x: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// Log-softmax in place with options ([`Kernels::log_softmax_inplace_with`]).
+    log_softmax_inplace_with(x: &mut [f32], cols: usize, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Logsumexp of each row into `out` ([`Kernels::logsumexp`]).
+    ///
+    /// ```
+    /// let mut lse = [0.0f32; 2];
+    /// softmax_kernels::logsumexp(&[0.0, 0.0, 1e30, 1e30], &mut lse, 2).unwrap();
+    /// assert!((lse[0] - 2f32.ln()).abs() < 1e-6 && lse[1] == 1e30);
+    /// ```
+    logsumexp(x: &[f32], out: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// Softmax backward ([`Kernels::softmax_backward`]).
+    ///
+    /// ```
+    /// let mut dx = [0.0f32; 2];
+    /// softmax_kernels::softmax_backward(&[0.5, 0.5], &[1.0, 0.0], &mut dx, 2).unwrap();
+    /// assert_eq!(dx, [0.25, -0.25]);
+    /// ```
+    softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// Log-softmax backward ([`Kernels::log_softmax_backward`]).
+    ///
+    /// ```
+    /// let mut dx = [0.0f32; 2];
+    /// let h = 0.5f32.ln();
+    /// softmax_kernels::log_softmax_backward(&[h, h], &[1.0, 1.0], &mut dx, 2).unwrap();
+    /// assert!(dx.iter().all(|d| d.abs() < 1e-6));
+    /// ```
+    log_softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], cols: usize)
+);
