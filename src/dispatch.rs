@@ -139,6 +139,10 @@ pub struct Kernels {
     pub(crate) sub2: Sub2Fn,
     pub(crate) exp_nonpos: MapFn,
     pub(crate) exp_full: MapFn,
+    /// The output-layer update kernels (`crate::linear`).
+    pub(crate) linear: &'static crate::arch::generic::linear::LinearKernels,
+    /// The cross-entropy kernels (`crate::cross_entropy`).
+    pub(crate) ce: &'static crate::arch::generic::cross_entropy::CeKernels,
 }
 
 impl fmt::Debug for Kernels {

@@ -68,8 +68,10 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod arch;
+pub mod cross_entropy;
 pub mod dispatch;
 pub mod error;
+pub mod linear;
 mod parallel;
 pub mod reference;
 pub mod softmax;
@@ -81,3 +83,5 @@ pub use softmax::{
     log_softmax_with, logsumexp, softmax, softmax_backward, softmax_inplace, softmax_inplace_with,
     softmax_with, MaskedRows, SoftmaxOptions, ONLINE_CHUNK, ONLINE_MIN_COLS,
 };
+// Re-exports of the cross-entropy family (crate::cross_entropy).
+// Re-exports of the output-layer family (crate::linear).

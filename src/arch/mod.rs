@@ -26,6 +26,9 @@ macro_rules! stamp_tier {
     (@emit $isa:expr, [$(#[$attr:meta])*], $token:ty) => {
         use $crate::arch::generic::{exp as gexp, softmax as gsm};
 
+        $crate::arch::generic::linear::stamp_linear!([$(#[$attr])*], $token);
+        $crate::arch::generic::cross_entropy::stamp_ce!([$(#[$attr])*], $token);
+
         /// # Safety
         /// The tier's CPU features; pointer ranges as `generic::softmax::softmax_rows`.
         $(#[$attr])*
@@ -142,6 +145,8 @@ macro_rules! stamp_tier {
             sub2,
             exp_nonpos,
             exp_full,
+            linear: &LINEAR,
+            ce: &CE,
         };
     };
 }

@@ -32,7 +32,12 @@ pub(crate) static KERNELS: Kernels = Kernels {
     sub2,
     exp_nonpos: exp_map,
     exp_full: exp_map,
+    linear: &linear::LINEAR,
+    ce: &cross_entropy::CE,
 };
+
+mod cross_entropy;
+mod linear;
 
 /// `(max, sum exp(x - max))` of a row in f64, the max ignoring NaN.
 ///
