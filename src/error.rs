@@ -40,6 +40,31 @@ pub enum Error {
         /// The argument whose size overflowed.
         arg: &'static str,
     },
+    /// A class label is neither in `0..classes` nor the `ignore_index`.
+    BadLabel {
+        /// The row (sample) holding it.
+        row: usize,
+        /// The label.
+        label: i128,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// An option has a value outside its domain.
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// Its value, as given.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// An output that the chosen options need was not given.
+    MissingOutput {
+        /// The output's name.
+        arg: &'static str,
+        /// Why it is needed.
+        reason: &'static str,
+    },
     /// The instruction-set tier named is not supported by this CPU (or this build).
     IsaUnavailable {
         /// The tier asked for.
@@ -52,6 +77,38 @@ pub enum Error {
         value: String,
         /// Why it was rejected.
         reason: &'static str,
+    },
+    /// A matrix's leading dimension (row stride) is smaller than its row length.
+    LeadingDim {
+        /// The matrix's name.
+        arg: &'static str,
+        /// The leading dimension given.
+        ld: usize,
+        /// The row length (columns).
+        cols: usize,
+    },
+    /// A strided matrix's slice has a length that fits neither `rows * ld` nor
+    /// `(rows - 1) * ld + cols` (the same without the last row's padding).
+    MatrixLength {
+        /// The matrix's name.
+        arg: &'static str,
+        /// Its rows.
+        rows: usize,
+        /// Its columns.
+        cols: usize,
+        /// Its leading dimension.
+        ld: usize,
+        /// The slice's length.
+        actual: usize,
+    },
+    /// An optimizer's state (its velocity buffer) belongs to a parameter of another shape.
+    StateShape {
+        /// The parameter's name.
+        arg: &'static str,
+        /// `[rows, cols]` of the state.
+        expected: (usize, usize),
+        /// `[rows, cols]` of the parameter given.
+        actual: (usize, usize),
     },
 }
 
@@ -77,6 +134,26 @@ impl fmt::Display for Error {
             Error::SizeOverflow { arg } => {
                 write!(f, "the size of `{arg}` overflows usize")
             }
+            Error::BadLabel {
+                row,
+                label,
+                classes,
+            } => write!(
+                f,
+                "row {row} has label {label}, which is neither a class in 0..{classes} \
+                 nor the ignore_index"
+            ),
+            Error::InvalidOption {
+                name,
+                value,
+                expected,
+            } => write!(
+                f,
+                "option `{name}` = {value} is invalid: it must be {expected}"
+            ),
+            Error::MissingOutput { arg, reason } => {
+                write!(f, "the output `{arg}` is required: {reason}")
+            }
             Error::IsaUnavailable { isa } => {
                 write!(f, "the `{isa}` tier is not available on this CPU")
             }
@@ -84,6 +161,37 @@ impl fmt::Display for Error {
                 f,
                 "SOFTMAX_KERNELS_ISA={value:?} is rejected: {reason} \
                  (expected one of scalar, portable, avx2, avx512)"
+            ),
+            Error::LeadingDim { arg, ld, cols } => write!(
+                f,
+                "`{arg}` has leading dimension {ld}, less than its row length {cols}"
+            ),
+            Error::MatrixLength {
+                arg,
+                rows,
+                cols,
+                ld,
+                actual,
+            } => write!(
+                f,
+                "`{arg}` has length {actual}, but a [{rows}, {cols}] matrix with leading \
+                 dimension {ld} needs {} floats ({} without the last row's padding)",
+                rows.saturating_mul(*ld),
+                if *rows == 0 {
+                    0
+                } else {
+                    (rows - 1).saturating_mul(*ld).saturating_add(*cols)
+                }
+            ),
+            Error::StateShape {
+                arg,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "`{arg}` is [{}, {}], but the optimizer's state was built for [{}, {}] \
+                 (call reset() to start over)",
+                actual.0, actual.1, expected.0, expected.1
             ),
         }
     }

@@ -45,8 +45,9 @@
 //! ## Numerical contract (every tier)
 //!
 //! * **exp**: the SIMD tiers' exp is within 2 ULP of the correctly rounded result for every f32
-//!   in `[-87.33654, 0]` (exhaustively tested). Inside softmax, arguments below `-87.33654`
-//!   (where `exp` is subnormal) give exactly 0.
+//!   in `[-87.33654, 0]` (exhaustively tested). Below that `exp` is subnormal: arguments in
+//!   `(-87.68, -87.33654)` give the subnormal result within 2 ULP, and arguments `<= -87.68`
+//!   (including `-inf`) give exactly 0.
 //! * **softmax**: each output `p >= 1e-30` is within a relative error of
 //!   `1e-6 + 2^-23 |z - max|` of the f64 result (the second term is the rounding of `z - max`
 //!   to f32, which no f32 kernel avoids), for rows of up to 128256 classes and beyond: sums are
@@ -62,6 +63,18 @@
 //!   never overflow.
 //! * The backward passes are plain products and sums (dot products accumulated as above); NaN
 //!   and infinities propagate by IEEE rules.
+//!
+//! ## Output-layer updates ([`linear`])
+//!
+//! `W` is `[C, D]` (classes x features) with a leading dimension, described by
+//! [`MatrixLayout`]; batches are `delta = p - y` `[B, C]` and activations `a` `[B, D]`.
+//! [`rank1_update`] (`W += alpha x y^T`) and [`rank_k_update`] (`W += alpha delta^T A`) stream
+//! `W` once; [`weight_grad`] (`dW = beta dW + alpha delta^T A`) uses the streaming rank-k kernel
+//! for small batches and single-threaded `matrixmultiply` sgemm tiles spread over rayon above;
+//! [`bias_grad`], [`sgd_step`] (one GEMM with `beta = 1` on `W`), [`Sgd`] (PyTorch's SGD with
+//! momentum, dampening, Nesterov and weight decay), [`linear_forward`] (`Z = A W^T + b`) and
+//! [`linear_backward_input`] (`dA = delta W`). GEMM-like results are within
+//! `(k + 3) 2^-23 sum |terms|` of the exact value and bit-identical for any thread count.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -71,6 +84,7 @@ mod arch;
 pub mod cross_entropy;
 pub mod dispatch;
 pub mod error;
+pub mod layer;
 pub mod linear;
 mod parallel;
 pub mod reference;
@@ -84,4 +98,19 @@ pub use softmax::{
     softmax_with, MaskedRows, SoftmaxOptions, ONLINE_CHUNK, ONLINE_MIN_COLS,
 };
 // Re-exports of the cross-entropy family (crate::cross_entropy).
+pub use cross_entropy::{
+    cross_entropy, cross_entropy_ext, cross_entropy_fwd_bwd, cross_entropy_fwd_bwd_inplace,
+    cross_entropy_probs, cross_entropy_probs_fwd_bwd, AllIgnored, CrossEntropyOptions,
+    CrossEntropyOutputs, CrossEntropyStats, Label, Logits, Reduction, Targets,
+};
 // Re-exports of the output-layer family (crate::linear).
+pub use layer::OutputLayer;
+pub use linear::{
+    bias_grad, linear_backward_input, linear_forward, rank1_update, rank_k_update, sgd_step,
+    weight_grad, MatrixLayout, Sgd, SgdOptions,
+};
+
+/// The README's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -52,7 +52,7 @@ where
         f(0..rows);
         return;
     }
-    let per = (BLOCK_BYTES / (cols.saturating_mul(4))).max(1);
+    let per = rows_per_block(cols);
     let blocks = rows.div_ceil(per);
     (0..blocks)
         .into_par_iter()
@@ -68,5 +68,29 @@ where
         (0..n).for_each(f);
     } else {
         (0..n).into_par_iter().for_each(f);
+    }
+}
+
+/// Rows per block for a reduction over rows: a function of the shape only, never of the thread
+/// count, so that sums over blocks are bit-identical however many threads run them.
+pub(crate) fn rows_per_block(cols: usize) -> usize {
+    (BLOCK_BYTES / cols.saturating_mul(4).max(1)).max(1)
+}
+
+/// Maps the fixed row blocks of [`rows_per_block`] with `f` (in parallel when the work is
+/// large) and adds the results in block order: an f64 sum and a count.
+pub(crate) fn sum_row_blocks<F>(rows: usize, cols: usize, f: F) -> (f64, usize)
+where
+    F: Fn(Range<usize>) -> (f64, usize) + Sync + Send,
+{
+    let per = rows_per_block(cols);
+    let blocks = rows.div_ceil(per);
+    let block = |b: usize| f(b * per..rows.min((b + 1) * per));
+    let add = |(s, n): (f64, usize), (bs, bn): (f64, usize)| (s + bs, n + bn);
+    if blocks <= 1 || run_inline(rows.saturating_mul(cols)) {
+        (0..blocks).map(block).fold((0.0, 0), add)
+    } else {
+        let parts: Vec<(f64, usize)> = (0..blocks).into_par_iter().map(block).collect();
+        parts.into_iter().fold((0.0, 0), add)
     }
 }

@@ -479,8 +479,9 @@ impl Kernels {
     }
 
     /// `y[i] = exp(x[i])` for `x[i] <= 0`: the exp the softmax kernels use. Within 2 ULP of the
-    /// correctly rounded result on `[-87.33654, 0]`; exactly 0 below (where `exp` is
-    /// subnormal) and for `-inf`; NaN for NaN. For `x > 0` the result is only defined up to
+    /// correctly rounded result on `[-87.33654, 0]`; below, where `exp` is subnormal, within 2
+    /// ULP of the subnormal result down to `-87.68` and exactly 0 from there on (`-inf`
+    /// included); NaN for NaN. For `x > 0` the result is only defined up to
     /// `88.37` (the reference tier computes the exact exp everywhere).
     ///
     /// # Errors

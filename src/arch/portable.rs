@@ -4,7 +4,7 @@
 //! AVX/FMA under `-C target-cpu=native`, NEON on aarch64, simd128 on wasm), so this tier runs on
 //! every CPU and needs no feature check. Tails go through a stack buffer.
 
-use wide::{f32x8, i32x8};
+use wide::{f32x8, i32x8, CmpGt};
 
 use crate::arch::vector::Simd;
 
@@ -60,6 +60,26 @@ impl Simd for Portable {
     #[inline(always)]
     fn max(self, a: f32x8, b: f32x8) -> f32x8 {
         a.fast_max(b)
+    }
+    #[inline(always)]
+    fn div(self, a: f32x8, b: f32x8) -> f32x8 {
+        a / b
+    }
+    #[inline(always)]
+    fn select_gt(self, a: f32x8, b: f32x8, x: f32x8, y: f32x8) -> f32x8 {
+        a.cmp_gt(b).blend(x, y)
+    }
+    #[inline(always)]
+    fn abs(self, v: f32x8) -> f32x8 {
+        v.abs()
+    }
+    #[inline(always)]
+    fn copysign(self, mag: f32x8, sign: f32x8) -> f32x8 {
+        mag.abs().copysign(sign)
+    }
+    #[inline(always)]
+    fn iota(self) -> f32x8 {
+        f32x8::from([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     }
     #[inline(always)]
     fn clamp(self, v: f32x8, lo: f32x8, hi: f32x8) -> f32x8 {

@@ -31,6 +31,16 @@ pub(crate) trait Simd: Copy {
     /// Lane-wise maximum. With a NaN operand the result is unspecified (one of the two); the
     /// kernels detect NaN rows by other means.
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b`.
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise `if a > b { x } else { y }` (ordered: NaN compares false).
+    fn select_gt(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
+    /// `|v|` (clears the sign bit).
+    fn abs(self, v: Self::V) -> Self::V;
+    /// `|mag|` with the sign bit of `sign`.
+    fn copysign(self, mag: Self::V, sign: Self::V) -> Self::V;
+    /// `[0.0, 1.0, 2.0, ..]`, one per lane.
+    fn iota(self) -> Self::V;
     /// Lane-wise `min(hi, max(lo, v))`; a NaN lane of `v` stays NaN.
     fn clamp(self, v: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
     /// Lane-wise `max(v, lo)`, keeping NaN lanes of `v` NaN.
@@ -46,6 +56,14 @@ pub(crate) trait Simd: Copy {
     fn reduce_sum(self, v: Self::V) -> f32;
     /// Maximum of all lanes (unspecified which lane wins when NaN is present).
     fn reduce_max(self, v: Self::V) -> f32;
+
+    /// `exp(x)` for `x <= 0`, with the contract of [`crate::arch::generic::exp::exp_nonpos`].
+    /// The default is the generic algorithm; a tier may override it with an equivalent
+    /// sequence its instruction set runs faster. The exhaustive test checks every tier.
+    #[inline(always)]
+    fn exp_nonpos(self, x: Self::V) -> Self::V {
+        crate::arch::generic::exp::exp_nonpos_generic(self, x)
+    }
 
     /// Loads `LANES` floats from `p` (no alignment needed).
     ///

@@ -1,5 +1,154 @@
-//! The scalar reference's cross-entropy kernels (f64 arithmetic).
+//! The scalar reference's cross-entropy kernels: f64 arithmetic straight from the formulas.
+
+use crate::arch::generic::cross_entropy::{CeArgs, CeKernels, CeProbArgs, CeRowOut};
 
 /// The scalar tier's cross-entropy kernels.
-pub(crate) static CE: crate::arch::generic::cross_entropy::CeKernels =
-    crate::arch::generic::cross_entropy::CeKernels {};
+pub(crate) static CE: CeKernels = CeKernels {
+    row: ce_row,
+    prob_row: ce_prob_row,
+};
+
+/// `cap * tanh(x / cap)` in f64 (or `x` when `cap == 0`).
+fn capped(x: f32, cap: f32) -> f64 {
+    if cap != 0.0 {
+        cap as f64 * (x as f64 / cap as f64).tanh()
+    } else {
+        x as f64
+    }
+}
+
+/// Max (ignoring NaN, as the SIMD tiers' lanes do) and first argmax of the capped row, whether
+/// it holds a NaN, and the capped row itself.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+unsafe fn scan(x: *const f32, n: usize, cap: f32) -> (Vec<f64>, f64, u32, bool) {
+    // SAFETY: `i < n`.
+    let z: Vec<f64> = (0..n).map(|i| capped(unsafe { *x.add(i) }, cap)).collect();
+    let (mut m, mut am, mut nan) = (f64::NEG_INFINITY, 0u32, false);
+    for (i, &v) in z.iter().enumerate() {
+        nan |= v.is_nan();
+        if v > m {
+            m = v;
+            am = i as u32;
+        }
+    }
+    (z, m, am, nan)
+}
+
+/// # Safety
+/// The contract of `generic::cross_entropy::ce_row`.
+unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOut {
+    // SAFETY: forwarded; every index is `< n`, `a.t < n`.
+    unsafe {
+        let (z, m, am, nan) = scan(x, n, a.cap);
+        let w = |c: usize| {
+            if a.weights.is_null() {
+                1.0
+            } else {
+                *a.weights.add(c) as f64
+            }
+        };
+        if !m.is_finite() || nan {
+            // A NaN (or +inf, or an all -inf row) makes the row NaN, as PyTorch.
+            if !grad.is_null() {
+                crate::arch::special::fill(grad, n, f32::NAN);
+            }
+            let mm = if nan { f64::NAN } else { m };
+            return CeRowOut {
+                m: mm,
+                ls: f64::NAN,
+                zt: z[a.t],
+                dot: f64::NAN,
+                argmax: am,
+            };
+        }
+        let s: f64 = z.iter().map(|&v| (v - m).exp()).sum();
+        let dot: f64 = if a.dot {
+            z.iter().enumerate().map(|(c, &v)| w(c) * (v - m)).sum()
+        } else {
+            0.0
+        };
+        if !grad.is_null() {
+            let lse = m + s.ln();
+            let coef = a.a0 as f64 + a.zl2 as f64 * lse;
+            for (c, &v) in z.iter().enumerate() {
+                let p = (v - m).exp() / s;
+                let mut gz = a.g as f64 * coef * p - a.smooth as f64 * w(c);
+                if c == a.t {
+                    gz -= a.fix_t as f64;
+                }
+                if a.cap != 0.0 {
+                    let q = v / a.cap as f64;
+                    gz *= 1.0 - q * q;
+                }
+                *grad.add(c) = gz as f32;
+            }
+        }
+        CeRowOut {
+            m,
+            ls: s.ln(),
+            zt: z[a.t],
+            dot,
+            argmax: am,
+        }
+    }
+}
+
+/// # Safety
+/// The contract of `generic::cross_entropy::ce_prob_row`.
+unsafe fn ce_prob_row(
+    x: *const f32,
+    y: *const f32,
+    grad: *mut f32,
+    n: usize,
+    a: &CeProbArgs,
+) -> CeRowOut {
+    // SAFETY: forwarded; every index is `< n`.
+    unsafe {
+        let (z, m, am, nan) = scan(x, n, a.cap);
+        if !m.is_finite() || nan {
+            if !grad.is_null() {
+                crate::arch::special::fill(grad, n, f32::NAN);
+            }
+            return CeRowOut {
+                m: if nan { f64::NAN } else { m },
+                ls: f64::NAN,
+                zt: f64::NAN,
+                dot: f64::NAN,
+                argmax: am,
+            };
+        }
+        let eps = a.eps as f64;
+        let ys = |c: usize| {
+            let w = if a.weights.is_null() {
+                1.0
+            } else {
+                *a.weights.add(c) as f64
+            };
+            w * ((1.0 - eps) * *y.add(c) as f64 + eps / n as f64)
+        };
+        let s: f64 = z.iter().map(|&v| (v - m).exp()).sum();
+        let wy: f64 = (0..n).map(ys).sum();
+        let wyz: f64 = z.iter().enumerate().map(|(c, &v)| ys(c) * (v - m)).sum();
+        if !grad.is_null() {
+            let lse = m + s.ln();
+            for (c, &v) in z.iter().enumerate() {
+                let p = (v - m).exp() / s;
+                let mut gz = a.g as f64 * ((wy + a.zl2 as f64 * lse) * p - ys(c));
+                if a.cap != 0.0 {
+                    let q = v / a.cap as f64;
+                    gz *= 1.0 - q * q;
+                }
+                *grad.add(c) = gz as f32;
+            }
+        }
+        CeRowOut {
+            m,
+            ls: s.ln(),
+            zt: wy,
+            dot: wyz,
+            argmax: am,
+        }
+    }
+}

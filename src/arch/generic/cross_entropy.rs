@@ -1,16 +1,728 @@
 //! The fused cross-entropy row kernels, written once over [`crate::arch::vector::Simd`] and
 //! stamped per tier by [`stamp_ce!`].
+//!
+//! One row, class-index target `t` (the loss and gradient formulas are in `crate::cross_entropy`):
+//!
+//! 1. max (and, when asked, the first index of the max) of the (soft-capped) logits;
+//! 2. `e = exp(z - m)` stored into the gradient buffer while summed (f32 lanes, f64 blocks),
+//!    plus `sum_c w_c z_c` when label smoothing needs it;
+//! 3. `grad = (g A / s) e - g (eps / C) w` (one multiply or FMA per element), then the scalar
+//!    fix-up `grad[t] -= g (1 - eps) w_t`. No per-element label compare, no per-element divide,
+//!    one exp per element.
+//!
+//! With soft-capping (`z = cap tanh(x / cap)`), pass 2 stores the capped logits instead and
+//! pass 3 recomputes their exp and applies the chain rule `1 - (z / cap)^2`.
+
+use super::exp::{exp_nonpos, softcap};
+use super::softmax::{exp_short, exp_sum, load_short, row_max, scale, store_short, SHORT_VECS};
+use crate::arch::vector::Simd;
+
+/// Vectors each accumulator adds in f32 before moving the block total to f64.
+const SUM_BLOCK_VECS: usize = 8;
+
+/// Per-row arguments of the class-target kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CeArgs {
+    /// The target class, `< cols`.
+    pub t: usize,
+    /// `(1 - eps) w_t + (eps / C) sum_c w_c`: the coefficient of `p` in the gradient, before
+    /// the z-loss term and the scale.
+    pub a0: f32,
+    /// `2 * z_loss`.
+    pub zl2: f32,
+    /// The row's gradient scale `g` (reduction, upstream scalar, per-row upstream).
+    pub g: f32,
+    /// `g * eps / C`: subtracted from every gradient element (times `w_c` with class weights).
+    pub smooth: f32,
+    /// `g * (1 - eps) * w_t`: subtracted at `t`.
+    pub fix_t: f32,
+    /// The class weights (`cols` floats) or null.
+    pub weights: *const f32,
+    /// The soft-cap, or 0 for none.
+    pub cap: f32,
+    /// Whether to compute `sum_c w_c z_c` (label smoothing).
+    pub dot: bool,
+    /// Whether to compute the argmax.
+    pub argmax: bool,
+}
+
+/// Per-row arguments of the probability-target kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CeProbArgs {
+    /// Label smoothing `eps`: targets become `(1 - eps) y + eps / C`.
+    pub eps: f32,
+    /// `2 * z_loss`.
+    pub zl2: f32,
+    /// The row's gradient scale.
+    pub g: f32,
+    /// The class weights (`cols` floats) or null.
+    pub weights: *const f32,
+    /// The soft-cap, or 0 for none.
+    pub cap: f32,
+    /// Whether to compute the argmax.
+    pub argmax: bool,
+}
+
+/// What a row kernel reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CeRowOut {
+    /// The row maximum (of the capped logits). Not finite: the row holds NaN, `+inf` or is all
+    /// `-inf`, and nothing else in here is meaningful (the gradient was filled with NaN).
+    pub m: f64,
+    /// `ln sum exp(z - m)` (so `lse = m + ls`).
+    pub ls: f64,
+    /// Class targets: the (capped) target logit `z_t`. Probability targets: `sum w y'`.
+    pub zt: f64,
+    /// Class targets: `sum_c w_c (z_c - m)` (when asked). Probability targets:
+    /// `sum w y' (z - m)`. Relative to `m`, so that huge logits keep the loss's small terms.
+    pub dot: f64,
+    /// The first index of the maximum (when asked).
+    pub argmax: u32,
+}
+
+/// Loads `LANES` logits (capped when `CAP`).
+///
+/// # Safety
+/// `p .. p + LANES` valid for reads.
+#[inline(always)]
+unsafe fn load_z<S: Simd, const CAP: bool>(s: S, p: *const f32, cap: S::V, icap: S::V) -> S::V {
+    // SAFETY: forwarded.
+    let v = unsafe { s.load(p) };
+    if CAP {
+        softcap(s, v, cap, icap)
+    } else {
+        v
+    }
+}
+
+/// Loads the `n < LANES` logits at `p` (capped when `CAP`), `fill` in the other lanes.
+///
+/// # Safety
+/// `p .. p + n` valid for reads.
+#[inline(always)]
+unsafe fn load_z_part<S: Simd, const CAP: bool>(
+    s: S,
+    p: *const f32,
+    n: usize,
+    fill: f32,
+    cap: S::V,
+    icap: S::V,
+) -> S::V {
+    if !CAP {
+        // SAFETY: forwarded.
+        return unsafe { s.load_partial(p, n, fill) };
+    }
+    // SAFETY: forwarded.
+    let v = softcap(s, unsafe { s.load_partial(p, n, 0.0) }, cap, icap);
+    // Lanes past `n` take `fill` after the cap (the cap would turn -inf into -cap).
+    // SAFETY: a stack buffer of at least LANES floats, read and written in full.
+    unsafe {
+        let mut buf = [fill; 64];
+        s.store_partial(buf.as_mut_ptr(), n, v);
+        s.load(buf.as_ptr())
+    }
+}
+
+/// Pass 1: the maximum of the (capped) logits and, when `argmax`, its first index.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+#[inline(always)]
+unsafe fn max_argmax<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    argmax: bool,
+    cap: S::V,
+    icap: S::V,
+) -> (f32, u32) {
+    let w = S::LANES;
+    let ninf = s.splat(f32::NEG_INFINITY);
+    // SAFETY: all accesses inside `0..n` (full vectors while `i + w <= n`, then one partial).
+    unsafe {
+        if !argmax && !CAP {
+            return (row_max(s, x, n), 0);
+        }
+        if !argmax {
+            let (mut a0, mut a1) = (ninf, ninf);
+            let mut i = 0;
+            while i + 2 * w <= n {
+                a0 = s.max(a0, load_z::<S, CAP>(s, x.add(i), cap, icap));
+                a1 = s.max(a1, load_z::<S, CAP>(s, x.add(i + w), cap, icap));
+                i += 2 * w;
+            }
+            if i + w <= n {
+                a0 = s.max(a0, load_z::<S, CAP>(s, x.add(i), cap, icap));
+                i += w;
+            }
+            if i < n {
+                let v = load_z_part::<S, CAP>(s, x.add(i), n - i, f32::NEG_INFINITY, cap, icap);
+                a1 = s.max(a1, v);
+            }
+            return (s.reduce_max(s.max(a0, a1)), 0);
+        }
+        let mut am = ninf;
+        let mut ai = s.iota();
+        let mut idx = s.iota();
+        let step = s.splat(w as f32);
+        let mut i = 0;
+        while i + w <= n {
+            let v = load_z::<S, CAP>(s, x.add(i), cap, icap);
+            ai = s.select_gt(v, am, idx, ai);
+            am = s.select_gt(v, am, v, am);
+            idx = s.add(idx, step);
+            i += w;
+        }
+        if i < n {
+            let v = load_z_part::<S, CAP>(s, x.add(i), n - i, f32::NEG_INFINITY, cap, icap);
+            ai = s.select_gt(v, am, idx, ai);
+            am = s.select_gt(v, am, v, am);
+        }
+        let (mut vm, mut vi) = ([0.0f32; 64], [0.0f32; 64]);
+        s.store(vm.as_mut_ptr(), am);
+        s.store(vi.as_mut_ptr(), ai);
+        let (mut m, mut best) = (f32::NEG_INFINITY, 0.0f32);
+        let mut found = false;
+        for l in 0..w {
+            if vm[l] > m || (vm[l] == m && (!found || vi[l] < best)) {
+                m = vm[l];
+                best = vi[l];
+                found = true;
+            }
+        }
+        // Lanes' maxima ignore NaN; a NaN makes the row NaN later through the exp sum, and a
+        // row with NaN reports a maximum that is not finite only if nothing else is.
+        (s.reduce_max(am).max(m), best as u32)
+    }
+}
+
+/// Pass 2 of [`ce_row`] with a cap or a dot product: returns `(sum exp(z - m), sum w (z - m))`.
+///
+/// # Safety
+/// As [`ce_row`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn ce_sweep<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    m: f32,
+    a: &CeArgs,
+    cap: S::V,
+    icap: S::V,
+) -> (f64, f64) {
+    let w = S::LANES;
+    let vm = s.splat(m);
+    let store = !grad.is_null();
+    let wp = a.weights;
+    // SAFETY: every access is inside `0..n` of `x`, `grad` and `weights`, as in `ce_row`.
+    unsafe {
+        let zero = s.splat(0.0);
+        let mut total = 0.0f64;
+        let mut dot = 0.0f64;
+        let mut i = 0;
+        let block = 2 * w * SUM_BLOCK_VECS;
+        loop {
+            let end = if i + block <= n { i + block } else { n };
+            let (mut s0, mut s1, mut d0, mut d1) = (zero, zero, zero, zero);
+            while i + 2 * w <= end {
+                let z0 = load_z::<S, CAP>(s, x.add(i), cap, icap);
+                let z1 = load_z::<S, CAP>(s, x.add(i + w), cap, icap);
+                let (r0, r1) = (s.sub(z0, vm), s.sub(z1, vm));
+                let e0 = exp_nonpos(s, r0);
+                let e1 = exp_nonpos(s, r1);
+                if store {
+                    s.store(grad.add(i), if CAP { z0 } else { e0 });
+                    s.store(grad.add(i + w), if CAP { z1 } else { e1 });
+                }
+                s0 = s.add(s0, e0);
+                s1 = s.add(s1, e1);
+                if a.dot {
+                    if wp.is_null() {
+                        d0 = s.add(d0, r0);
+                        d1 = s.add(d1, r1);
+                    } else {
+                        d0 = s.fma(s.load(wp.add(i)), r0, d0);
+                        d1 = s.fma(s.load(wp.add(i + w)), r1, d1);
+                    }
+                }
+                i += 2 * w;
+            }
+            if end == n {
+                while i < n {
+                    let k = (n - i).min(w);
+                    let z = if k == w {
+                        load_z::<S, CAP>(s, x.add(i), cap, icap)
+                    } else {
+                        load_z_part::<S, CAP>(s, x.add(i), k, f32::NEG_INFINITY, cap, icap)
+                    };
+                    let r = s.sub(z, vm);
+                    let e = exp_nonpos(s, r);
+                    if store {
+                        let v = if CAP { z } else { e };
+                        if k == w {
+                            s.store(grad.add(i), v);
+                        } else {
+                            s.store_partial(grad.add(i), k, v);
+                        }
+                    }
+                    s0 = s.add(s0, e);
+                    if a.dot {
+                        // Lanes past `k` hold -inf: zero them before they enter the dot.
+                        let zf = s.select_gt(s.splat(k as f32), s.iota(), r, zero);
+                        if wp.is_null() {
+                            d0 = s.add(d0, zf);
+                        } else {
+                            let wv = if k == w {
+                                s.load(wp.add(i))
+                            } else {
+                                s.load_partial(wp.add(i), k, 0.0)
+                            };
+                            d0 = s.fma(wv, zf, d0);
+                        }
+                    }
+                    i += k;
+                }
+            }
+            total += s.reduce_sum(s.add(s0, s1)) as f64;
+            if a.dot {
+                dot += s.reduce_sum(s.add(d0, d1)) as f64;
+            }
+            if i >= n {
+                break;
+            }
+        }
+        (total, dot)
+    }
+}
+
+/// [`ce_row`] for a row of `(K - 1) * LANES < n <= K * LANES` floats with no cap and no
+/// smoothing: the row stays in registers from load to store, the sum is a plain f32 tree of at
+/// most `4 * LANES` terms, and there are no loops.
+///
+/// # Safety
+/// As [`ce_row`].
+#[inline(always)]
+unsafe fn ce_short<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    a: &CeArgs,
+) -> CeRowOut {
+    // SAFETY: `load_short`/`store_short` touch exactly `0..n`; `a.t < n`; the scalar argmax
+    // scan reads `0..n`.
+    unsafe {
+        let (v, m) = load_short::<S, K>(s, x, n);
+        let zt = *x.add(a.t) as f64;
+        // The first index of the maximum ignoring NaN, as the long-row path and the
+        // reference (the lane-wise `max` above may have dropped a lane's value next to a NaN).
+        let argmax = if a.argmax {
+            let (mut best, mut bv) = (0usize, f32::NEG_INFINITY);
+            for i in 0..n {
+                let v = *x.add(i);
+                if v > bv {
+                    best = i;
+                    bv = v;
+                }
+            }
+            best as u32
+        } else {
+            0
+        };
+        if !m.is_finite() {
+            if !grad.is_null() {
+                crate::arch::special::fill(grad, n, f32::NAN);
+            }
+            return CeRowOut {
+                m: m as f64,
+                ls: f64::NAN,
+                zt,
+                dot: f64::NAN,
+                argmax,
+            };
+        }
+        let (mut e, sum) = exp_short::<S, K>(s, &v, m);
+        let total = sum as f64;
+        let out = CeRowOut {
+            m: m as f64,
+            ls: total.ln(),
+            zt,
+            dot: 0.0,
+            argmax,
+        };
+        if !grad.is_null() {
+            let lse = m as f64 + out.ls;
+            let factor = (a.g as f64 * (a.a0 as f64 + a.zl2 as f64 * lse) / total) as f32;
+            let vf = s.splat(factor);
+            for ej in e.iter_mut() {
+                *ej = s.mul(*ej, vf);
+            }
+            store_short::<S, K>(s, grad, n, &e);
+            *grad.add(a.t) -= a.fix_t;
+        }
+        out
+    }
+}
+
+/// The cross-entropy of one row with class target; see the module docs. `grad` null: loss
+/// only (no stores). `grad` may equal `x` (in place).
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `grad` null or valid for `n` writes and equal to `x` or not
+/// overlapping it; `a.t < n`; `a.weights` null or valid for `n` reads.
+#[inline(always)]
+pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    a: &CeArgs,
+) -> CeRowOut {
+    let w = S::LANES;
+    let cap = s.splat(a.cap);
+    let icap = s.splat(if CAP { 1.0 / a.cap } else { 0.0 });
+    let store = !grad.is_null();
+    let wp = a.weights;
+    if !CAP && !a.dot && n <= SHORT_VECS * w {
+        // SAFETY: forwarded; `K` matches `n`.
+        return unsafe {
+            match n.div_ceil(w) {
+                1 => ce_short::<S, 1>(s, x, grad, n, a),
+                2 => ce_short::<S, 2>(s, x, grad, n, a),
+                3 => ce_short::<S, 3>(s, x, grad, n, a),
+                _ => ce_short::<S, 4>(s, x, grad, n, a),
+            }
+        };
+    }
+    // SAFETY: every access is inside `0..n` of `x`, `grad` and `weights` (full vectors while
+    // `i + w <= n`, one partial access for the tail), as the caller guarantees; `t < n`. Each
+    // element of `x` is read before the same element of `grad` is written.
+    unsafe {
+        let (m, am) = max_argmax::<S, CAP>(s, x, n, a.argmax, cap, icap);
+        // The target logit, capped by the same vector code as the row.
+        let zt = if CAP {
+            let v = load_z_part::<S, CAP>(s, x.add(a.t), 1, 0.0, cap, icap);
+            let mut b = [0.0f32; 64];
+            s.store(b.as_mut_ptr(), v);
+            b[0]
+        } else {
+            *x.add(a.t)
+        };
+        if !m.is_finite() {
+            if store {
+                crate::arch::special::fill(grad, n, f32::NAN);
+            }
+            return CeRowOut {
+                m: m as f64,
+                ls: f64::NAN,
+                zt: zt as f64,
+                dot: f64::NAN,
+                argmax: am,
+            };
+        }
+        // Pass 2. Without cap or smoothing it is softmax's exp-store-sum sweep.
+        let vm = s.splat(m);
+        let plain = !CAP && !a.dot;
+        let (total, dot) = if plain {
+            let t = if store {
+                exp_sum::<S, true>(s, x, grad, n, m)
+            } else {
+                exp_sum::<S, false>(s, x, grad, n, m)
+            };
+            (t, 0.0)
+        } else {
+            ce_sweep::<S, CAP>(s, x, grad, n, m, a, cap, icap)
+        };
+        let out = CeRowOut {
+            m: m as f64,
+            ls: total.ln(),
+            zt: zt as f64,
+            dot,
+            argmax: am,
+        };
+        if !store {
+            return out;
+        }
+        // Pass 3.
+        let lse = m as f64 + out.ls;
+        let factor = (a.g as f64 * (a.a0 as f64 + a.zl2 as f64 * lse) / total) as f32;
+        if !CAP && a.smooth == 0.0 {
+            scale(s, grad, n, factor);
+            *grad.add(a.t) -= a.fix_t;
+            return out;
+        }
+        let vf = s.splat(factor);
+        let vs = s.splat(a.smooth);
+        let one = s.splat(1.0);
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(w);
+            let v = if k == w {
+                s.load(grad.add(i))
+            } else {
+                s.load_partial(grad.add(i), k, 0.0)
+            };
+            let (e, chain) = if CAP {
+                let e = exp_nonpos(s, s.sub(v, vm));
+                let q = s.mul(v, icap);
+                (e, s.sub(one, s.mul(q, q)))
+            } else {
+                (v, one)
+            };
+            let mut gv = s.mul(e, vf);
+            if a.smooth != 0.0 {
+                if wp.is_null() {
+                    gv = s.sub(gv, vs);
+                } else {
+                    let wv = if k == w {
+                        s.load(wp.add(i))
+                    } else {
+                        s.load_partial(wp.add(i), k, 0.0)
+                    };
+                    gv = s.sub(gv, s.mul(vs, wv));
+                }
+            }
+            if CAP {
+                gv = s.mul(gv, chain);
+            }
+            if k == w {
+                s.store(grad.add(i), gv);
+            } else {
+                s.store_partial(grad.add(i), k, gv);
+            }
+            i += k;
+        }
+        let chain_t = if CAP {
+            let q = zt / a.cap;
+            1.0 - q * q
+        } else {
+            1.0
+        };
+        *grad.add(a.t) -= a.fix_t * chain_t;
+        out
+    }
+}
+
+/// The cross-entropy of one row against probability targets `y` (`n` floats). Reports
+/// `zt = sum_c w_c y'_c` and `dot = sum_c w_c y'_c (z_c - m)`; the gradient (when `grad` is not
+/// null) is `g ((sum w y' + 2 z_loss lse) p - w y')`, chain rule applied under the cap.
+///
+/// # Safety
+/// As [`ce_row`], with `y .. y + n` valid for reads (and not overlapping `grad`).
+#[inline(always)]
+pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    y: *const f32,
+    grad: *mut f32,
+    n: usize,
+    a: &CeProbArgs,
+) -> CeRowOut {
+    let w = S::LANES;
+    let cap = s.splat(a.cap);
+    let icap = s.splat(if CAP { 1.0 / a.cap } else { 0.0 });
+    let store = !grad.is_null();
+    let wp = a.weights;
+    let keep = s.splat(1.0 - a.eps);
+    let add = s.splat(a.eps / n as f32);
+    // SAFETY: as in `ce_row`: every access inside `0..n` of each buffer.
+    unsafe {
+        let (m, am) = max_argmax::<S, CAP>(s, x, n, a.argmax, cap, icap);
+        if !m.is_finite() {
+            if store {
+                crate::arch::special::fill(grad, n, f32::NAN);
+            }
+            return CeRowOut {
+                m: m as f64,
+                ls: f64::NAN,
+                zt: f64::NAN,
+                dot: f64::NAN,
+                argmax: am,
+            };
+        }
+        let vm = s.splat(m);
+        let zero = s.splat(0.0);
+        let (mut total, mut wy, mut wyz) = (0.0f64, 0.0f64, 0.0f64);
+        let mut i = 0;
+        let block = w * SUM_BLOCK_VECS;
+        loop {
+            let end = if i + block <= n { i + block } else { n };
+            let (mut s0, mut a0, mut b0) = (zero, zero, zero);
+            while i < end {
+                let k = (end - i).min(w);
+                let (z, yv) = if k == w {
+                    (load_z::<S, CAP>(s, x.add(i), cap, icap), s.load(y.add(i)))
+                } else {
+                    (
+                        load_z_part::<S, CAP>(s, x.add(i), k, f32::NEG_INFINITY, cap, icap),
+                        s.load_partial(y.add(i), k, 0.0),
+                    )
+                };
+                let r = s.sub(z, vm);
+                let e = exp_nonpos(s, r);
+                if store {
+                    let v = if CAP { z } else { e };
+                    if k == w {
+                        s.store(grad.add(i), v);
+                    } else {
+                        s.store_partial(grad.add(i), k, v);
+                    }
+                }
+                s0 = s.add(s0, e);
+                // y' = (1 - eps) y + eps / C on the real lanes, 0 past the row.
+                let mut ys = s.fma(yv, keep, add);
+                if k < w {
+                    let lanes = s.iota();
+                    ys = s.select_gt(s.splat(k as f32), lanes, ys, zero);
+                }
+                if !wp.is_null() {
+                    let wv = if k == w {
+                        s.load(wp.add(i))
+                    } else {
+                        s.load_partial(wp.add(i), k, 0.0)
+                    };
+                    ys = s.mul(ys, wv);
+                }
+                a0 = s.add(a0, ys);
+                // Lanes past the row hold z = -inf and ys = 0: zero z there first (a real
+                // `-inf` logit with a zero target gives NaN, as PyTorch's `0 * -inf`).
+                let zf = if k < w {
+                    s.select_gt(s.splat(k as f32), s.iota(), r, zero)
+                } else {
+                    r
+                };
+                b0 = s.fma(ys, zf, b0);
+                i += k;
+            }
+            total += s.reduce_sum(s0) as f64;
+            wy += s.reduce_sum(a0) as f64;
+            wyz += s.reduce_sum(b0) as f64;
+            if i >= n {
+                break;
+            }
+        }
+        let out = CeRowOut {
+            m: m as f64,
+            ls: total.ln(),
+            zt: wy,
+            dot: wyz,
+            argmax: am,
+        };
+        if !store {
+            return out;
+        }
+        let lse = m as f64 + out.ls;
+        let factor = (a.g as f64 * (wy + a.zl2 as f64 * lse) / total) as f32;
+        let vf = s.splat(factor);
+        let vg = s.splat(a.g);
+        let one = s.splat(1.0);
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(w);
+            let (v, yv) = if k == w {
+                (s.load(grad.add(i)), s.load(y.add(i)))
+            } else {
+                (
+                    s.load_partial(grad.add(i), k, 0.0),
+                    s.load_partial(y.add(i), k, 0.0),
+                )
+            };
+            let (e, chain) = if CAP {
+                let e = exp_nonpos(s, s.sub(v, vm));
+                let q = s.mul(v, icap);
+                (e, s.sub(one, s.mul(q, q)))
+            } else {
+                (v, one)
+            };
+            let mut ys = s.fma(yv, keep, add);
+            if !wp.is_null() {
+                let wv = if k == w {
+                    s.load(wp.add(i))
+                } else {
+                    s.load_partial(wp.add(i), k, 0.0)
+                };
+                ys = s.mul(ys, wv);
+            }
+            let mut gv = s.sub(s.mul(e, vf), s.mul(vg, ys));
+            if CAP {
+                gv = s.mul(gv, chain);
+            }
+            if k == w {
+                s.store(grad.add(i), gv);
+            } else {
+                s.store_partial(grad.add(i), k, gv);
+            }
+            i += k;
+        }
+        out
+    }
+}
 
 /// One tier's table of cross-entropy row kernels.
-pub(crate) struct CeKernels {}
+pub(crate) struct CeKernels {
+    /// Class target: (x, grad or null, n, args) -> row results.
+    pub(crate) row: unsafe fn(*const f32, *mut f32, usize, &CeArgs) -> CeRowOut,
+    /// Probability targets: (x, y, grad or null, n, args) -> row results.
+    pub(crate) prob_row:
+        unsafe fn(*const f32, *const f32, *mut f32, usize, &CeProbArgs) -> CeRowOut,
+}
 
 /// Stamps the cross-entropy kernels out for one tier (called by `stamp_tier!`) and defines its
 /// `CE` table.
 macro_rules! stamp_ce {
     ([$(#[$attr:meta])*], $token:ty) => {
+        /// # Safety
+        /// The tier's CPU features; pointer contract of `generic::cross_entropy::ce_row`.
+        $(#[$attr])*
+        unsafe fn ce_row(
+            x: *const f32,
+            grad: *mut f32,
+            n: usize,
+            a: &$crate::arch::generic::cross_entropy::CeArgs,
+        ) -> $crate::arch::generic::cross_entropy::CeRowOut {
+            use $crate::arch::generic::cross_entropy as gce;
+            // SAFETY: this function's contract includes the tier's CPU features, which is what
+            // `new_unchecked` needs; the pointer contract is forwarded unchanged.
+            unsafe {
+                let s = <$token>::new_unchecked();
+                if a.cap != 0.0 {
+                    gce::ce_row::<_, true>(s, x, grad, n, a)
+                } else {
+                    gce::ce_row::<_, false>(s, x, grad, n, a)
+                }
+            }
+        }
+
+        /// # Safety
+        /// The tier's CPU features; pointer contract of `generic::cross_entropy::ce_prob_row`.
+        $(#[$attr])*
+        unsafe fn ce_prob_row(
+            x: *const f32,
+            y: *const f32,
+            grad: *mut f32,
+            n: usize,
+            a: &$crate::arch::generic::cross_entropy::CeProbArgs,
+        ) -> $crate::arch::generic::cross_entropy::CeRowOut {
+            use $crate::arch::generic::cross_entropy as gce;
+            // SAFETY: as in `ce_row`.
+            unsafe {
+                let s = <$token>::new_unchecked();
+                if a.cap != 0.0 {
+                    gce::ce_prob_row::<_, true>(s, x, y, grad, n, a)
+                } else {
+                    gce::ce_prob_row::<_, false>(s, x, y, grad, n, a)
+                }
+            }
+        }
+
         /// This tier's cross-entropy kernels.
         pub(crate) static CE: $crate::arch::generic::cross_entropy::CeKernels =
-            $crate::arch::generic::cross_entropy::CeKernels {};
+            $crate::arch::generic::cross_entropy::CeKernels {
+                row: ce_row,
+                prob_row: ce_prob_row,
+            };
     };
 }
 pub(crate) use stamp_ce;

@@ -42,6 +42,12 @@ pub(crate) const FULL_HI: f32 = 89.0;
 /// * `x > 0`: correct up to `x = 88.37`; the kernels never pass positive arguments.
 #[inline(always)]
 pub(crate) fn exp_nonpos<S: Simd>(s: S, x: S::V) -> S::V {
+    s.exp_nonpos(x)
+}
+
+/// The generic body of [`exp_nonpos`] (the [`Simd::exp_nonpos`] default).
+#[inline(always)]
+pub(crate) fn exp_nonpos_generic<S: Simd>(s: S, x: S::V) -> S::V {
     let x = s.floor_at(x, s.splat(NONPOS_FLOOR));
     let magic = s.splat(MAGIC_BIAS);
     let biased = s.fma(x, s.splat(LOG2E), magic);
@@ -118,4 +124,17 @@ pub(crate) unsafe fn exp_map<S: Simd, const FULL: bool>(
             s.store_partial(y.add(i), n - i, e);
         }
     }
+}
+
+/// `cap * tanh(x / cap)` (logit soft-capping), through `tanh(u) = sign(u) (1 - 2 / (exp(2|u|) + 1))`.
+/// The absolute error is a few ULP of `cap` (the formula cancels for tiny `|u|`, where the
+/// result's relative error grows but its absolute error stays below `cap * 2^-22`). NaN gives
+/// NaN; `±inf` gives `±cap`.
+#[inline(always)]
+pub(crate) fn softcap<S: Simd>(s: S, x: S::V, cap: S::V, inv_cap: S::V) -> S::V {
+    let u = s.mul(x, inv_cap);
+    let e = exp_full(s, s.add(s.abs(u), s.abs(u)));
+    let one = s.splat(1.0);
+    let t = s.sub(one, s.div(s.splat(2.0), s.add(e, one)));
+    s.mul(cap, s.copysign(t, u))
 }

@@ -255,7 +255,6 @@ pub(crate) unsafe fn blocked_sum<S: Simd, const DOT: bool>(
 }
 
 /// Rows of at most this many vectors are held in registers from load to store.
-#[allow(dead_code)]
 pub(crate) const SHORT_VECS: usize = 4;
 
 /// Loads a row of `n` floats, `(K - 1) * LANES < n <= K * LANES`, into `K` vectors (`-inf` in
@@ -264,7 +263,11 @@ pub(crate) const SHORT_VECS: usize = 4;
 /// # Safety
 /// `x .. x + n` valid for reads.
 #[inline(always)]
-unsafe fn load_short<S: Simd, const K: usize>(s: S, x: *const f32, n: usize) -> ([S::V; K], f32) {
+pub(crate) unsafe fn load_short<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    n: usize,
+) -> ([S::V; K], f32) {
     let w = S::LANES;
     let mut v = [s.splat(f32::NEG_INFINITY); K];
     // SAFETY: vectors `0..K-1` are full and inside `0..n`; the last covers `(K-1)w .. n`,
@@ -292,7 +295,12 @@ unsafe fn load_short<S: Simd, const K: usize>(s: S, x: *const f32, n: usize) -> 
 /// # Safety
 /// `y .. y + n` valid for writes.
 #[inline(always)]
-unsafe fn store_short<S: Simd, const K: usize>(s: S, y: *mut f32, n: usize, v: &[S::V; K]) {
+pub(crate) unsafe fn store_short<S: Simd, const K: usize>(
+    s: S,
+    y: *mut f32,
+    n: usize,
+    v: &[S::V; K],
+) {
     let w = S::LANES;
     // SAFETY: as in `load_short`.
     unsafe {
@@ -310,7 +318,7 @@ unsafe fn store_short<S: Simd, const K: usize>(s: S, y: *mut f32, n: usize, v: &
 
 /// `exp(v - m)` lane-wise, and the f32 sum of all of it (at most `4 * LANES` terms).
 #[inline(always)]
-fn exp_short<S: Simd, const K: usize>(s: S, v: &[S::V; K], m: f32) -> ([S::V; K], f32) {
+pub(crate) fn exp_short<S: Simd, const K: usize>(s: S, v: &[S::V; K], m: f32) -> ([S::V; K], f32) {
     let vm = s.splat(m);
     let mut e = *v;
     let mut acc = s.splat(0.0);
@@ -376,7 +384,9 @@ unsafe fn short_rows<S: Simd, const K: usize>(
         // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row
         // is loaded before anything is stored.
         unsafe {
-            let (xr, yr) = (x.add(r * cols), y.add(r * cols));
+            // For logsumexp `y` holds one value per row: `yr` is only formed (with wrapping
+            // arithmetic) and never dereferenced there.
+            let (xr, yr) = (x.add(r * cols), y.wrapping_add(r * cols));
             let (v, m) = load_short::<S, K>(s, xr, cols);
             if !m.is_finite() {
                 match kind {

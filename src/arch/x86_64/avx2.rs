@@ -77,6 +77,34 @@ impl Simd for Avx2 {
         unsafe { _mm256_max_ps(a, b) }
     }
     #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the note above the impl.
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn select_gt(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+        // SAFETY: see the note above the impl.
+        unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)) }
+    }
+    #[inline(always)]
+    fn abs(self, v: __m256) -> __m256 {
+        // SAFETY: see the note above the impl.
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), v) }
+    }
+    #[inline(always)]
+    fn copysign(self, mag: __m256, sign: __m256) -> __m256 {
+        // SAFETY: see the note above the impl.
+        unsafe {
+            let sm = _mm256_set1_ps(-0.0);
+            _mm256_or_ps(_mm256_andnot_ps(sm, mag), _mm256_and_ps(sm, sign))
+        }
+    }
+    #[inline(always)]
+    fn iota(self) -> __m256 {
+        // SAFETY: see the note above the impl.
+        unsafe { _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0) }
+    }
+    #[inline(always)]
     fn clamp(self, v: __m256, lo: __m256, hi: __m256) -> __m256 {
         // vmaxps/vminps return the second operand when either is NaN, so NaN in `v` survives.
         // SAFETY: see the note above the impl.

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Calls libsoftmax_kernels.so from Python with ctypes and checks it against numpy.
+
+Usage: python3 capi/examples/python_ctypes.py [path/to/libsoftmax_kernels.so]
+(default: $SOFTMAX_KERNELS_LIB, else target/release/libsoftmax_kernels.so of this repository).
+
+Every array crosses the boundary as a pointer plus its length in elements, exactly as in C;
+the library checks the lengths, so a wrong shape is a status code, never a crash.
+"""
+import ctypes as C
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT = os.path.join(HERE, "..", "..", "target", "release", "libsoftmax_kernels.so")
+path = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SOFTMAX_KERNELS_LIB", DEFAULT)
+lib = C.CDLL(os.path.abspath(path))
+
+F32P = C.POINTER(C.c_float)
+I64P = C.POINTER(C.c_int64)
+U32P = C.POINTER(C.c_uint32)
+SIZE = C.c_size_t
+STATUS = C.c_int  # sk_status is a C enum: int-sized
+
+SK_OK, SK_ERROR_ZERO_DIM, SK_ERROR_BAD_LABEL, SK_ERROR_LENGTH_MISMATCH = 0, 1, 5, 3
+SK_REDUCTION_MEAN, SK_REDUCTION_SUM, SK_REDUCTION_NONE = 0, 1, 2
+
+
+class CeOptions(C.Structure):
+    """sk_ce_options (field order and types as in softmax_kernels.h)."""
+    _fields_ = [
+        ("reduction", C.c_int32),
+        ("all_ignored", C.c_int32),
+        ("has_ignore_index", C.c_int32),
+        ("label_smoothing", C.c_float),
+        ("ignore_index", C.c_int64),
+        ("z_loss", C.c_float),
+        ("softcap", C.c_float),
+        ("scale", C.c_float),
+        ("weight", F32P),
+        ("weight_len", SIZE),
+        ("row_scale", F32P),
+        ("row_scale_len", SIZE),
+    ]
+
+
+class CeOutputs(C.Structure):
+    """sk_ce_outputs."""
+    _fields_ = [
+        ("row_loss", F32P), ("row_loss_len", SIZE),
+        ("lse", F32P), ("lse_len", SIZE),
+        ("argmax", U32P), ("argmax_len", SIZE),
+    ]
+
+
+class CeStats(C.Structure):
+    """sk_ce_stats."""
+    _fields_ = [
+        ("loss_f64", C.c_double), ("denominator", C.c_double),
+        ("rows_used", SIZE), ("correct", SIZE),
+        ("loss", C.c_float), ("has_correct", C.c_int32),
+    ]
+
+
+def declare(name, restype, *argtypes):
+    f = getattr(lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+sk_version = declare("sk_version", C.c_char_p)
+sk_status_name = declare("sk_status_name", C.c_char_p, C.c_int32)
+sk_last_error_message = declare("sk_last_error_message", C.c_char_p)
+sk_softmax = declare("sk_softmax", STATUS, F32P, SIZE, F32P, SIZE, SIZE)
+sk_log_softmax = declare("sk_log_softmax", STATUS, F32P, SIZE, F32P, SIZE, SIZE)
+sk_ce_options_default = declare("sk_ce_options_default", STATUS, C.POINTER(CeOptions))
+sk_cross_entropy_fwd_bwd = declare("sk_cross_entropy_fwd_bwd", STATUS, F32P, SIZE, I64P, SIZE,
+                                   F32P, SIZE, SIZE, C.POINTER(CeOptions), C.POINTER(C.c_float))
+sk_cross_entropy_ext = declare("sk_cross_entropy_ext", STATUS, F32P, SIZE, I64P, SIZE, F32P, SIZE,
+                               SIZE, C.POINTER(CeOptions), C.POINTER(CeOutputs),
+                               C.POINTER(CeStats))
+sk_set_isa = declare("sk_set_isa", STATUS, C.c_int32)
+sk_available_isas = declare("sk_available_isas", C.c_uint32)
+
+assert C.sizeof(CeOptions) == 72 and C.sizeof(CeOutputs) == 48 and C.sizeof(CeStats) == 40
+
+
+def ptr(a, t=F32P):
+    """A pointer to a C-contiguous array (the caller keeps `a` alive during the call)."""
+    assert a.flags["C_CONTIGUOUS"]
+    return a.ctypes.data_as(t)
+
+
+def check(status, what):
+    if status != SK_OK:
+        raise RuntimeError(f"{what}: {sk_status_name(status).decode()}: "
+                           f"{sk_last_error_message().decode()}")
+
+
+passed = failed = 0
+
+
+def expect(ok, what):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAILED: {what}", file=sys.stderr)
+
+
+# numpy references, in float64.
+def np_softmax(z):
+    z = z.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def np_cross_entropy(z, t, ignore=-100, eps=0.0):
+    """PyTorch's F.cross_entropy(z, t, ignore_index=-100, label_smoothing=eps), reduction none,
+    and the gradient of the mean."""
+    z = z.astype(np.float64)
+    rows, cols = z.shape
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    logp = z - lse[:, None]
+    used = t != ignore
+    tt = np.where(used, t, 0)
+    nll = -logp[np.arange(rows), tt]
+    smooth = -logp.mean(axis=1)
+    loss = np.where(used, (1 - eps) * nll + eps * smooth, 0.0)
+    onehot = np.zeros_like(z)
+    onehot[np.arange(rows), tt] = 1.0
+    target = (1 - eps) * onehot + eps / cols
+    grad = np.where(used[:, None], np.exp(logp) - target, 0.0) / used.sum()
+    return loss, grad, lse
+
+
+print(f"libsoftmax_kernels {sk_version().decode()} from {os.path.abspath(path)}")
+rng = np.random.default_rng(0)
+rows, cols = 64, 10
+
+# Softmax and log-softmax on every tier this CPU has.
+x = (rng.standard_normal((rows, cols)) * 4).astype(np.float32)
+avail = sk_available_isas()
+for tier, name in enumerate(["scalar", "portable", "avx2", "avx512"]):
+    if not avail & (1 << tier):
+        continue
+    check(sk_set_isa(tier), "sk_set_isa")
+    y = np.empty_like(x)
+    check(sk_softmax(ptr(x), x.size, ptr(y), y.size, cols), "sk_softmax")
+    err = np.abs(y - np_softmax(x)).max()
+    expect(err < 1e-6, f"softmax [{name}] max error {err}")
+    check(sk_log_softmax(ptr(x), x.size, ptr(y), y.size, cols), "sk_log_softmax")
+    err = np.abs(y - np.log(np_softmax(x))).max()
+    expect(err < 1e-5, f"log_softmax [{name}] max error {err}")
+    print(f"softmax/log_softmax [{name}]: ok")
+check(sk_set_isa(-1), "sk_set_isa(SK_ISA_AUTO)")
+
+# Cross-entropy: mean loss and gradient, with ignored rows and label smoothing.
+t = rng.integers(0, cols, rows).astype(np.int64)
+t[::7] = -100
+for eps in (0.0, 0.1):
+    opts = CeOptions()
+    check(sk_ce_options_default(C.byref(opts)), "sk_ce_options_default")
+    opts.label_smoothing = eps
+    grad = np.empty_like(x)
+    loss = C.c_float()
+    check(sk_cross_entropy_fwd_bwd(ptr(x), x.size, ptr(t, I64P), t.size, ptr(grad), grad.size,
+                                   cols, C.byref(opts), C.byref(loss)), "sk_cross_entropy_fwd_bwd")
+    ref_loss, ref_grad, ref_lse = np_cross_entropy(x, t, eps=eps)
+    mean = ref_loss.sum() / (t != -100).sum()
+    expect(abs(loss.value - mean) < 1e-5 * max(1.0, abs(mean)), f"loss eps={eps}: {loss.value} vs {mean}")
+    expect(np.abs(grad - ref_grad).max() < 1e-6, f"grad eps={eps}")
+    print(f"cross_entropy eps={eps}: loss {loss.value:.6f} (numpy {mean:.6f}): ok")
+
+# Reduction NONE with per-row outputs and stats.
+opts = CeOptions()
+check(sk_ce_options_default(C.byref(opts)), "sk_ce_options_default")
+opts.reduction = SK_REDUCTION_NONE
+row_loss = np.empty(rows, np.float32)
+lse = np.empty(rows, np.float32)
+argmax = np.empty(rows, np.uint32)
+outs = CeOutputs(ptr(row_loss), rows, ptr(lse), rows, ptr(argmax, U32P), rows)
+stats = CeStats()
+check(sk_cross_entropy_ext(ptr(x), x.size, ptr(t, I64P), t.size, None, 0, cols, C.byref(opts),
+                           C.byref(outs), C.byref(stats)), "sk_cross_entropy_ext")
+ref_loss, _, ref_lse = np_cross_entropy(x, t)
+expect(np.abs(row_loss - ref_loss).max() < 1e-5, "row_loss")
+expect(np.abs(lse - ref_lse).max() < 1e-5, "lse")
+expect(np.array_equal(argmax, x.argmax(axis=1)), "argmax")
+used = t != -100
+expect(stats.rows_used == used.sum(), "rows_used")
+expect(stats.has_correct == 1 and stats.correct == (x.argmax(1) == t)[used].sum(), "correct")
+print(f"cross_entropy_ext (none): {stats.rows_used} rows used, {stats.correct} correct: ok")
+
+# Errors are status codes with a message, not crashes.
+y = np.empty_like(x)
+st = sk_softmax(ptr(x), x.size, ptr(y), y.size, 0)
+expect(st == SK_ERROR_ZERO_DIM, "cols == 0")
+print(f"cols == 0 -> {sk_status_name(st).decode()}: {sk_last_error_message().decode()}")
+st = sk_softmax(ptr(x), x.size, ptr(y), y.size - 1, cols)
+expect(st == SK_ERROR_LENGTH_MISMATCH, "length mismatch")
+bad = t.copy()
+bad[3] = cols
+loss = C.c_float()
+st = sk_cross_entropy_fwd_bwd(ptr(x), x.size, ptr(bad, I64P), bad.size, ptr(y), y.size, cols,
+                              None, C.byref(loss))
+expect(st == SK_ERROR_BAD_LABEL, "bad label")
+print(f"bad label -> {sk_status_name(st).decode()}: {sk_last_error_message().decode()}")
+
+print(f"python_ctypes: {passed} passed, {failed} failed")
+sys.exit(0 if failed == 0 else 1)
