@@ -1,0 +1,184 @@
+//! Regression tests for crate bugs found by the fuzz targets (`fuzz/`) and the garbage test
+//! (`tests/garbage.rs`). Each test is a minimized reproduction; it failed when the bug was
+//! found and passes since the fix (all three are fixed in `src/`). While a bug is open, the
+//! fuzz target carries a narrowly scoped exclusion for it (marked `KNOWN CRATE BUG`), so that
+//! fuzzing keeps finding other problems; none is needed now. The minimized fuzz inputs are
+//! committed under `fuzz/corpus/<target>/regress-*`.
+
+use std::process::Command;
+
+use softmax_kernels::{
+    CrossEntropyOptions, CrossEntropyOutputs, Isa, Kernels, Logits, OutputLayer, SgdOptions,
+    Targets,
+};
+
+fn tiers() -> Vec<&'static Kernels> {
+    Isa::available()
+        .into_iter()
+        .map(|i| Kernels::for_isa(i).expect("available"))
+        .collect()
+}
+
+/// Found by `fuzz/` target `cross_entropy` (seed `cap-1e-45`). FIXED (the crate now rejects
+/// `cap < f32::MIN_POSITIVE` with `Error::InvalidOption`); kept as a regression test.
+///
+/// `softcap` accepted any finite `cap > 0`, but the SIMD tiers multiply by `1 / cap` computed
+/// in f32, which overflows to `+inf` for `cap < 1 / f32::MAX` (about 2.9e-39): a zero logit
+/// became `0 * inf = NaN`, and the chain factor `1 - (z / cap)^2` became `-inf`, while the
+/// reference (f64) gave a finite loss and a zero gradient.
+///
+/// Reproduction: logits `[0, 0]` and `[-9, 3]`, labels `[0, 1]`, `softcap(1e-45)`, Mean,
+/// gradient into a separate buffer. The portable, AVX2 and AVX-512 tiers gave a NaN loss and
+/// NaN / `-inf` gradients. Either fix passes: the same clean error from every tier, or values
+/// that match the reference.
+#[test]
+fn softcap_with_tiny_cap_matches_reference() {
+    let x = [0.0f32, 0.0, -9.0, 3.0];
+    let labels = [0i64, 1];
+    for cap in [1e-45f32, 1e-40, 2.0e-39, 1.0e-38, f32::MIN_POSITIVE] {
+        let opts = CrossEntropyOptions::default().softcap(cap);
+        let r = Kernels::for_isa(Isa::Scalar).unwrap();
+        let mut gr = [0.0f32; 4];
+        let want = r.cross_entropy_fwd_bwd(&x, &labels, &mut gr, 2, &opts);
+        for k in tiers() {
+            let mut g = [0.0f32; 4];
+            let got = k.cross_entropy_fwd_bwd(&x, &labels, &mut g, 2, &opts);
+            match (&got, &want) {
+                (Err(a), Err(b)) => assert_eq!(a, b, "[{}] cap {cap:e}", k.isa()),
+                (Ok(l), Ok(lr)) => {
+                    assert!(lr.is_finite(), "reference loss {lr}");
+                    assert!(
+                        (l - lr).abs() <= 1e-6 * lr.abs().max(1.0),
+                        "[{}] cap {cap:e}: loss {l:e}, reference {lr:e}",
+                        k.isa()
+                    );
+                    for j in 0..4 {
+                        assert!(
+                            (g[j] - gr[j]).abs() <= 1e-6,
+                            "[{}] cap {cap:e}: grad {g:?}, reference {gr:?}",
+                            k.isa()
+                        );
+                    }
+                }
+                _ => panic!("[{}] cap {cap:e}: {got:?}, reference {want:?}", k.isa()),
+            }
+        }
+    }
+}
+
+/// Found by `fuzz/` target `cross_entropy` (minimized: `fuzz/corpus/cross_entropy/
+/// regress-argmax-nan-row`). FIXED (the short-row kernel now scans for the first maximum
+/// ignoring NaN).
+///
+/// `CrossEntropyOutputs::argmax` of a row that holds a NaN depends on the tier. The reference
+/// (and the AVX-512 tier for rows of at most 16 classes) returns the first index of the
+/// maximum ignoring NaN, as the reference's docs say the SIMD lanes do ("Max (ignoring NaN, as
+/// the SIMD tiers' lanes do) and first argmax"). The 8-lane tiers (portable, AVX2) combine the
+/// row's vectors lane-wise with `max` first: where one vector's lane holds a NaN, that lane's
+/// value from the other vector is lost, and the argmax (and `CrossEntropyStats::correct`) can
+/// point elsewhere. The loss of such a row is NaN in every tier (correct), but the training
+/// accuracy computed from `argmax`/`correct` differs between tiers.
+///
+/// Reproduction: one row of 16 classes, `x[2] = 5`, `x[10] = NaN`, every other logit 0
+/// (lane 2 of both 8-float vectors); label 2; argmax requested. Reference: argmax 2,
+/// correct 1. Portable / AVX2: argmax 0 (the maximum of what is left), correct 0.
+#[test]
+fn argmax_of_a_row_with_nan_is_the_same_in_every_tier() {
+    for (cols, big, nan) in [
+        (16usize, 2usize, 10usize),
+        (17, 3, 11),
+        (32, 1, 25),
+        (24, 6, 22),
+    ] {
+        let mut x = vec![0.0f32; cols];
+        x[big] = 5.0;
+        x[nan] = f32::NAN;
+        let labels = [big as i64];
+        let mut want = None;
+        for k in tiers() {
+            let mut am = [u32::MAX; 1];
+            let mut out = CrossEntropyOutputs {
+                argmax: Some(&mut am),
+                ..Default::default()
+            };
+            let st = k
+                .cross_entropy_ext(
+                    Logits::Read(&x),
+                    Targets::Classes(&labels),
+                    cols,
+                    &CrossEntropyOptions::default(),
+                    &mut out,
+                )
+                .unwrap();
+            assert!(st.loss.is_nan(), "[{}] loss of a NaN row", k.isa());
+            let got = (am[0], st.correct);
+            let want = *want.get_or_insert(got);
+            assert_eq!(
+                got,
+                want,
+                "[{}] cols {cols}, 5 at {big}, NaN at {nan}: (argmax, correct) {got:?}, \
+                 reference {want:?}",
+                k.isa()
+            );
+            assert_eq!(am[0] as usize, big, "[{}] argmax ignoring NaN", k.isa());
+        }
+    }
+}
+
+/// Runs this test binary's test `name` in a child process and returns whether it exited
+/// normally (a child that aborts is killed by SIGABRT).
+fn child_exits_normally(name: &str) -> (bool, String) {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--include-ignored"])
+        .env("FUZZ_REGRESSIONS_CHILD", "1")
+        .output()
+        .expect("spawn child");
+    let code = out.status.code();
+    let text = format!(
+        "status {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    (code.is_some(), text)
+}
+
+/// The child half of [`output_layer_new_huge_shape_returns_an_error`]: must return, not abort.
+#[test]
+#[ignore = "run as a child process by output_layer_new_huge_shape_returns_an_error"]
+fn child_output_layer_new_huge() {
+    if std::env::var_os("FUZZ_REGRESSIONS_CHILD").is_none() {
+        return;
+    }
+    // 2^30 x 2^30 = 2^60 floats: passes the SizeOverflow check (<= isize::MAX / 4), then
+    // the allocation of 4 EiB fails; that must be an Err, not an abort.
+    let r = OutputLayer::new(1 << 30, 1 << 30, SgdOptions::new(0.1));
+    assert!(r.is_err(), "an absurd shape must be an Err");
+    let r = OutputLayer::new(1 << 25, 1 << 26, SgdOptions::new(0.1));
+    assert!(r.is_err(), "2^51 floats (8 PiB, beyond any address space) must be an Err");
+}
+
+/// Found by `tests/garbage.rs` (the "never an abort" rule). FIXED (`OutputLayer` now
+/// allocates with `try_reserve_exact` and returns `Error::SizeOverflow { arg: "weight" }`).
+///
+/// `OutputLayer::new(inputs, classes, ..)` (and `with_kernels`) rejected `inputs * classes`
+/// only above `isize::MAX / 4`; any smaller product that does not fit in memory (say
+/// `2^30 x 2^30`, 4 EiB) reached `vec![0.0; n]`, whose allocation failure aborts the process
+/// (`handle_alloc_error`), so no `Result` reaches the caller. Expected: a typed error (for
+/// instance `Error::SizeOverflow { arg: "weight" }` from a `try_reserve` failure).
+///
+/// Reproduction: `OutputLayer::new(1 << 30, 1 << 30, SgdOptions::new(0.1))` aborted with
+/// "memory allocation of 4611686018427387904 bytes failed".
+#[test]
+fn output_layer_new_huge_shape_returns_an_error() {
+    let (normal, text) = child_exits_normally("child_output_layer_new_huge");
+    assert!(
+        normal,
+        "OutputLayer::new(2^30, 2^30) killed the process: {text}"
+    );
+}
