@@ -27,7 +27,7 @@
 //! `matrixmultiply::sgemm` calls (its own threading stays off), one per tile; each call
 //! allocates its packing buffers inside `matrixmultiply`.
 //!
-//! **Small batches.** For `B` at most [`Kernels::rank_k_max`] (64 on AVX-512, 32 on AVX2, 8 on
+//! **Small batches.** For `B` at most [`Kernels::rank_k_max`] (48 on AVX-512, 32 on AVX2, 8 on
 //! the portable tier: the crossovers measured on Zen 4 against `matrixmultiply`'s sgemm),
 //! [`weight_grad`], [`sgd_step`] and [`Sgd::step`] use the streaming rank-k kernel, which reads
 //! and writes `W` once with no packing; above it, sgemm. The reference (`Scalar`) tier always
@@ -270,7 +270,7 @@ fn scale_rows(w: &mut [f32], layout: MatrixLayout, beta: f32) {
 
 impl Kernels {
     /// The largest batch for which [`Kernels::weight_grad`] (and the SGD steps) use the
-    /// streaming rank-k kernel instead of sgemm on this tier: 64 on AVX-512, 32 on AVX2, 8 on
+    /// streaming rank-k kernel instead of sgemm on this tier: 48 on AVX-512, 32 on AVX2, 8 on
     /// the portable tier, `usize::MAX` on the reference tier (which never uses sgemm).
     ///
     /// ```

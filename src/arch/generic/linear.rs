@@ -176,10 +176,11 @@ pub(crate) struct LinearKernels {
 /// The batch size at and below which the AVX-512 tier's weight gradient uses the streaming
 /// rank-k kernel instead of sgemm: the measured crossover on Zen 4 against `matrixmultiply`'s
 /// AVX-512 sgemm, for `[C, D]` = `[1000, 2048]` and `[4096, 4096]` (see `benches/linear.rs`,
-/// group `rank_k_vs_sgemm_1t`). sgemm pays for packing and for a C tile loaded and stored per
-/// `k`-block, which a small `k` does not amortize; the streaming kernel is an unpacked
-/// micro-kernel that runs near the FMA peak as soon as `k` is about 16.
-pub(crate) const RANK_K_MAX_AVX512: usize = 64;
+/// group `rank_k_vs_sgemm_1t`: the two tie between `k` = 48 and 64 from run to run, sgemm wins
+/// from 96). sgemm pays for packing and for a C tile loaded and stored per `k`-block, which a
+/// small `k` does not amortize; the streaming kernel is an unpacked micro-kernel that runs near
+/// the FMA peak as soon as `k` is about 16.
+pub(crate) const RANK_K_MAX_AVX512: usize = 48;
 
 /// The same crossover for the AVX2 tier (8-lane tiles of 4 x 2 vectors; measured against the
 /// same AVX-512 sgemm, which `matrixmultiply` picks on this CPU, so on an AVX2-only CPU the
@@ -701,9 +702,10 @@ pub(crate) unsafe fn sgemm(g: &Gemm) {
 /// Stamps the linear kernels out for one tier (called by `stamp_tier!` with the tier's
 /// `#[target_feature]` attributes and token type) and defines its `LINEAR` table.
 ///
-/// The register tiles: `MR x NV` = 4 x 4 vectors with 32 vector registers (AVX-512), 4 x 2
-/// with 16 (AVX2); the portable tier (called with no attributes) uses 2 x 2 because each of
-/// `wide`'s 8-lane vectors takes two SSE registers on a default x86-64 build.
+/// The rank-k register tiles, `MR` rows x `NV` vectors: 8 x 3 with 32 vector registers
+/// (AVX-512: 24 accumulators, 3 vectors of A, 1 broadcast; measured faster than 4 x 4 and
+/// 6 x 4), 4 x 2 with 16 (AVX2); the portable tier (called with no attributes) uses 2 x 2
+/// because each of `wide`'s 8-lane vectors takes two SSE registers on a default x86-64 build.
 macro_rules! stamp_linear {
     ([], $token:ty) => {
         $crate::arch::generic::linear::stamp_linear!(
