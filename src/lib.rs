@@ -35,7 +35,7 @@
 //! named by the environment variable `SOFTMAX_KERNELS_ISA=scalar|portable|avx2|avx512`. A value
 //! that is not a tier, or a tier the CPU lacks, makes the free functions return
 //! [`Error::BadIsaEnv`]. [`Kernels::for_isa`] gives any available tier's table, whose methods
-//! mirror the free functions. [`reference`] is the scalar oracle.
+//! mirror the free functions. [`reference`](mod@reference) is the scalar oracle.
 //!
 //! Work is split across the caller's current rayon pool in row blocks of about 64 KiB (small
 //! calls run inline); rows of [`ONLINE_MIN_COLS`] classes and more are processed in L1-sized

@@ -13,7 +13,8 @@
 //! bit-identical for any number of threads.
 
 use crate::dispatch::Kernels;
-use crate::error::{check_len, rows_of, Result};
+#[allow(unused_imports)] // `Error` is named by the docs.
+use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::{for_each_index, for_each_row_block, SyncPtr};
 
 /// Rows with at least this many classes use the chunked online variant (their input and output

@@ -208,7 +208,7 @@ pub fn exp(x: f32) -> f32 {
     (x as f64).exp() as f32
 }
 
-/// Reference [`crate::softmax`].
+/// Reference [`crate::softmax()`].
 pub fn softmax(x: &[f32], y: &mut [f32], cols: usize) -> Result<()> {
     KERNELS.softmax(x, y, cols)
 }
