@@ -7,12 +7,14 @@
 //! environment (`SOFTMAX_KERNELS_ISA`) run this test binary again as a child.
 
 use softmax_kernels::{
-    reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, Logits,
-    MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions, Targets,
+    reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, Logits, MatrixLayout,
+    OutputLayer, Reduction, Sgd, SgdOptions, Targets,
 };
 
 /// Runs `f` on every available tier; all must return the same; returns that.
-fn tiers<T: std::fmt::Debug>(f: impl Fn(&'static Kernels) -> Result<T, Error>) -> Result<(), Error> {
+fn tiers<T: std::fmt::Debug>(
+    f: impl Fn(&'static Kernels) -> Result<T, Error>,
+) -> Result<(), Error> {
     let mut first: Option<Result<(), Error>> = None;
     for isa in Isa::available() {
         let r = f(Kernels::for_isa(isa).unwrap()).map(|_| ());
@@ -34,7 +36,13 @@ fn z(n: usize) -> Vec<f32> {
     vec![0.0; n]
 }
 
-fn ce(k: &Kernels, x: &[f32], t: &[i64], cols: usize, o: &CrossEntropyOptions<'_>) -> Result<f32, Error> {
+fn ce(
+    k: &Kernels,
+    x: &[f32],
+    t: &[i64],
+    cols: usize,
+    o: &CrossEntropyOptions<'_>,
+) -> Result<f32, Error> {
     k.cross_entropy(x, t, cols, o)
 }
 
@@ -66,6 +74,7 @@ table! {
             assert_eq!(reference::log_softmax(&[1.0, 2.0], &mut z(2), 0), r);
             assert_eq!(tiers(|k| k.logsumexp(&[1.0], &mut z(1), 0)), r);
             assert_eq!(tiers(|k| k.softmax_backward(&[], &[], &mut [], 0)), r);
+            assert_eq!(tiers(|k| ce(k, &[], &[], 0, &Default::default())), r);
             r
         }
         => Error::ZeroDim { arg: "cols" }, "`cols` is 0; it must be at least 1";
@@ -572,13 +581,22 @@ fn env_child(value: &str) -> Result<(), Error> {
         value.into()
     };
     let out = std::process::Command::new(exe)
-        .args(["child_reports_env_error", "--exact", "--nocapture", "--include-ignored"])
+        .args([
+            "child_reports_env_error",
+            "--exact",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env("ERROR_TABLE_CHILD", "1")
         .env("SOFTMAX_KERNELS_ISA", os)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "child failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The child prints the Debug of the error it saw on a line of its own.
     let line = text
         .lines()
@@ -614,10 +632,16 @@ fn child_body() -> Result<(), Error> {
         softmax_kernels::logsumexp(&[0.0], &mut [0.0], 1).unwrap_err(),
         softmax_kernels::cross_entropy(&[0.0], &[0i64], 1, &Default::default()).unwrap_err(),
         softmax_kernels::rank1_update(1.0, &[1.0], &[1.0], &mut [0.0], 1).unwrap_err(),
-        softmax_kernels::linear_forward(&[], &[], MatrixLayout::new(0, 0), None, &mut []).unwrap_err(),
+        softmax_kernels::linear_forward(&[], &[], MatrixLayout::new(0, 0), None, &mut [])
+            .unwrap_err(),
         Kernels::active().map(|_| ()).unwrap_err(),
-        OutputLayer::new(1, 1, SgdOptions::new(0.1)).map(|_| ()).unwrap_err(),
-        Sgd::new(SgdOptions::new(0.1)).unwrap().apply_bias_grad(&mut [0.0], &[0.0]).unwrap_err(),
+        OutputLayer::new(1, 1, SgdOptions::new(0.1))
+            .map(|_| ())
+            .unwrap_err(),
+        Sgd::new(SgdOptions::new(0.1))
+            .unwrap()
+            .apply_bias_grad(&mut [0.0], &[0.0])
+            .unwrap_err(),
     ];
     for o in others {
         assert_eq!(o, e);
@@ -645,7 +669,10 @@ fn isa_env_unavailable_tier_where_possible() {
     let got = env_child(missing.name());
     assert_eq!(
         got,
-        Err(Error::BadIsaEnv { value: missing.name().into(), reason: "this CPU cannot run that tier" })
+        Err(Error::BadIsaEnv {
+            value: missing.name().into(),
+            reason: "this CPU cannot run that tier"
+        })
     );
 }
 

@@ -160,7 +160,10 @@ fn child_output_layer_new_huge() {
     let r = OutputLayer::new(1 << 30, 1 << 30, SgdOptions::new(0.1));
     assert!(r.is_err(), "an absurd shape must be an Err");
     let r = OutputLayer::new(1 << 25, 1 << 26, SgdOptions::new(0.1));
-    assert!(r.is_err(), "2^51 floats (8 PiB, beyond any address space) must be an Err");
+    assert!(
+        r.is_err(),
+        "2^51 floats (8 PiB, beyond any address space) must be an Err"
+    );
 }
 
 /// Found by `tests/garbage.rs` (the "never an abort" rule). FIXED (`OutputLayer` now

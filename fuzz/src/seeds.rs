@@ -1,0 +1,593 @@
+//! The seed corpus: hand-chosen nasty inputs, serialized into each target's byte format.
+//! `cargo run --example gen_corpus` (in `fuzz/`) writes them to `fuzz/corpus/<target>/`;
+//! `fuzz/tests/corpus.rs` checks that they decode to the inputs meant and pass.
+
+use crate::cross_entropy::CeHeader;
+use crate::input::{encode, encode_words, Fill, Win};
+use crate::linear::LinHeader;
+use crate::softmax::SoftmaxHeader;
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+const NINF: f32 = f32::NEG_INFINITY;
+const MAX: f32 = f32::MAX;
+/// A NaN with a payload and the sign bit set.
+const NAN_PAYLOAD: f32 = f32::from_bits(0xFFC1_2345);
+/// The smallest subnormal.
+const SUB: f32 = 1e-45;
+
+/// One seed: the target, a file name, the bytes.
+pub struct Seed {
+    /// `softmax`, `cross_entropy` or `linear`.
+    pub target: &'static str,
+    /// File name in the corpus directory.
+    pub name: String,
+    /// The input.
+    pub bytes: Vec<u8>,
+}
+
+/// The columns selector for `cols` in `1..=2100` (see [`crate::shape`]).
+pub fn cols_sel(cols: usize) -> u16 {
+    assert!((1..=2100).contains(&cols));
+    if cols <= 70 {
+        (cols - 1) as u16
+    } else {
+        0x8000 | (cols - 1) as u16
+    }
+}
+
+/// The columns selector for `LONG_COLS[i]`.
+pub fn long_sel(i: usize) -> u16 {
+    0xFF00 | i as u16
+}
+
+fn konst(v: f32) -> Fill {
+    Fill {
+        mode: 1,
+        konst: v.to_bits(),
+        seed: 0,
+        period: 0,
+        place: 0,
+    }
+}
+
+/// Every seed.
+pub fn all() -> Vec<Seed> {
+    let mut v = Vec::new();
+    softmax_seeds(&mut v);
+    ce_seeds(&mut v);
+    linear_seeds(&mut v);
+    v
+}
+
+fn sm_header(op: u8, rows: u8, cols: u16) -> SoftmaxHeader {
+    SoftmaxHeader {
+        op,
+        rows,
+        cols,
+        xwin: Win::RAW,
+        dywin: Win::RAW,
+        fill: konst(0.0),
+        ..Default::default()
+    }
+}
+
+fn softmax_seeds(out: &mut Vec<Seed>) {
+    let mut add = |name: &str, h: SoftmaxHeader, data: &[f32]| {
+        // One seed per tier selector 0..3 would triple the corpus; the tier byte is cheap for
+        // the fuzzer to mutate, so each seed runs the first SIMD tier and the next one.
+        for t in 0..2u8 {
+            let h = SoftmaxHeader { tier: t, ..h };
+            out.push(Seed {
+                target: "softmax",
+                name: format!("{name}-t{t}"),
+                bytes: encode(&h, data),
+            });
+        }
+    };
+    // Each forward op on each nasty row; op 1/3/5/7 take options (masked 2: Zero).
+    let rows: Vec<(&str, usize, Vec<f32>)> = vec![
+        ("nan-tail-17", 17, {
+            let mut r = vec![0.5f32; 17];
+            r[16] = NAN;
+            r
+        }),
+        ("nan-tail-33", 33, {
+            let mut r: Vec<f32> = (0..33).map(|i| i as f32 * 0.1).collect();
+            r[32] = NAN_PAYLOAD;
+            r
+        }),
+        ("all-neginf-16", 16, vec![NINF; 16]),
+        ("all-neginf-9", 9, vec![NINF; 9]),
+        (
+            "posinf-mid",
+            8,
+            vec![0.0, 1.0, INF, 2.0, NINF, 3.0, 4.0, 5.0],
+        ),
+        ("two-posinf", 5, vec![INF, 0.0, INF, -1.0, 2.0]),
+        (
+            "huge-1e30",
+            7,
+            vec![1e30, -1e30, 0.0, 1e30, 3.0, -3.0, 1e30],
+        ),
+        ("max-mix", 6, vec![MAX, -MAX, MAX, 0.0, -MAX, 1.0]),
+        ("max-all", 3, vec![MAX, MAX, MAX]),
+        (
+            "subnormals",
+            10,
+            vec![SUB, -SUB, 0.0, -0.0, 1e-40, -1e-40, 1e-38, SUB, 0.0, 2e-45],
+        ),
+        ("neg-zero", 4, vec![-0.0, 0.0, -0.0, 0.0]),
+        ("one-class", 1, vec![3.5]),
+        ("one-class-neginf", 1, vec![NINF]),
+        ("one-class-nan", 1, vec![NAN]),
+        (
+            "wide-range",
+            12,
+            vec![
+                80.0, -80.0, 88.0, -88.0, 87.3, -87.4, 0.0, 100.0, -100.0, 1e4, -1e4, 50.0,
+            ],
+        ),
+        ("cutoff", 4, vec![0.0, -87.336_54, -87.336_55, -103.9]),
+        ("neginf-and-finite", 16, {
+            let mut r = vec![NINF; 16];
+            r[15] = -5.0;
+            r
+        }),
+    ];
+    for (name, cols, row) in &rows {
+        let data: Vec<f32> = row.iter().chain(row.iter()).copied().collect();
+        for op in 0..9u8 {
+            let mut h = sm_header(op, 2, cols_sel(*cols));
+            h.masked = if op % 2 == 1 { 2 } else { 0 };
+            add(&format!("{name}-op{op}"), h, &data);
+        }
+    }
+    // Zero rows, zero columns, bad lengths.
+    add("zero-rows", sm_header(0, 0, cols_sel(5)), &[]);
+    add("zero-rows-lse", sm_header(8, 0, cols_sel(5)), &[]);
+    add("cols-zero", sm_header(0, 2, 0), &[1.0, 2.0]);
+    let mut h = sm_header(0, 2, cols_sel(3));
+    h.x_len = 6;
+    h.x_delta = 1;
+    add("x-not-multiple", h, &[1.0; 7]);
+    let mut h = sm_header(4, 2, cols_sel(3));
+    h.out_len = 6;
+    h.out_delta = -1;
+    add("y-short", h, &[1.0; 6]);
+    let mut h = sm_header(8, 3, cols_sel(3));
+    h.out_len = 7;
+    h.out_delta = 2;
+    add("lse-out-len", h, &[1.0; 9]);
+    // Long rows (the online path): NaN in the last lane, all -inf, +inf, a huge spike.
+    let mut h = sm_header(0, 1, long_sel(1));
+    h.fill = Fill {
+        mode: 2,
+        seed: 7,
+        ..konst(0.0)
+    };
+    h.xwin = Win {
+        center: 2,
+        spread: 3,
+    };
+    add("long-65536-random", h, &[]);
+    let mut h = sm_header(4, 2, long_sel(2));
+    h.fill = Fill {
+        place: 1,
+        ..konst(1.0)
+    };
+    add("long-65537-nan-last", h, &[NAN]);
+    let mut h = sm_header(1, 1, long_sel(8));
+    h.masked = 2;
+    h.fill = konst(NINF);
+    add("long-all-neginf-zero", h, &[]);
+    let mut h = sm_header(5, 3, long_sel(0));
+    h.masked = 2;
+    h.fill = konst(NINF);
+    add("long-65535-all-neginf", h, &[]);
+    let mut h = sm_header(8, 2, long_sel(15));
+    h.fill = Fill {
+        mode: 3,
+        konst: INF.to_bits(),
+        seed: 5,
+        period: 40_000,
+        place: 0,
+    };
+    h.xwin = Win {
+        center: 0,
+        spread: 4,
+    };
+    add("long-lse-posinf", h, &[]);
+    let mut h = sm_header(2, 1, long_sel(6));
+    h.fill = konst(-1e30);
+    add("long-inplace-spike", h, &[1e30]);
+    // Backward: y from the forward pass, and raw.
+    for (op, src) in [(9u8, 1u8), (10, 2), (9, 0), (10, 0)] {
+        let mut h = sm_header(op, 3, cols_sel(19));
+        h.y_src = src;
+        h.xwin = Win {
+            center: 0,
+            spread: 3,
+        };
+        h.dywin = h.xwin;
+        h.fill = Fill {
+            mode: 2,
+            seed: op as u32 * 31 + src as u32,
+            ..konst(0.0)
+        };
+        add(&format!("backward-op{op}-src{src}"), h, &[]);
+    }
+    let mut h = sm_header(9, 1, cols_sel(4));
+    h.fill = konst(0.0);
+    add(
+        "backward-special",
+        h,
+        &[0.5, INF, 0.0, NAN, 1.0, 1.0, 1.0, 1.0],
+    );
+    let mut h = sm_header(10, 1, cols_sel(4));
+    add(
+        "lsm-backward-special",
+        h,
+        &[0.0, NINF, -1.0, 100.0, 1.0, -1.0, 2.0, 0.0],
+    );
+    h.dy_len = 6;
+    h.dy_delta = 1;
+    add("backward-dy-len", h, &[0.0; 9]);
+}
+
+fn ce_header(rows: u8, cols: u16, target: u8) -> CeHeader {
+    CeHeader {
+        rows,
+        cols,
+        mode: 1,
+        target,
+        outputs: 7,
+        xwin: Win::RAW,
+        wwin: Win::RAW,
+        ywin: Win::RAW,
+        rswin: Win::RAW,
+        fill: konst(0.0),
+        ..Default::default()
+    }
+}
+
+/// A label word for class `c` (see `cross_entropy::label_value`).
+fn cls(c: u32) -> u32 {
+    c
+}
+/// A special label word: 0 ignore index, 1 `cols`, 2 -1, 3 i64::MIN, 5 u64::MAX, 6 -100,
+/// 7 i64::MAX.
+fn special_label(k: u32) -> u32 {
+    0xC000_0000 | (k << 24)
+}
+
+fn ce_seeds(out: &mut Vec<Seed>) {
+    let mut add = |name: &str, h: CeHeader, logits: &[f32], rest: &[u32]| {
+        let mut words: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+        words.extend_from_slice(rest);
+        for t in 0..2u8 {
+            let h = CeHeader { tier: t, ..h };
+            out.push(Seed {
+                target: "cross_entropy",
+                name: format!("{name}-t{t}"),
+                bytes: encode_words(&h, &words),
+            });
+        }
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    // Plain rows with every label type and mode.
+    let logits: Vec<f32> = (0..3 * 17)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 3.0)
+        .collect();
+    for target in 0..8u8 {
+        for mode in 0..3u8 {
+            let mut h = ce_header(3, cols_sel(17), target);
+            h.mode = mode;
+            add(
+                &format!("plain-type{target}-mode{mode}"),
+                h,
+                &logits,
+                &[cls(0), cls(16), cls(5)],
+            );
+        }
+    }
+    // Special rows: NaN at the tail lane, +inf, all -inf, -inf at the target, huge logits.
+    let mut x = vec![0.25f32; 4 * 17];
+    x[16] = NAN;
+    x[17 + 3] = INF;
+    for v in &mut x[34..51] {
+        *v = NINF;
+    }
+    x[51 + 2] = NINF;
+    add(
+        "specials",
+        ce_header(4, cols_sel(17), 0),
+        &x,
+        &[cls(1), cls(2), cls(3), cls(2)],
+    );
+    let mut h = ce_header(4, cols_sel(17), 0);
+    h.softcap = 4; // Some(30)
+    add("specials-softcap", h, &x, &[cls(1), cls(2), cls(3), cls(2)]);
+    let huge = [1e30f32, -1e30, MAX, -MAX, 0.0, 1e30, 3.0, -MAX];
+    add("huge", ce_header(1, cols_sel(8), 0), &huge, &[cls(1)]);
+    let mut h = ce_header(1, cols_sel(8), 0);
+    h.smoothing = 2; // 0.1
+    add("huge-smoothing", h, &huge, &[cls(2)]);
+    // Labels: out of range, negative, ignore index, wrapped by small types.
+    for (i, lab) in [1u32, 2, 3, 4, 5, 7].into_iter().enumerate() {
+        for target in [0u8, 6] {
+            add(
+                &format!("bad-label{i}-type{target}"),
+                ce_header(2, cols_sel(5), target),
+                &[0.0; 10],
+                &[cls(1), special_label(lab)],
+            );
+        }
+    }
+    let mut h = ce_header(2, cols_sel(5), 0);
+    h.reduction = 2; // None
+    add(
+        "ignored-none",
+        h,
+        &[NAN; 10],
+        &[special_label(0), special_label(6)],
+    );
+    let mut h = ce_header(2, cols_sel(5), 0);
+    h.all_ignored = 1;
+    add(
+        "all-ignored-zero",
+        h,
+        &[1.0; 10],
+        &[special_label(6), special_label(6)],
+    );
+    add(
+        "all-ignored-nan",
+        ce_header(2, cols_sel(5), 0),
+        &[1.0; 10],
+        &[special_label(6); 2],
+    );
+    let mut h = ce_header(2, cols_sel(5), 0);
+    h.ignore = 7; // ignore_index = cols - 1: a real class
+    add("ignore-a-class", h, &[0.5; 10], &[cls(4), cls(3)]);
+    // Every option at once: weights, smoothing, z-loss, cap, None with row_scale.
+    let mut h = ce_header(3, cols_sel(33), 0);
+    h.weight = 1;
+    h.smoothing = 2;
+    h.z_loss = 3;
+    h.softcap = 4;
+    h.reduction = 2;
+    h.row_scale = 3;
+    h.wwin = Win {
+        center: 0,
+        spread: 1,
+    };
+    h.rswin = h.wwin;
+    let x: Vec<f32> = (0..99).map(|i| ((i * 13) % 29) as f32 - 14.0).collect();
+    let mut rest = vec![cls(0), cls(32), cls(17)];
+    rest.extend(bits(&[1.0; 33]));
+    rest.extend(bits(&[1.0, -0.5, 2.0]));
+    add("all-options", h, &x, &rest);
+    // Tiny and huge caps; zero / NaN weights.
+    for (name, sel, b) in [
+        ("cap-1e-45", 7u8, 5u32),
+        ("cap-1e-3", 7, 7),
+        ("cap-max", 7, 6),
+        ("cap-2^-10", 5, 0),
+    ] {
+        let mut h = ce_header(2, cols_sel(9), 0);
+        h.softcap = sel;
+        h.softcap_bits = b;
+        let x: Vec<f32> = (0..18).map(|i| i as f32 - 9.0).collect();
+        add(name, h, &x, &[cls(0), cls(8)]);
+    }
+    let mut h = ce_header(2, cols_sel(4), 0);
+    h.weight = 1;
+    let mut rest = vec![cls(1), cls(2)];
+    rest.extend(bits(&[0.0, 0.0, 0.0, 0.0]));
+    add(
+        "zero-weights-mean",
+        h,
+        &[1.0, 2.0, 3.0, 4.0, 4.0, 3.0, 2.0, 1.0],
+        &rest,
+    );
+    // Probability targets: one-hot, unnormalized, with -inf logits and zero targets.
+    let mut h = ce_header(2, cols_sel(5), 8);
+    h.smoothing = 2;
+    let mut rest = bits(&[0.0, 1.0, 0.0, 0.0, 0.0]);
+    rest.extend(bits(&[0.5, 0.5, 0.0, 2.0, -1.0]));
+    add(
+        "probs",
+        h,
+        &[0.0, 1.0, 2.0, NINF, 4.0, 1e30, 0.0, 0.0, 0.0, 0.0],
+        &rest,
+    );
+    let mut h = ce_header(1, cols_sel(3), 8);
+    h.mode = 2;
+    add(
+        "probs-neginf-zero-target",
+        h,
+        &[NINF, 0.0, 1.0],
+        &bits(&[0.0, 0.5, 0.5]),
+    );
+    // Bad options and lengths.
+    for (name, f) in [("smoothing-nan", 6u8), ("smoothing-raw", 5)] {
+        let mut h = ce_header(1, cols_sel(2), 0);
+        h.smoothing = f;
+        add(name, h, &[0.0, 1.0], &[cls(0)]);
+    }
+    let mut h = ce_header(1, cols_sel(2), 0);
+    h.z_loss = 6;
+    h.z_loss_bits = 2; // +inf
+    add("z-loss-inf", h, &[0.0, 1.0], &[cls(0)]);
+    let mut h = ce_header(1, cols_sel(2), 0);
+    h.scale = 6;
+    h.scale_bits = 2; // NaN
+    add("scale-nan", h, &[0.0, 1.0], &[cls(0)]);
+    let mut h = ce_header(2, cols_sel(2), 0);
+    h.row_scale = 3; // with Mean: invalid
+    add("row-scale-mean", h, &[0.0; 4], &[cls(0), cls(1), 0, 0]);
+    let mut h = ce_header(2, cols_sel(2), 0);
+    h.reduction = 2;
+    h.outputs = 6; // None without row_loss
+    add("none-without-row-loss", h, &[0.0; 4], &[cls(0), cls(1)]);
+    let mut h = ce_header(2, cols_sel(2), 0);
+    h.grad_len = 6;
+    h.grad_delta = -1;
+    add("grad-short", h, &[0.0; 4], &[cls(0), cls(1)]);
+    let mut h = ce_header(2, cols_sel(2), 0);
+    h.targets_len = 6;
+    h.targets_delta = 1;
+    add("targets-long", h, &[0.0; 4], &[cls(0), cls(1), cls(1)]);
+    add("cols-zero", ce_header(2, 0, 0), &[], &[cls(0), cls(0)]);
+    add("zero-rows", ce_header(0, cols_sel(7), 0), &[], &[]);
+    add(
+        "one-class",
+        ce_header(3, cols_sel(1), 0),
+        &[5.0, NINF, -1.0],
+        &[cls(0); 3],
+    );
+    // A long row (the kernels have no online path, but the sweeps' blocking changes).
+    let mut h = ce_header(1, long_sel(2), 0);
+    h.smoothing = 2;
+    h.fill = Fill {
+        mode: 2,
+        seed: 3,
+        ..konst(0.0)
+    };
+    h.xwin = Win {
+        center: 3,
+        spread: 2,
+    };
+    h.fill.place = 0;
+    add("long-smoothing", h, &[], &[]);
+}
+
+fn lin_header(op: u8, c: u8, d: u16, b: u8) -> LinHeader {
+    LinHeader {
+        op,
+        c,
+        d,
+        b,
+        win1: Win {
+            center: 0,
+            spread: 2,
+        },
+        win2: Win {
+            center: 0,
+            spread: 2,
+        },
+        winw: Win {
+            center: 0,
+            spread: 2,
+        },
+        fill: Fill {
+            mode: 2,
+            seed: 11,
+            ..konst(0.0)
+        },
+        ..Default::default()
+    }
+}
+
+fn linear_seeds(out: &mut Vec<Seed>) {
+    let mut add = |name: &str, h: LinHeader, data: &[f32]| {
+        for t in 0..2u8 {
+            let h = LinHeader { tier: t, ..h };
+            out.push(Seed {
+                target: "linear",
+                name: format!("{name}-t{t}"),
+                bytes: encode(&h, data),
+            });
+        }
+    };
+    // Every op on odd shapes, both sides of the rank-k crossover (B = 1, 2, 3, 8, 9, 23).
+    for op in 0..7u8 {
+        for (c, d, b) in [
+            (7u8, 9u16, 1u8),
+            (17, 33, 2),
+            (9, 15, 3),
+            (16, 16, 8),
+            (33, 17, 9),
+            (5, 69, 23),
+        ] {
+            add(
+                &format!("op{op}-{c}x{d}-b{b}"),
+                lin_header(op, c, d, b),
+                &[],
+            );
+        }
+    }
+    // Strided W: padded, trimmed, ld < D, huge ld.
+    for (name, ld, trim) in [
+        ("ld-pad", 8u8, 0u8),
+        ("ld-pad-trim", 9, 1),
+        ("ld-small", 13, 0),
+        ("ld-isize-max", 14, 1),
+        ("ld-usize-max", 15, 0),
+    ] {
+        for op in [0u8, 1, 2, 4, 5, 6] {
+            let mut h = lin_header(op, 3, 9, 4);
+            h.ld = ld;
+            h.trim = trim;
+            add(&format!("{name}-op{op}"), h, &[]);
+        }
+    }
+    for op in [0u8, 1, 2, 4, 5, 6] {
+        let mut h = lin_header(op, 1, 9, 2);
+        h.ld = 14; // isize::MAX with one row: allowed
+        h.trim = 1;
+        add(&format!("ld-isize-max-one-row-op{op}"), h, &[]);
+    }
+    // BLAS conventions: beta = 0 over NaN, alpha = 0 with NaN inputs, empty batch / W.
+    let mut h = lin_header(2, 2, 3, 2);
+    h.beta = 0; // 0.0
+    h.fill = konst(NAN);
+    add(
+        "beta0-over-nan",
+        h,
+        &[1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    );
+    let mut h = lin_header(2, 2, 3, 2);
+    h.alpha = 3; // 0.0
+    h.beta = 2; // 0.5
+    add("alpha0-nan-inputs", h, &[NAN; 10]);
+    let mut h = lin_header(3, 3, 0, 2);
+    h.beta = 0;
+    h.fill = konst(NAN);
+    add("bias-grad-beta0-nan", h, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    for op in 0..7u8 {
+        add(&format!("empty-batch-op{op}"), lin_header(op, 4, 5, 0), &[]);
+        add(&format!("empty-c-op{op}"), lin_header(op, 0, 5, 3), &[]);
+        add(&format!("empty-d-op{op}"), lin_header(op, 4, 0, 3), &[]);
+    }
+    // Special values in range terms: inf and NaN mixed with ordinary data.
+    let mut h = lin_header(5, 2, 3, 2);
+    h.bias = 1;
+    add(
+        "forward-specials",
+        h,
+        &[
+            1.0, INF, 0.0, NAN, 2.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, -0.5,
+        ],
+    );
+    let mut h = lin_header(0, 2, 3, 0);
+    h.alpha = 6;
+    h.alpha_bits = 4; // 1e30
+    add("rank1-huge-alpha", h, &[1e30, -1e-30, 1.0, 2.0, 3.0]);
+    let mut h = lin_header(4, 3, 4, 5);
+    h.alpha = 4; // lr = -0.5: invalid
+    add("sgd-negative-lr", h, &[]);
+    let mut h = lin_header(4, 3, 4, 5);
+    h.bias = 1;
+    add("sgd-with-bias", h, &[]);
+    // The sgemm tiling (C, D up to 300, B up to 40) and a long D.
+    let mut h = lin_header(2, 0x80 | 200, 0x8000 | 250, 40);
+    h.beta = 2;
+    add("gemm-tiles-wgrad", h, &[]);
+    let h = lin_header(5, 0x80 | 150, 0x8000 | 299, 40);
+    add("gemm-tiles-forward", h, &[]);
+    let h = lin_header(6, 0xFF, 0x8000 | 150, 40);
+    add("gemm-tiles-backward", h, &[]);
+    add("long-d-rank1", lin_header(0, 2, 0xFF01, 0), &[]);
+    add("long-d-wgrad", lin_header(2, 2, 0xFF02, 2), &[]);
+}
