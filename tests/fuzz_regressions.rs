@@ -185,3 +185,30 @@ fn output_layer_new_huge_shape_returns_an_error() {
         "OutputLayer::new(2^30, 2^30) killed the process: {text}"
     );
 }
+
+/// Found by `.ci/fuzz.sh` (target `cross_entropy`, minimized:
+/// `fuzz/corpus/cross_entropy/regress-smoothing-zero-weight-max-spread`).
+///
+/// With label smoothing, the SIMD tiers summed `w_c (z_c - m)` in f32; for logits spanning
+/// `-f32::MAX .. f32::MAX`, `z_c - m` overflowed to `-inf`, and a zero class weight turned it
+/// into `0 * -inf = NaN`, while the f64 reference gives 0 (every weight is 0, so every term is
+/// 0). Fixed by summing `(z_c - m) / 2 = z_c / 2 - m / 2`, which cannot overflow for finite
+/// logits, and doubling the total.
+#[test]
+fn smoothing_with_zero_weights_and_max_spread_logits() {
+    let m = f32::MAX;
+    let x = [1e30f32, -1e30, m, -m, 0.0, 1e30, 3.0, -m];
+    let w = [0.0f32; 8];
+    let opts = CrossEntropyOptions::default()
+        .weight(&w)
+        .label_smoothing(0.1)
+        .reduction(softmax_kernels::Reduction::Sum);
+    for k in tiers() {
+        let mut g = [0.0f32; 8];
+        let loss = k
+            .cross_entropy_fwd_bwd(&x, &[2i64], &mut g, 8, &opts)
+            .unwrap();
+        assert_eq!(loss, 0.0, "[{}] loss", k.isa());
+        assert!(g.iter().all(|v| v.is_finite()), "[{}] grad {g:?}", k.isa());
+    }
+}

@@ -219,6 +219,11 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
     // SAFETY: every access is inside `0..n` of `x`, `grad` and `weights`, as in `ce_row`.
     unsafe {
         let zero = s.splat(0.0);
+        // The dot uses (z - m) / 2 = z/2 - m/2, which cannot overflow for finite logits (a
+        // plain z - m is -inf for z = -MAX, m = MAX, and a zero weight would turn it into NaN);
+        // the total is doubled at the end, exactly.
+        let half = s.splat(0.5);
+        let nhm = s.splat(-0.5 * m);
         let mut total = 0.0f64;
         let mut dot = 0.0f64;
         let mut i = 0;
@@ -239,12 +244,13 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                 s0 = s.add(s0, e0);
                 s1 = s.add(s1, e1);
                 if a.dot {
+                    let (h0, h1) = (s.fma(z0, half, nhm), s.fma(z1, half, nhm));
                     if wp.is_null() {
-                        d0 = s.add(d0, r0);
-                        d1 = s.add(d1, r1);
+                        d0 = s.add(d0, h0);
+                        d1 = s.add(d1, h1);
                     } else {
-                        d0 = s.fma(s.load(wp.add(i)), r0, d0);
-                        d1 = s.fma(s.load(wp.add(i + w)), r1, d1);
+                        d0 = s.fma(s.load(wp.add(i)), h0, d0);
+                        d1 = s.fma(s.load(wp.add(i + w)), h1, d1);
                     }
                 }
                 i += 2 * w;
@@ -270,7 +276,8 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                     s0 = s.add(s0, e);
                     if a.dot {
                         // Lanes past `k` hold -inf: zero them before they enter the dot.
-                        let zf = s.select_gt(s.splat(k as f32), s.iota(), r, zero);
+                        let h = s.fma(z, half, nhm);
+                        let zf = s.select_gt(s.splat(k as f32), s.iota(), h, zero);
                         if wp.is_null() {
                             d0 = s.add(d0, zf);
                         } else {
@@ -293,7 +300,7 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                 break;
             }
         }
-        (total, dot)
+        (total, 2.0 * dot)
     }
 }
 
@@ -586,12 +593,15 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                     ys = s.mul(ys, wv);
                 }
                 a0 = s.add(a0, ys);
-                // Lanes past the row hold z = -inf and ys = 0: zero z there first (a real
-                // `-inf` logit with a zero target gives NaN, as PyTorch's `0 * -inf`).
+                // (z - m) / 2, which cannot overflow for finite logits (see `ce_sweep`); the
+                // total is doubled at the end. Lanes past the row hold z = -inf and ys = 0:
+                // zero them first (a real `-inf` logit with a zero target gives NaN, as
+                // PyTorch's `0 * -inf`).
+                let h = s.fma(z, s.splat(0.5), s.splat(-0.5 * m));
                 let zf = if k < w {
-                    s.select_gt(s.splat(k as f32), s.iota(), r, zero)
+                    s.select_gt(s.splat(k as f32), s.iota(), h, zero)
                 } else {
-                    r
+                    h
                 };
                 b0 = s.fma(ys, zf, b0);
                 i += k;
@@ -607,7 +617,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
             m: m as f64,
             ls: total.ln(),
             zt: wy,
-            dot: wyz,
+            dot: 2.0 * wyz,
             argmax: am,
         };
         if !store {
