@@ -9,7 +9,8 @@
 # prints a loud warning and exits 0, so the rest of CI still runs.
 #
 # Environment: FUZZ_SECONDS (per target), FUZZ_TARGETS (space-separated; default all),
-# FUZZ_NICE (prefix for the fuzz runs; default "nice -n 19").
+# FUZZ_NICE (prefix for the fuzz runs; default "nice -n 19"), FUZZ_SEED (libFuzzer -seed; default
+# 1, so that a CI run explores the same inputs as the last one on the same machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,7 @@ for t in $TARGETS; do
   log="$work/$t.log"
   set +e
   $NICE cargo +nightly fuzz run "$t" "$work/corpus/$t" -- \
-    -max_total_time="$SECS" -max_len=8192 -timeout=30 -rss_limit_mb=4096 \
+    -max_total_time="$SECS" -seed="${FUZZ_SEED:-1}" -max_len=8192 -timeout=30 -rss_limit_mb=4096 \
     -artifact_prefix="$work/artifacts/$t/" -print_final_stats=1 >"$log" 2>&1
   rc=$?
   set -e
