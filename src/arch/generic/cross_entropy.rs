@@ -80,6 +80,38 @@ pub(crate) struct CeRowOut {
     pub argmax: u32,
 }
 
+/// Loads `k <= LANES` floats at `p` (a full load when `k == LANES`), `fill` past `k`.
+///
+/// # Safety
+/// `p .. p + k` valid for reads, `0 < k <= LANES`.
+#[inline(always)]
+unsafe fn load_n<S: Simd>(s: S, p: *const f32, k: usize, fill: f32) -> S::V {
+    // SAFETY: forwarded; a full load only when `k == LANES`.
+    unsafe {
+        if k == S::LANES {
+            s.load(p)
+        } else {
+            s.load_partial(p, k, fill)
+        }
+    }
+}
+
+/// Stores the low `k <= LANES` lanes of `v` to `p` (a full store when `k == LANES`).
+///
+/// # Safety
+/// `p .. p + k` valid for writes, `0 < k <= LANES`.
+#[inline(always)]
+unsafe fn store_n<S: Simd>(s: S, p: *mut f32, k: usize, v: S::V) {
+    // SAFETY: forwarded; a full store only when `k == LANES`.
+    unsafe {
+        if k == S::LANES {
+            s.store(p, v)
+        } else {
+            s.store_partial(p, k, v)
+        }
+    }
+}
+
 /// Loads `LANES` logits (capped when `CAP`).
 ///
 /// # Safety
@@ -267,11 +299,7 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                     let e = exp_nonpos(s, r);
                     if store {
                         let v = if CAP { z } else { e };
-                        if k == w {
-                            s.store(grad.add(i), v);
-                        } else {
-                            s.store_partial(grad.add(i), k, v);
-                        }
+                        store_n(s, grad.add(i), k, v);
                     }
                     s0 = s.add(s0, e);
                     if a.dot {
@@ -281,11 +309,7 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                         if wp.is_null() {
                             d0 = s.add(d0, zf);
                         } else {
-                            let wv = if k == w {
-                                s.load(wp.add(i))
-                            } else {
-                                s.load_partial(wp.add(i), k, 0.0)
-                            };
+                            let wv = load_n(s, wp.add(i), k, 0.0);
                             d0 = s.fma(wv, zf, d0);
                         }
                     }
@@ -466,11 +490,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         let mut i = 0;
         while i < n {
             let k = (n - i).min(w);
-            let v = if k == w {
-                s.load(grad.add(i))
-            } else {
-                s.load_partial(grad.add(i), k, 0.0)
-            };
+            let v = load_n(s, grad.add(i), k, 0.0);
             let (e, chain) = if CAP {
                 let e = exp_nonpos(s, s.sub(v, vm));
                 let q = s.mul(v, icap);
@@ -483,22 +503,14 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
                 if wp.is_null() {
                     gv = s.sub(gv, vs);
                 } else {
-                    let wv = if k == w {
-                        s.load(wp.add(i))
-                    } else {
-                        s.load_partial(wp.add(i), k, 0.0)
-                    };
+                    let wv = load_n(s, wp.add(i), k, 0.0);
                     gv = s.sub(gv, s.mul(vs, wv));
                 }
             }
             if CAP {
                 gv = s.mul(gv, chain);
             }
-            if k == w {
-                s.store(grad.add(i), gv);
-            } else {
-                s.store_partial(grad.add(i), k, gv);
-            }
+            store_n(s, grad.add(i), k, gv);
             i += k;
         }
         let chain_t = if CAP {
@@ -571,11 +583,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                 let e = exp_nonpos(s, r);
                 if store {
                     let v = if CAP { z } else { e };
-                    if k == w {
-                        s.store(grad.add(i), v);
-                    } else {
-                        s.store_partial(grad.add(i), k, v);
-                    }
+                    store_n(s, grad.add(i), k, v);
                 }
                 s0 = s.add(s0, e);
                 // y' = (1 - eps) y + eps / C on the real lanes, 0 past the row.
@@ -585,11 +593,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                     ys = s.select_gt(s.splat(k as f32), lanes, ys, zero);
                 }
                 if !wp.is_null() {
-                    let wv = if k == w {
-                        s.load(wp.add(i))
-                    } else {
-                        s.load_partial(wp.add(i), k, 0.0)
-                    };
+                    let wv = load_n(s, wp.add(i), k, 0.0);
                     ys = s.mul(ys, wv);
                 }
                 a0 = s.add(a0, ys);
@@ -631,14 +635,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
         let mut i = 0;
         while i < n {
             let k = (n - i).min(w);
-            let (v, yv) = if k == w {
-                (s.load(grad.add(i)), s.load(y.add(i)))
-            } else {
-                (
-                    s.load_partial(grad.add(i), k, 0.0),
-                    s.load_partial(y.add(i), k, 0.0),
-                )
-            };
+            let (v, yv) = (load_n(s, grad.add(i), k, 0.0), load_n(s, y.add(i), k, 0.0));
             let (e, chain) = if CAP {
                 let e = exp_nonpos(s, s.sub(v, vm));
                 let q = s.mul(v, icap);
@@ -648,22 +645,14 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
             };
             let mut ys = s.fma(yv, keep, add);
             if !wp.is_null() {
-                let wv = if k == w {
-                    s.load(wp.add(i))
-                } else {
-                    s.load_partial(wp.add(i), k, 0.0)
-                };
+                let wv = load_n(s, wp.add(i), k, 0.0);
                 ys = s.mul(ys, wv);
             }
             let mut gv = s.sub(s.mul(e, vf), s.mul(vg, ys));
             if CAP {
                 gv = s.mul(gv, chain);
             }
-            if k == w {
-                s.store(grad.add(i), gv);
-            } else {
-                s.store_partial(grad.add(i), k, gv);
-            }
+            store_n(s, grad.add(i), k, gv);
             i += k;
         }
         out
