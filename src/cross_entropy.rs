@@ -322,6 +322,31 @@ impl Kernels {
         if let Logits::Grad(_, gr) = &logits {
             check_len("grad", gr.len(), len)?;
         }
+        let plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
+        let (xp, gp): (*const f32, *mut f32) = match logits {
+            Logits::Read(x) => (x.as_ptr(), std::ptr::null_mut()),
+            Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
+            Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
+        };
+        // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
+        // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
+        // options and outputs for `rows` rows.
+        let (total, correct) =
+            unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
+        Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
+    }
+
+    /// Checks everything but the logits for a cross-entropy over `rows x cols` (options,
+    /// target and output lengths), then validates the labels in one pass over them and sums
+    /// the weights of the rows used.
+    pub(crate) fn ce_plan<L: Label>(
+        &self,
+        targets: Targets<'_, L>,
+        rows: usize,
+        cols: usize,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &CrossEntropyOutputs<'_>,
+    ) -> Result<CePlan> {
         opts.validate(rows, cols)?;
         if let Some(o) = &outputs.row_loss {
             check_len("row_loss", o.len(), rows)?;
@@ -363,7 +388,10 @@ impl Kernels {
                 (den, used)
             }
             Targets::Probs(y) => {
-                check_len("targets", y.len(), len)?;
+                let need = rows
+                    .checked_mul(cols)
+                    .ok_or(Error::SizeOverflow { arg: "targets" })?;
+                check_len("targets", y.len(), need)?;
                 (rows as f64, rows)
             }
         };
@@ -371,11 +399,37 @@ impl Kernels {
             Reduction::Mean => 1.0 / denominator,
             Reduction::Sum | Reduction::None => 1.0,
         };
-        let (xp, gp): (*const f32, *mut f32) = match logits {
-            Logits::Read(x) => (x.as_ptr(), std::ptr::null_mut()),
-            Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
-            Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
-        };
+        Ok(CePlan {
+            denominator,
+            rows_used,
+            red_scale,
+            wsum: opts
+                .weight
+                .map_or(cols as f64, |w| w.iter().map(|&v| v as f64).sum()),
+        })
+    }
+
+    /// The cross-entropy rows of a checked call: returns the f64 sum of the rows' losses (over
+    /// the fixed blocks of [`sum_row_blocks`]) and the count of correct argmaxes. `targets`,
+    /// `opts.row_scale` and `outputs` belong to these `rows` (sub-slices of a larger call are
+    /// fine); `plan` may come from the larger call.
+    ///
+    /// # Safety
+    /// `xp` valid for `rows * cols` reads; `gp` null or valid for `rows * cols` writes, equal
+    /// to `xp` or not overlapping it; [`Kernels::ce_plan`] accepted `targets`, `opts` and
+    /// `outputs` for `rows` rows.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn ce_rows<L: Label>(
+        &self,
+        xp: *const f32,
+        gp: *mut f32,
+        rows: usize,
+        cols: usize,
+        targets: Targets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        plan: &CePlan,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> (f64, usize) {
         let want_argmax = outputs.argmax.is_some();
         let ctx = Ctx {
             k: self,
@@ -383,10 +437,8 @@ impl Kernels {
             g: SyncPtr(gp),
             cols,
             opts: *opts,
-            red_scale,
-            wsum: opts
-                .weight
-                .map_or(cols as f64, |w| w.iter().map(|&v| v as f64).sum()),
+            red_scale: plan.red_scale,
+            wsum: plan.wsum,
             row_loss: SyncPtr(opt_ptr(&mut outputs.row_loss)),
             lse: SyncPtr(opt_ptr(&mut outputs.lse)),
             argmax: SyncPtr(
@@ -397,23 +449,10 @@ impl Kernels {
             ),
             want_argmax,
         };
-        let (total, correct) = match targets {
+        match targets {
             Targets::Classes(t) => sum_row_blocks(rows, cols, |r| ctx.class_block(t, r)),
             Targets::Probs(y) => sum_row_blocks(rows, cols, |r| ctx.prob_block(y, r)),
-        };
-        let loss = match opts.reduction {
-            Reduction::Mean if rows_used == 0 && opts.all_ignored == AllIgnored::Zero => 0.0,
-            Reduction::Mean => total / denominator,
-            Reduction::Sum | Reduction::None => total,
-        };
-        let is_classes = matches!(targets, Targets::Classes(_));
-        Ok(CrossEntropyStats {
-            loss: loss as f32,
-            loss_f64: loss,
-            denominator,
-            rows_used,
-            correct: (want_argmax && is_classes).then_some(correct),
-        })
+        }
     }
 
     /// The mean (or as `opts` says) cross-entropy of `logits` (`[rows, cols]`) against class
@@ -596,7 +635,7 @@ impl Kernels {
 /// The class of label `l`: `Ok(Some(c))`, `Ok(None)` for the ignored label, `Err(label)` if it
 /// is out of range.
 #[inline]
-fn class_of<L: Label>(
+pub(crate) fn class_of<L: Label>(
     l: L,
     cols: usize,
     ignore: Option<i64>,
@@ -608,6 +647,45 @@ fn class_of<L: Label>(
         Ok(Some(v as usize))
     } else {
         Err(v)
+    }
+}
+
+/// What [`Kernels::ce_plan`] found: the reduction's denominator and scale, and the weight sum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CePlan {
+    /// `Mean`'s denominator (sum of the used rows' target weights, or the row count).
+    pub denominator: f64,
+    /// Rows not ignored.
+    pub rows_used: usize,
+    /// The reduction's gradient scale (`1 / denominator` for `Mean`, else 1).
+    pub red_scale: f64,
+    /// `sum_c w_c` (`C` without weights).
+    pub wsum: f64,
+}
+
+impl CePlan {
+    /// The call's statistics from the summed row losses.
+    pub(crate) fn finish<L: Label>(
+        &self,
+        opts: &CrossEntropyOptions<'_>,
+        total: f64,
+        correct: usize,
+        want_argmax: bool,
+        targets: &Targets<'_, L>,
+    ) -> CrossEntropyStats {
+        let loss = match opts.reduction {
+            Reduction::Mean if self.rows_used == 0 && opts.all_ignored == AllIgnored::Zero => 0.0,
+            Reduction::Mean => total / self.denominator,
+            Reduction::Sum | Reduction::None => total,
+        };
+        let is_classes = matches!(targets, Targets::Classes(_));
+        CrossEntropyStats {
+            loss: loss as f32,
+            loss_f64: loss,
+            denominator: self.denominator,
+            rows_used: self.rows_used,
+            correct: (want_argmax && is_classes).then_some(correct),
+        }
     }
 }
 

@@ -86,6 +86,7 @@ pub mod dispatch;
 pub mod error;
 pub mod layer;
 pub mod linear;
+pub mod linear_ce;
 mod parallel;
 pub mod reference;
 pub mod softmax;
@@ -109,6 +110,7 @@ pub use linear::{
     bias_grad, linear_backward_input, linear_forward, rank1_update, rank_k_update, sgd_step,
     weight_grad, MatrixLayout, Sgd, SgdOptions,
 };
+pub use linear_ce::{LinearCeOptions, LinearCeOutputs};
 
 /// The README's Rust examples run as doctests.
 #[cfg(doctest)]

@@ -85,7 +85,7 @@ impl MatrixLayout {
 
     /// Checks the layout and that a slice of `len` floats holds it: `ld >= cols`, no overflow,
     /// and `len` is `rows * ld` or `(rows - 1) * ld + cols`.
-    fn check(self, arg: &'static str, len: usize) -> Result<()> {
+    pub(crate) fn check(self, arg: &'static str, len: usize) -> Result<()> {
         let MatrixLayout { rows, cols, ld } = self;
         if ld < cols {
             return Err(Error::LeadingDim { arg, ld, cols });
@@ -839,6 +839,19 @@ impl Kernels {
         layout: MatrixLayout,
         da: &mut [f32],
     ) -> Result<()> {
+        self.linear_backward_input_beta(delta, w, layout, 0.0, da)
+    }
+
+    /// `dA = beta dA + delta W` ([`Kernels::linear_backward_input`] with an accumulation
+    /// factor; `beta == 0` overwrites without reading).
+    pub(crate) fn linear_backward_input_beta(
+        &self,
+        delta: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        beta: f32,
+        da: &mut [f32],
+    ) -> Result<()> {
         layout.check("w", w.len())?;
         let MatrixLayout {
             rows: c,
@@ -850,7 +863,7 @@ impl Kernels {
             return Ok(());
         }
         if c == 0 {
-            da.fill(0.0);
+            scale_rows(da, MatrixLayout::new(1, da.len()), beta);
             return Ok(());
         }
         let tiles = Tiles::new(nb, d, c);
@@ -875,7 +888,7 @@ impl Kernels {
                 b: wp.get().cast_const().wrapping_add(cc.start),
                 rsb: ld as isize,
                 csb: 1,
-                beta: 0.0,
+                beta,
                 c: ap.get().wrapping_add(r.start * d + cc.start),
                 rsc: d as isize,
                 csc: 1,
@@ -1165,6 +1178,48 @@ impl Sgd {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Checks that the state (if any) belongs to `W` of `layout` and a bias of `bias` floats.
+    pub(crate) fn check_state(&mut self, layout: MatrixLayout, bias: Option<usize>) -> Result<()> {
+        self.check_shape(layout)?;
+        if let Some(len) = bias {
+            self.check_bias_len(len)?;
+        }
+        Ok(())
+    }
+
+    /// Lends out the gradient buffers, sized `n` (for `W`) and `nb` (for the bias), so a
+    /// fused kernel can write the gradients there; [`Sgd::put_grad_buffers`] returns them.
+    pub(crate) fn take_grad_buffers(
+        &mut self,
+        n: usize,
+        nb: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut g = std::mem::take(&mut self.grad);
+        let mut b = std::mem::take(&mut self.bias_grad);
+        let grow = |v: &mut Vec<f32>, n: usize| -> Result<()> {
+            if v.len() < n {
+                v.try_reserve_exact(n - v.len())
+                    .map_err(|_| Error::SizeOverflow {
+                        arg: "gradient buffer",
+                    })?;
+            }
+            v.resize(n, 0.0);
+            Ok(())
+        };
+        let res = grow(&mut g, n).and_then(|_| grow(&mut b, nb));
+        if let Err(e) = res {
+            self.put_grad_buffers(g, b);
+            return Err(e);
+        }
+        Ok((g, b))
+    }
+
+    /// Takes back the buffers of [`Sgd::take_grad_buffers`].
+    pub(crate) fn put_grad_buffers(&mut self, g: Vec<f32>, b: Vec<f32>) {
+        self.grad = g;
+        self.bias_grad = b;
     }
 
     /// One step on the output layer from its batch error: `grad = (1/B) delta^T A` for `W`

@@ -1,0 +1,943 @@
+//! Fused linear cross-entropy: the loss of `softmax(A W^T + b)` against targets, and its
+//! gradients `dA`, `dW`, `db`, without ever holding the `[B, C]` logits.
+//!
+//! For a language-model head the logits are the memory problem: 4096 tokens by 128256 classes
+//! is 2 GiB of f32, written once, read and rewritten by the cross-entropy and read twice more
+//! by the two backward GEMMs. [`Kernels::linear_cross_entropy`] works through the batch in
+//! **row chunks** of `Bc` rows. For each chunk:
+//!
+//! ```text
+//! Z_c  = A_c W^T + b          sgemm tiles over rayon (linear_forward)
+//! G_c  = dL/dZ_c              the fused cross-entropy, written in place over Z_c
+//! dA_c = G_c W                sgemm (linear_backward_input)
+//! dW  += G_c^T A_c            sgemm, beta = 1 after the first chunk (weight_grad)
+//! db  += colsum G_c           fixed-order column sums (bias_grad)
+//! ```
+//!
+//! The only memory beyond the inputs and outputs is one chunk of logits (`Bc * C` floats,
+//! shared by all threads: each step inside a chunk is itself split over rayon) plus the GEMM
+//! packing buffers. The reduction's scale (`1 / sum of target weights` for `Mean`) comes from
+//! one pass over the labels before the first chunk, so every chunk's gradient is final.
+//!
+//! **Chunk shape.** By default one chunk of logits takes at most
+//! [`LinearCeOptions::chunk_bytes`] (16 MiB). When that budget holds at least
+//! [`ROW_MODE_MIN_ROWS`] whole rows (or the whole batch), chunks are whole rows as above.
+//! Otherwise (large `C`) the **class-chunked** mode below runs over as many rows as the budget
+//! allows with class blocks of at least [`CLASS_BLOCK_MIN`] classes. The reason is the cost of
+//! a row chunk: each one streams `W` twice (forward and `dA`, each packed again by
+//! `matrixmultiply`) and `dW` once, so short chunks of long rows spend their time moving `W`;
+//! the class-chunked mode streams `W` a fixed number of times instead and pays for it with one
+//! more forward GEMM. (A chunk sized to the L2 cache, as one might first try, would be 2 rows
+//! at `C = 128256`.) [`LinearCeOptions::chunk_rows`] and [`LinearCeOptions::chunk_classes`]
+//! set the shape by hand.
+//!
+//! **Class chunks.** Each row chunk is cut into class blocks of `Ck` classes, in two passes:
+//! pass 1 computes every block's logits and merges the rows' `(max, sum)` states online (the
+//! logsumexp, the target logit, the smoothing sum, the argmax); pass 2 recomputes each block's
+//! logits, turns them into the gradient with the row's final logsumexp, and accumulates `dA`,
+//! `dW` and `db` from it. Memory is `Bc * Ck` floats, at the price of the second forward GEMM
+//! (four GEMMs instead of three). Class chunks need class-index targets (probability targets
+//! are themselves `[B, C]`, so whole rows cost no more than they do).
+//!
+//! **Determinism.** The chunks, the class blocks and every GEMM tile are functions of the
+//! shape and the options only, and chunks are accumulated in order, so loss and gradients are
+//! bit-identical for any number of threads. They equal the unfused composition (forward,
+//! cross-entropy, the two backward GEMMs) up to float rounding: the `dW` and `db` sums are
+//! associated by chunk.
+
+use crate::arch::generic::cross_entropy::{CeArgs, CeRowOut};
+use crate::cross_entropy::{
+    class_of, CePlan, CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label,
+    Reduction, Targets,
+};
+use crate::dispatch::Kernels;
+use crate::error::{check_len, Error, Result};
+use crate::linear::{MatrixLayout, Sgd};
+use crate::parallel::{for_each_row_block, SyncPtr};
+
+/// The default budget for one chunk of logits: 16 MiB.
+pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+
+/// Automatic chunking uses whole rows only when the budget holds this many rows (or the whole
+/// batch); below, class blocks. Each row chunk streams `W` twice and `dW` once through
+/// `matrixmultiply`'s packing, about 2.4 ns per element of `W` on the machine this was
+/// measured on (Zen 4, one thread), while the class-chunked mode pays one more forward GEMM,
+/// about 0.027 ns per multiply-add: whole rows win from about 90 rows per chunk.
+pub const ROW_MODE_MIN_ROWS: usize = 96;
+
+/// The smallest class block the automatic chunking forms (the `dW` GEMM of a block has this
+/// many rows), unless `C` is smaller.
+pub const CLASS_BLOCK_MIN: usize = 1024;
+
+/// Options of [`Kernels::linear_cross_entropy`]: the cross-entropy's options plus the
+/// chunking.
+///
+/// ```
+/// use softmax_kernels::{CrossEntropyOptions, LinearCeOptions, Reduction};
+/// let opts = LinearCeOptions::new(CrossEntropyOptions::default().reduction(Reduction::Sum))
+///     .chunk_rows(64)
+///     .accumulate(true);
+/// assert_eq!(opts.chunk_rows, Some(64));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinearCeOptions<'a> {
+    /// The cross-entropy's options (reduction, weights, ignore_index, smoothing, z-loss,
+    /// softcap, upstream scale), with the same meaning as for the unfused functions.
+    pub ce: CrossEntropyOptions<'a>,
+    /// Rows per chunk (`>= 1`); `None` sizes it from [`LinearCeOptions::chunk_bytes`].
+    pub chunk_rows: Option<usize>,
+    /// Classes per block (`>= 1`); `None` uses whole rows unless one row of logits exceeds
+    /// [`LinearCeOptions::chunk_bytes`]. A value below `C` turns on the two-pass class-chunked
+    /// mode.
+    pub chunk_classes: Option<usize>,
+    /// The budget in bytes for one chunk of logits (default [`DEFAULT_CHUNK_BYTES`]).
+    pub chunk_bytes: usize,
+    /// Add `dW` and `db` to the buffers' contents (as PyTorch accumulates `.grad`) instead of
+    /// overwriting them. `dA` is always overwritten.
+    pub accumulate: bool,
+}
+
+impl Default for LinearCeOptions<'_> {
+    fn default() -> Self {
+        LinearCeOptions::new(CrossEntropyOptions::default())
+    }
+}
+
+impl<'a> LinearCeOptions<'a> {
+    /// The given cross-entropy options with automatic chunking.
+    pub fn new(ce: CrossEntropyOptions<'a>) -> Self {
+        LinearCeOptions {
+            ce,
+            chunk_rows: None,
+            chunk_classes: None,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            accumulate: false,
+        }
+    }
+    /// Sets the rows per chunk.
+    pub fn chunk_rows(mut self, rows: usize) -> Self {
+        self.chunk_rows = Some(rows);
+        self
+    }
+    /// Sets the classes per block (class-chunked mode when below `C`).
+    pub fn chunk_classes(mut self, classes: usize) -> Self {
+        self.chunk_classes = Some(classes);
+        self
+    }
+    /// Sets the budget for one chunk of logits.
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes;
+        self
+    }
+    /// Sets whether `dW` and `db` accumulate.
+    pub fn accumulate(mut self, on: bool) -> Self {
+        self.accumulate = on;
+        self
+    }
+
+    /// The chunk shape `(rows, classes)` for a `[b, c]` problem.
+    fn chunks(&self, b: usize, c: usize) -> Result<(usize, usize)> {
+        let bad = |name, v: usize| {
+            Err(Error::InvalidOption {
+                name,
+                value: v.to_string(),
+                expected: ">= 1",
+            })
+        };
+        if self.chunk_rows == Some(0) {
+            return bad("chunk_rows", 0);
+        }
+        if self.chunk_classes == Some(0) {
+            return bad("chunk_classes", 0);
+        }
+        if self.chunk_bytes == 0 {
+            return bad("chunk_bytes", 0);
+        }
+        let floats = (self.chunk_bytes / 4).max(1);
+        let b1 = b.max(1);
+        Ok(match (self.chunk_rows, self.chunk_classes) {
+            (Some(r), Some(k)) => (r.min(b1), k.min(c)),
+            // Rows given: whole rows, whatever the budget.
+            (Some(r), None) => (r.min(b1), c),
+            (None, Some(k)) => {
+                let ck = k.min(c);
+                ((floats / ck).clamp(1, b1), ck)
+            }
+            (None, None) => {
+                let fit = floats / c;
+                if fit >= ROW_MODE_MIN_ROWS.min(b1) {
+                    (fit.min(b1), c)
+                } else {
+                    // Class blocks of at least CLASS_BLOCK_MIN classes over as many rows as
+                    // the budget allows (the whole batch when it can).
+                    let bc = (floats / CLASS_BLOCK_MIN.min(c)).clamp(1, b1);
+                    (bc, (floats / bc).clamp(1, c))
+                }
+            }
+        })
+    }
+}
+
+/// The gradients [`Kernels::linear_cross_entropy`] computes, each optional, and the
+/// cross-entropy's per-row outputs.
+#[derive(Debug, Default)]
+pub struct LinearCeOutputs<'a> {
+    /// `dL/dA`, `[B, D]`, overwritten.
+    pub da: Option<&'a mut [f32]>,
+    /// `dL/dW`, in `W`'s layout (`[C, D]` with its leading dimension; the padding is
+    /// untouched), overwritten unless [`LinearCeOptions::accumulate`].
+    pub dw: Option<&'a mut [f32]>,
+    /// `dL/db`, `C` floats, overwritten unless [`LinearCeOptions::accumulate`].
+    pub db: Option<&'a mut [f32]>,
+    /// Per-row loss, logsumexp and argmax, as [`Kernels::cross_entropy_ext`].
+    pub ce: CrossEntropyOutputs<'a>,
+}
+
+/// The problem's layout and its chunking.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// `W`: `[C, D]` and its leading dimension.
+    layout: MatrixLayout,
+    /// `dW`'s leading dimension.
+    dw_ld: usize,
+    /// Rows per chunk.
+    bc: usize,
+    /// Classes per block (`C`: whole rows).
+    ck: usize,
+}
+
+/// A row's state in the class-chunked mode, merged over class blocks.
+#[derive(Clone, Copy, Debug)]
+struct RowState {
+    /// The running maximum of the (capped) logits.
+    m: f64,
+    /// `sum exp(z - m)` so far.
+    s: f64,
+    /// The (capped) target logit.
+    zt: f64,
+    /// `sum_c w_c (z_c - m)` so far (label smoothing).
+    dot: f64,
+    /// `sum_c w_c` over the classes merged so far (to move `dot` to a new maximum).
+    wseen: f64,
+    /// The first index of the maximum and the maximum it belongs to.
+    arg: u32,
+    argv: f64,
+    /// A NaN or `+inf` was seen: the row's loss and gradient are NaN.
+    nan: bool,
+}
+
+impl RowState {
+    const EMPTY: RowState = RowState {
+        m: f64::NEG_INFINITY,
+        s: 0.0,
+        zt: 0.0,
+        dot: 0.0,
+        wseen: 0.0,
+        arg: 0,
+        argv: f64::NEG_INFINITY,
+        nan: false,
+    };
+
+    /// The row's logsumexp (NaN when the row is NaN or all `-inf`).
+    fn lse(&self) -> f64 {
+        if self.nan || !self.m.is_finite() {
+            f64::NAN
+        } else {
+            self.m + self.s.ln()
+        }
+    }
+}
+
+/// A row's part in a class-chunked call: its class, weight and gradient scale.
+#[derive(Clone, Copy, Debug)]
+struct RowTarget {
+    /// The target class, or `None` for an ignored row.
+    class: Option<usize>,
+    /// `w_t` (1 without weights).
+    wt: f64,
+    /// The gradient scale `g`.
+    g: f64,
+}
+
+impl Kernels {
+    /// Fused linear cross-entropy: the loss of `Z = A W^T + b` against `targets`, and any of
+    /// `dA`, `dW`, `db` (asked for in `out`), without the `[B, C]` logits (see the module
+    /// docs for the chunking).
+    ///
+    /// `a` is `[B, D]`, `w` is `layout` = `[C, D]` with its leading dimension, `bias` has `C`
+    /// floats; `targets` has `B` labels or `B * C` probabilities. The loss, its reduction, the
+    /// gradients' scale and every option mean exactly what they mean for
+    /// [`Kernels::cross_entropy_ext`] on the logits `Z`. With no gradient asked for, the
+    /// logits are read once and nothing is written back (loss only).
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `C == 0`; the layout errors of [`Kernels::linear_forward`] for
+    /// `w` and `dw`; [`Error::NotMultiple`] / [`Error::LengthMismatch`] for `a`, `bias`,
+    /// `targets`, `da`, `db` and the per-row outputs; everything
+    /// [`Kernels::cross_entropy_ext`] reports (bad labels, options); [`Error::InvalidOption`]
+    /// for a zero chunk size or class chunks with probability targets;
+    /// [`Error::SizeOverflow`] when the chunk cannot be allocated. Nothing is written on an
+    /// error.
+    ///
+    /// ```
+    /// use softmax_kernels::{Kernels, LinearCeOptions, LinearCeOutputs, MatrixLayout, Targets};
+    /// let k = Kernels::best();
+    /// let a = [1.0f32, 0.0, /* sample 2 */ 0.0, 1.0]; // [B = 2, D = 2]
+    /// let w = [0.0f32; 6]; // [C = 3, D = 2]: all logits 0
+    /// let (mut dw, mut db) = ([0.0f32; 6], [0.0f32; 3]);
+    /// let mut out = LinearCeOutputs { dw: Some(&mut dw), db: Some(&mut db), ..Default::default() };
+    /// let st = k.linear_cross_entropy(&a, &w, MatrixLayout::new(3, 2), None,
+    ///                                 Targets::Classes(&[0i64, 2]), &LinearCeOptions::default(),
+    ///                                 &mut out)?;
+    /// assert!((st.loss - 3f32.ln()).abs() < 1e-6); // uniform: ln C
+    /// // db = mean over samples of (1/3 - onehot)
+    /// assert!((db[0] - (1.0 / 3.0 - 0.5)).abs() < 1e-6 && (db[1] - 1.0 / 3.0).abs() < 1e-6);
+    /// // dW[0] = ((1/3 - 1) * a_0 + (1/3) * a_1) / 2
+    /// assert!((dw[0] + 1.0 / 3.0).abs() < 1e-6 && (dw[1] - 1.0 / 6.0).abs() < 1e-6);
+    /// # Ok::<(), softmax_kernels::Error>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_cross_entropy<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        targets: Targets<'_, L>,
+        opts: &LinearCeOptions<'_>,
+        out: &mut LinearCeOutputs<'_>,
+    ) -> Result<CrossEntropyStats> {
+        self.lce(a, w, layout, bias, targets, opts, out, layout.ld)
+    }
+
+    /// [`Kernels::linear_cross_entropy`] with `dW` at its own row stride `dw_ld >= D`.
+    #[allow(clippy::too_many_arguments)]
+    fn lce<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        targets: Targets<'_, L>,
+        opts: &LinearCeOptions<'_>,
+        out: &mut LinearCeOutputs<'_>,
+        dw_ld: usize,
+    ) -> Result<CrossEntropyStats> {
+        let MatrixLayout {
+            rows: c, cols: d, ..
+        } = layout;
+        if c == 0 {
+            return Err(Error::ZeroDim {
+                arg: "w rows (classes)",
+            });
+        }
+        layout.check("w", w.len())?;
+        let b = match (d, targets) {
+            (0, Targets::Classes(t)) => t.len(),
+            (0, Targets::Probs(y)) => crate::error::rows_of("targets", y.len(), c)?,
+            _ => crate::error::rows_of("a", a.len(), d)?,
+        };
+        check_len("a", a.len(), b * d)?;
+        if let Some(bias) = bias {
+            check_len("bias", bias.len(), c)?;
+        }
+        if let Some(da) = out.da.as_deref() {
+            check_len("da", da.len(), a.len())?;
+        }
+        let dw_layout = layout.with_ld(dw_ld);
+        if let Some(dw) = out.dw.as_deref() {
+            dw_layout.check("dw", dw.len())?;
+        }
+        if let Some(db) = out.db.as_deref() {
+            check_len("db", db.len(), c)?;
+        }
+        let (bc, ck) = opts.chunks(b, c)?;
+        if ck < c && matches!(targets, Targets::Probs(_)) {
+            return Err(Error::InvalidOption {
+                name: "chunk_classes",
+                value: ck.to_string(),
+                expected: "C (whole rows) with probability targets",
+            });
+        }
+        let plan = self.ce_plan(targets, b, c, &opts.ce, &out.ce)?;
+        let want_argmax = out.ce.argmax.is_some();
+        let mut z = alloc_chunk(bc.min(b.max(1)), ck)?;
+        let (total, correct) = if ck < c {
+            let Targets::Classes(t) = targets else {
+                unreachable!("probability targets were rejected above")
+            };
+            let sh = Shape {
+                layout,
+                dw_ld,
+                bc,
+                ck,
+            };
+            self.lce_class_chunked(a, w, sh, bias, t, opts, &plan, out, &mut z)?
+        } else {
+            let sh = Shape {
+                layout,
+                dw_ld,
+                bc,
+                ck,
+            };
+            self.lce_row_chunked(a, w, sh, bias, targets, opts, &plan, out, &mut z)?
+        };
+        Ok(plan.finish(&opts.ce, total, correct, want_argmax, &targets))
+    }
+
+    /// The row-chunked mode: whole rows of logits, `bc` rows at a time, in `z`.
+    #[allow(clippy::too_many_arguments)]
+    fn lce_row_chunked<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        sh: Shape,
+        bias: Option<&[f32]>,
+        targets: Targets<'_, L>,
+        opts: &LinearCeOptions<'_>,
+        plan: &CePlan,
+        out: &mut LinearCeOutputs<'_>,
+        z: &mut [f32],
+    ) -> Result<(f64, usize)> {
+        let Shape { layout, bc, .. } = sh;
+        let dw_layout = layout.with_ld(sh.dw_ld);
+        let MatrixLayout {
+            rows: c, cols: d, ..
+        } = layout;
+        let b = a.len().checked_div(d).unwrap_or(match targets {
+            Targets::Classes(t) => t.len(),
+            Targets::Probs(y) => y.len() / c,
+        });
+        let want_grad = out.da.is_some() || out.dw.is_some() || out.db.is_some();
+        let param_beta = |first: bool| if first && !opts.accumulate { 0.0 } else { 1.0 };
+        if b == 0 {
+            // No rows: the gradients of an empty sum.
+            if let Some(dw) = out.dw.as_deref_mut() {
+                self.weight_grad(1.0, &[], &[], param_beta(true), dw, dw_layout)?;
+            }
+            if let Some(db) = out.db.as_deref_mut() {
+                self.bias_grad(1.0, &[], param_beta(true), db)?;
+            }
+            return Ok((0.0, 0));
+        }
+        let (mut total, mut correct) = (0.0f64, 0usize);
+        let mut r0 = 0;
+        while r0 < b {
+            let n = bc.min(b - r0);
+            let zc = &mut z[..n * c];
+            let ac = &a[r0 * d..(r0 + n) * d];
+            self.linear_forward(ac, w, layout, bias, zc)?;
+            let (tc, ce_c) = chunk_targets(targets, &opts.ce, r0, n, c);
+            let mut oc = sub_outputs(&mut out.ce, r0, n);
+            let zp = zc.as_mut_ptr();
+            let gp = if want_grad { zp } else { std::ptr::null_mut() };
+            // SAFETY: `zc` holds `n * c` floats, the gradient is written in place over it (or
+            // not at all); `ce_plan` accepted the whole call, and `chunk_targets` /
+            // `sub_outputs` give the same arguments restricted to rows `r0 .. r0 + n`.
+            let (t, k) = unsafe { self.ce_rows(zp, gp, n, c, tc, &ce_c, plan, &mut oc) };
+            total += t;
+            correct += k;
+            if let Some(da) = out.da.as_deref_mut() {
+                self.linear_backward_input(zc, w, layout, &mut da[r0 * d..(r0 + n) * d])?;
+            }
+            if let Some(dw) = out.dw.as_deref_mut() {
+                self.weight_grad(1.0, zc, ac, param_beta(r0 == 0), dw, dw_layout)?;
+            }
+            if let Some(db) = out.db.as_deref_mut() {
+                self.bias_grad(1.0, zc, param_beta(r0 == 0), db)?;
+            }
+            r0 += n;
+        }
+        Ok((total, correct))
+    }
+
+    /// The class-chunked mode: `bc` rows by `ck` classes at a time, two passes per row chunk.
+    #[allow(clippy::too_many_arguments)]
+    fn lce_class_chunked<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        sh: Shape,
+        bias: Option<&[f32]>,
+        t: &[L],
+        opts: &LinearCeOptions<'_>,
+        plan: &CePlan,
+        out: &mut LinearCeOutputs<'_>,
+        z: &mut [f32],
+    ) -> Result<(f64, usize)> {
+        let Shape {
+            layout,
+            dw_ld,
+            bc,
+            ck,
+        } = sh;
+        let MatrixLayout {
+            rows: c,
+            cols: d,
+            ld,
+        } = layout;
+        let b = t.len();
+        let o = &opts.ce;
+        let eps = o.label_smoothing as f64;
+        let want_grad = out.da.is_some() || out.dw.is_some() || out.db.is_some();
+        let want_argmax = out.ce.argmax.is_some();
+        let param_beta = |first: bool| if first && !opts.accumulate { 0.0 } else { 1.0 };
+        let blocks: Vec<(usize, usize)> = (0..c.div_ceil(ck))
+            .map(|i| (i * ck, ck.min(c - i * ck)))
+            .collect();
+        // Per block: the sum of its class weights (for the smoothing term).
+        let block_wsum: Vec<f64> = blocks
+            .iter()
+            .map(|&(k0, kn)| {
+                o.weight.map_or(kn as f64, |wv| {
+                    wv[k0..k0 + kn].iter().map(|&v| v as f64).sum()
+                })
+            })
+            .collect();
+        // A block's rows of W (trimmed: the last row without its padding) and its layout.
+        let w_block = |k0: usize, kn: usize| {
+            let lay = MatrixLayout {
+                rows: kn,
+                cols: d,
+                ld,
+            };
+            (&w[k0 * ld..(k0 + kn - 1) * ld + d], lay)
+        };
+        let b_block = |k0: usize, kn: usize| bias.map(|bv| &bv[k0..k0 + kn]);
+        if b == 0 {
+            for &(k0, kn) in &blocks {
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    let (_, lay) = w_block(k0, kn);
+                    let dwk = &mut dw[k0 * dw_ld..(k0 + kn - 1) * dw_ld + d];
+                    let lay = lay.with_ld(dw_ld);
+                    self.weight_grad(1.0, &[], &[], param_beta(true), dwk, lay)?;
+                }
+            }
+            if let Some(db) = out.db.as_deref_mut() {
+                self.bias_grad(1.0, &[], param_beta(true), db)?;
+            }
+            return Ok((0.0, 0));
+        }
+        let wsp = SyncPtr(
+            o.weight
+                .map_or(std::ptr::null_mut(), |wv| wv.as_ptr() as *mut f32),
+        );
+        let cap = o.softcap.unwrap_or(0.0);
+        let (mut total, mut correct) = (0.0f64, 0usize);
+        let mut state = vec![RowState::EMPTY; bc];
+        // Per row and block: the block's own logsumexp (pass 1), reused in pass 2.
+        let mut block_lse = vec![0.0f64; bc * blocks.len()];
+        let nb = blocks.len();
+        let mut r0 = 0;
+        while r0 < b {
+            let n = bc.min(b - r0);
+            let ac = &a[r0 * d..(r0 + n) * d];
+            let rt: Vec<RowTarget> = (0..n)
+                .map(|i| {
+                    let class = class_of(t[r0 + i], c, o.ignore_index).ok().flatten();
+                    let wt = match (class, o.weight) {
+                        (Some(k), Some(wv)) => wv[k] as f64,
+                        _ => 1.0,
+                    };
+                    let rs = o.row_scale.map_or(1.0, |g| g[r0 + i] as f64);
+                    RowTarget {
+                        class,
+                        wt,
+                        g: plan.red_scale * o.scale as f64 * rs,
+                    }
+                })
+                .collect();
+            state[..n].fill(RowState::EMPTY);
+            // Pass 1: merge the blocks' (max, sum) states.
+            for (bi, &(k0, kn)) in blocks.iter().enumerate() {
+                let zc = &mut z[..n * kn];
+                let (wk, lay) = w_block(k0, kn);
+                self.linear_forward(ac, wk, lay, b_block(k0, kn), zc)?;
+                let (zp, sp, lp) = (
+                    SyncPtr(zc.as_mut_ptr()),
+                    SyncPtr(state.as_mut_ptr()),
+                    SyncPtr(block_lse.as_mut_ptr()),
+                );
+                let rtp = &rt;
+                let wsum_k = block_wsum[bi];
+                for_each_row_block(n, kn, move |rows| {
+                    for i in rows {
+                        let tgt = rtp[i];
+                        let local_t = tgt.class.filter(|&k| k >= k0 && k < k0 + kn);
+                        let wp = wsp.get().cast_const();
+                        let wk = if wp.is_null() {
+                            wp
+                        } else {
+                            wp.wrapping_add(k0)
+                        };
+                        let dot = eps != 0.0 && tgt.class.is_some();
+                        let args = CeArgs {
+                            t: local_t.map_or(0, |k| k - k0),
+                            a0: 1.0,
+                            zl2: 0.0,
+                            g: 0.0,
+                            smooth: 0.0,
+                            fix_t: 0.0,
+                            weights: wk,
+                            cap,
+                            dot,
+                            argmax: want_argmax,
+                        };
+                        // SAFETY: row `i < n` of the chunk lies inside `zc` (`n * kn` floats);
+                        // `args.t < kn`; `wk` is null or `wv[k0..k0 + kn]`. Rows are disjoint
+                        // across tasks, so each task writes its own state and block-lse
+                        // entries.
+                        unsafe {
+                            let zr = zp.get().cast_const().add(i * kn);
+                            let r = (self.ce.row)(zr, std::ptr::null_mut(), kn, &args);
+                            let st = &mut *sp.get().add(i);
+                            let has_t = local_t.is_some();
+                            let lk = merge_block(st, &r, zr, wk, kn, k0, has_t, dot, wsum_k);
+                            *lp.get().add(i * nb + bi) = lk;
+                        }
+                    }
+                });
+            }
+            // Row losses and outputs, in row order.
+            for i in 0..n {
+                let (st, tgt) = (&state[i], &rt[i]);
+                let r = r0 + i;
+                let lse = st.lse();
+                let loss = match tgt.class {
+                    None => 0.0,
+                    Some(_) if st.nan || !st.m.is_finite() => f64::NAN,
+                    Some(_) => {
+                        let ls = st.s.ln();
+                        let mut l = (1.0 - eps) * tgt.wt * ((st.m - st.zt) + ls)
+                            + o.z_loss as f64 * lse * lse;
+                        if eps != 0.0 {
+                            l += eps / c as f64 * (plan.wsum * ls - st.dot);
+                        }
+                        l
+                    }
+                };
+                total += loss;
+                if let Some(k) = tgt.class {
+                    correct += (st.arg as usize == k) as usize;
+                }
+                if let Some(rl) = out.ce.row_loss.as_deref_mut() {
+                    rl[r] = loss as f32;
+                }
+                if let Some(lo) = out.ce.lse.as_deref_mut() {
+                    lo[r] = lse as f32;
+                }
+                if let Some(am) = out.ce.argmax.as_deref_mut() {
+                    am[r] = st.arg;
+                }
+            }
+            if !want_grad {
+                r0 += n;
+                continue;
+            }
+            // Pass 2: each block's gradient from the rows' final logsumexp.
+            for (bi, &(k0, kn)) in blocks.iter().enumerate() {
+                let zc = &mut z[..n * kn];
+                let (wk, lay) = w_block(k0, kn);
+                self.linear_forward(ac, wk, lay, b_block(k0, kn), zc)?;
+                let (zp, lp) = (SyncPtr(zc.as_mut_ptr()), SyncPtr(block_lse.as_mut_ptr()));
+                let (stp, rtp) = (&state, &rt);
+                for_each_row_block(n, kn, move |rows| {
+                    for i in rows {
+                        let (st, tgt) = (stp[i], rtp[i]);
+                        // SAFETY: row `i < n` lies inside `zc`; rows are disjoint across
+                        // tasks; `block_lse` holds `n * nb` entries written in pass 1.
+                        unsafe {
+                            let zr = zp.get().add(i * kn);
+                            let lk = *lp.get().add(i * nb + bi);
+                            let wp = wsp.get().cast_const();
+                            block_grad(self, zr, kn, k0, &st, &tgt, lk, plan, c, wp, o);
+                        }
+                    }
+                });
+                if let Some(da) = out.da.as_deref_mut() {
+                    let dac = &mut da[r0 * d..(r0 + n) * d];
+                    let beta = if bi == 0 { 0.0 } else { 1.0 };
+                    self.linear_backward_input_beta(zc, wk, lay, beta, dac)?;
+                }
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    let dwk = &mut dw[k0 * dw_ld..(k0 + kn - 1) * dw_ld + d];
+                    let lay = lay.with_ld(dw_ld);
+                    self.weight_grad(1.0, zc, ac, param_beta(r0 == 0), dwk, lay)?;
+                }
+                if let Some(db) = out.db.as_deref_mut() {
+                    self.bias_grad(1.0, zc, param_beta(r0 == 0), &mut db[k0..k0 + kn])?;
+                }
+            }
+            r0 += n;
+        }
+        Ok((total, correct))
+    }
+
+    /// One SGD step of a linear output layer trained with cross-entropy, fused and chunked:
+    /// [`Kernels::linear_cross_entropy`] computes `dW` and `db` (into `opt`'s gradient
+    /// buffers, one `[C, D]` and one `[C]` float buffer kept across calls) and, if asked,
+    /// `da`, all with the weights before the step; then `opt` applies its update
+    /// ([`Sgd::apply_grad`], [`Sgd::apply_bias_grad`]: momentum, weight decay, Nesterov as
+    /// PyTorch). Returns the loss before the step.
+    ///
+    /// # Errors
+    /// As [`Kernels::linear_cross_entropy`]; [`Error::StateShape`] if `opt`'s state belongs to
+    /// another shape; [`Error::InvalidOption`] for `accumulate` (a step uses this batch's
+    /// gradient). On an error nothing is changed.
+    ///
+    /// ```
+    /// use softmax_kernels::{Kernels, LinearCeOptions, MatrixLayout, Sgd, SgdOptions, Targets};
+    /// let k = Kernels::best();
+    /// let a = [1.0f32, -1.0, /* sample 2 */ -1.0, 1.0]; // [B = 2, D = 2]
+    /// let (mut w, mut b) = (vec![0.0f32; 4], vec![0.0f32; 2]); // C = 2
+    /// let mut opt = Sgd::new(SgdOptions::new(0.5).momentum(0.9))?;
+    /// let opts = LinearCeOptions::default();
+    /// let mut losses = Vec::new();
+    /// for _ in 0..20 {
+    ///     let st = k.linear_cross_entropy_step(&a, &mut w, MatrixLayout::new(2, 2), Some(&mut b),
+    ///                                          Targets::Classes(&[0i64, 1]), &opts, &mut opt,
+    ///                                          None)?;
+    ///     losses.push(st.loss);
+    /// }
+    /// assert!(losses[19] < 0.05 * losses[0]);
+    /// # Ok::<(), softmax_kernels::Error>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_cross_entropy_step<L: Label>(
+        &self,
+        a: &[f32],
+        w: &mut [f32],
+        layout: MatrixLayout,
+        bias: Option<&mut [f32]>,
+        targets: Targets<'_, L>,
+        opts: &LinearCeOptions<'_>,
+        opt: &mut Sgd,
+        da: Option<&mut [f32]>,
+    ) -> Result<CrossEntropyStats> {
+        if opts.accumulate {
+            return Err(Error::InvalidOption {
+                name: "accumulate",
+                value: "true".into(),
+                expected: "false for a training step",
+            });
+        }
+        if opts.ce.reduction == Reduction::None {
+            return Err(Error::InvalidOption {
+                name: "reduction",
+                value: "None".into(),
+                expected: "Mean or Sum for a training step",
+            });
+        }
+        layout.check("w", w.len())?;
+        opt.check_state(layout, bias.as_deref().map(|b| b.len()))?;
+        let (c, d) = (layout.rows, layout.cols);
+        let n = c.checked_mul(d).ok_or(Error::SizeOverflow { arg: "w" })?;
+        let (mut gw, mut gb) = opt.take_grad_buffers(n, if bias.is_some() { c } else { 0 })?;
+        let res = {
+            let mut out = LinearCeOutputs {
+                da,
+                dw: Some(&mut gw),
+                db: bias.is_some().then_some(&mut gb[..]),
+                ce: CrossEntropyOutputs::default(),
+            };
+            self.lce(a, w, layout, bias.as_deref(), targets, opts, &mut out, d)
+        };
+        let res = res.and_then(|st| {
+            opt.apply_grad(w, layout, &gw)?;
+            if let Some(bias) = bias {
+                opt.apply_bias_grad(bias, &gb)?;
+            }
+            Ok(st)
+        });
+        opt.put_grad_buffers(gw, gb);
+        res
+    }
+}
+
+/// A zeroed buffer of `rows * cols` floats, or [`Error::SizeOverflow`] (never an abort).
+fn alloc_chunk(rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let n = rows
+        .checked_mul(cols)
+        .filter(|&n| n <= isize::MAX as usize / 4)
+        .ok_or(Error::SizeOverflow {
+            arg: "logits chunk",
+        })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::SizeOverflow {
+        arg: "logits chunk",
+    })?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// The targets and options of rows `r0 .. r0 + n` of a call over `[B, c]`.
+fn chunk_targets<'t, 'o, L: Label>(
+    targets: Targets<'t, L>,
+    opts: &CrossEntropyOptions<'o>,
+    r0: usize,
+    n: usize,
+    c: usize,
+) -> (Targets<'t, L>, CrossEntropyOptions<'o>) {
+    let t = match targets {
+        Targets::Classes(t) => Targets::Classes(&t[r0..r0 + n]),
+        Targets::Probs(y) => Targets::Probs(&y[r0 * c..(r0 + n) * c]),
+    };
+    let mut o = *opts;
+    o.row_scale = opts.row_scale.map(|g| &g[r0..r0 + n]);
+    (t, o)
+}
+
+/// The per-row outputs of rows `r0 .. r0 + n`.
+fn sub_outputs<'s>(
+    out: &'s mut CrossEntropyOutputs<'_>,
+    r0: usize,
+    n: usize,
+) -> CrossEntropyOutputs<'s> {
+    CrossEntropyOutputs {
+        row_loss: out.row_loss.as_deref_mut().map(|v| &mut v[r0..r0 + n]),
+        lse: out.lse.as_deref_mut().map(|v| &mut v[r0..r0 + n]),
+        argmax: out.argmax.as_deref_mut().map(|v| &mut v[r0..r0 + n]),
+    }
+}
+
+/// Merges one class block's row results `r` (block `k0 .. k0 + kn`, logits at `zr`, class
+/// weights at `wk` or null) into the row's state; returns the block's own logsumexp (`-inf`
+/// for a block of only `-inf`, NaN for a NaN block). `dot`: the smoothing sum is wanted.
+///
+/// # Safety
+/// `zr .. zr + kn` valid for reads; `wk` null or valid for `kn` reads.
+#[allow(clippy::too_many_arguments)]
+unsafe fn merge_block(
+    st: &mut RowState,
+    r: &CeRowOut,
+    zr: *const f32,
+    wk: *const f32,
+    kn: usize,
+    k0: usize,
+    has_t: bool,
+    dot: bool,
+    wsum_k: f64,
+) -> f64 {
+    if has_t {
+        st.zt = r.zt;
+    }
+    if r.m == f64::NEG_INFINITY {
+        // All -inf, or -inf and NaN (the kernels' max skips NaN): the block adds nothing to
+        // the sum, a NaN makes the row NaN, and with smoothing each `w_c (-inf - m)` enters
+        // the dot (as in the whole-row sweep, where a zero weight makes it NaN).
+        // SAFETY: the caller's ranges.
+        unsafe {
+            st.nan |= (0..kn).any(|j| (*zr.add(j)).is_nan());
+            if dot {
+                for j in 0..kn {
+                    let wj = if wk.is_null() { 1.0 } else { *wk.add(j) as f64 };
+                    st.dot += wj * f64::NEG_INFINITY;
+                }
+            }
+        }
+        st.wseen += wsum_k;
+        return f64::NEG_INFINITY;
+    }
+    if r.m.is_nan() || r.m == f64::INFINITY || r.ls.is_nan() {
+        st.nan = true;
+        return f64::NAN;
+    }
+    if st.m == f64::NEG_INFINITY {
+        st.s = r.ls.exp();
+        st.dot += r.dot;
+        st.m = r.m;
+    } else if r.m > st.m {
+        // Move the running state to the new maximum.
+        let shift = st.m - r.m;
+        st.s = st.s * shift.exp() + r.ls.exp();
+        st.dot += st.wseen * shift + r.dot;
+        st.m = r.m;
+    } else {
+        st.s += (r.ls + (r.m - st.m)).exp();
+        st.dot += r.dot + wsum_k * (r.m - st.m);
+    }
+    st.wseen += wsum_k;
+    if r.m > st.argv {
+        st.argv = r.m;
+        st.arg = (k0 + r.argmax as usize) as u32;
+    }
+    r.m + r.ls
+}
+
+/// Pass 2 of the class-chunked mode for one row of one block (logits at `zr`, `kn` of them,
+/// classes `k0 ..`): overwrites them with the gradient, from the row's merged state `st` and
+/// the block's own logsumexp `lk` (pass 1).
+///
+/// # Safety
+/// `zr .. zr + kn` valid for reads and writes; `wp` null or the `C` class weights.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_grad(
+    k: &Kernels,
+    zr: *mut f32,
+    kn: usize,
+    k0: usize,
+    st: &RowState,
+    tgt: &RowTarget,
+    lk: f64,
+    plan: &CePlan,
+    c: usize,
+    wp: *const f32,
+    o: &CrossEntropyOptions<'_>,
+) {
+    use crate::arch::special::fill;
+    let Some(t) = tgt.class else {
+        // SAFETY: the caller's range.
+        unsafe { fill(zr, kn, 0.0) };
+        return;
+    };
+    if st.nan || !st.m.is_finite() {
+        // SAFETY: the caller's range.
+        unsafe { fill(zr, kn, f32::NAN) };
+        return;
+    }
+    let eps = o.label_smoothing as f64;
+    let lse = st.lse();
+    let g = tgt.g;
+    let a0 = (1.0 - eps) * tgt.wt + eps / c as f64 * plan.wsum;
+    let coef = g * (a0 + 2.0 * o.z_loss as f64 * lse);
+    let smooth = (g * eps / c as f64) as f32;
+    let fix_t = (g * (1.0 - eps) * tgt.wt) as f32;
+    let local_t = (t >= k0 && t < k0 + kn).then(|| t - k0);
+    let wk = if wp.is_null() {
+        wp
+    } else {
+        wp.wrapping_add(k0)
+    };
+    if lk == f64::NEG_INFINITY {
+        // Every probability of the block is 0: only the smoothing and target terms remain.
+        // SAFETY: the caller's ranges.
+        unsafe {
+            for j in 0..kn {
+                let wj = if wk.is_null() { 1.0 } else { *wk.add(j) };
+                *zr.add(j) = -(smooth * wj);
+            }
+            if let Some(j) = local_t {
+                *zr.add(j) -= fix_t;
+            }
+        }
+        return;
+    }
+    let args = CeArgs {
+        t: local_t.unwrap_or(0),
+        a0: 1.0,
+        zl2: 0.0,
+        // The kernel scales `exp(z - lk)` by this: `coef exp(z - lse)` overall.
+        g: (coef * (lk - lse).exp()) as f32,
+        smooth,
+        fix_t: if local_t.is_some() { fix_t } else { 0.0 },
+        weights: wk,
+        cap: o.softcap.unwrap_or(0.0),
+        // The kernels' register-resident path for short rows has no smoothing term; asking
+        // for the (unused) dot keeps smoothed rows on the general path.
+        dot: smooth != 0.0,
+        argmax: false,
+    };
+    // SAFETY: `zr` holds `kn` floats, written in place; `args.t < kn`; `wk` null or `kn`
+    // weights.
+    unsafe { (k.ce.row)(zr, zr, kn, &args) };
+}
