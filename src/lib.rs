@@ -110,7 +110,7 @@ pub use linear::{
     bias_grad, linear_backward_input, linear_forward, rank1_update, rank_k_update, sgd_step,
     weight_grad, MatrixLayout, Sgd, SgdOptions,
 };
-pub use linear_ce::{LinearCeOptions, LinearCeOutputs};
+pub use linear_ce::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs};
 
 /// The README's Rust examples run as doctests.
 #[cfg(doctest)]

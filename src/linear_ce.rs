@@ -941,3 +941,34 @@ unsafe fn block_grad(
     // weights.
     unsafe { (k.ce.row)(zr, zr, kn, &args) };
 }
+
+/// Fused linear cross-entropy on the active tier ([`Kernels::linear_cross_entropy`]).
+///
+/// ```
+/// use softmax_kernels::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs, MatrixLayout,
+///                       Targets};
+/// // One sample, D = 1, C = 2: logits [a w_0, a w_1] = [2, 0].
+/// let mut da = [0.0f32];
+/// let mut out = LinearCeOutputs { da: Some(&mut da), ..Default::default() };
+/// let st = linear_cross_entropy(&[1.0], &[2.0, 0.0], MatrixLayout::new(2, 1), None,
+///                               Targets::Classes(&[0u32]), &LinearCeOptions::default(),
+///                               &mut out)?;
+/// let p0 = 1.0 / (1.0 + (-2.0f32).exp());
+/// assert!((st.loss + p0.ln()).abs() < 1e-6);
+/// assert!((da[0] - (p0 - 1.0) * 2.0).abs() < 1e-6); // dz . W[:, 0] = (p0 - 1) 2 + p1 0
+/// # Ok::<(), softmax_kernels::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`Kernels::linear_cross_entropy`], and [`Error::BadIsaEnv`] from [`Kernels::active`].
+pub fn linear_cross_entropy<L: Label>(
+    a: &[f32],
+    w: &[f32],
+    layout: MatrixLayout,
+    bias: Option<&[f32]>,
+    targets: Targets<'_, L>,
+    opts: &LinearCeOptions<'_>,
+    out: &mut LinearCeOutputs<'_>,
+) -> Result<CrossEntropyStats> {
+    Kernels::active()?.linear_cross_entropy(a, w, layout, bias, targets, opts, out)
+}
