@@ -35,8 +35,9 @@
 //! pass 1 computes every block's logits and merges the rows' `(max, sum)` states online (the
 //! logsumexp, the target logit, the smoothing sum, the argmax); pass 2 recomputes each block's
 //! logits, turns them into the gradient with the row's final logsumexp, and accumulates `dA`,
-//! `dW` and `db` from it. Memory is `Bc * Ck` floats, at the price of the second forward GEMM
-//! (four GEMMs instead of three). Class chunks need class-index targets (probability targets
+//! `dW` and `db` from it (last block first, whose logits pass 1 left in the buffer). Memory
+//! is `Bc * Ck` floats, at the price of a second forward GEMM over all but one block (four
+//! GEMMs instead of three). Class chunks need class-index targets (probability targets
 //! are themselves `[B, C]`, so whole rows cost no more than they do).
 //!
 //! **Determinism.** The chunks, the class blocks and every GEMM tile are functions of the
@@ -634,11 +635,14 @@ impl Kernels {
                 r0 += n;
                 continue;
             }
-            // Pass 2: each block's gradient from the rows' final logsumexp.
-            for (bi, &(k0, kn)) in blocks.iter().enumerate() {
+            // Pass 2: each block's gradient from the rows' final logsumexp, last block
+            // first: pass 1 left its logits in `z`, so it needs no second forward GEMM.
+            for (step, (bi, &(k0, kn))) in blocks.iter().enumerate().rev().enumerate() {
                 let zc = &mut z[..n * kn];
                 let (wk, lay) = w_block(k0, kn);
-                self.linear_forward(ac, wk, lay, b_block(k0, kn), zc)?;
+                if step > 0 {
+                    self.linear_forward(ac, wk, lay, b_block(k0, kn), zc)?;
+                }
                 let (zp, lp) = (SyncPtr(zc.as_mut_ptr()), SyncPtr(block_lse.as_mut_ptr()));
                 let (stp, rtp) = (&state, &rt);
                 for_each_row_block(n, kn, move |rows| {
@@ -656,7 +660,7 @@ impl Kernels {
                 });
                 if let Some(da) = out.da.as_deref_mut() {
                     let dac = &mut da[r0 * d..(r0 + n) * d];
-                    let beta = if bi == 0 { 0.0 } else { 1.0 };
+                    let beta = if step == 0 { 0.0 } else { 1.0 };
                     self.linear_backward_input_beta(zc, wk, lay, beta, dac)?;
                 }
                 if let Some(dw) = out.dw.as_deref_mut() {
