@@ -1358,3 +1358,34 @@ fn invalid_options() {
         }
     }
 }
+
+/// A NaN weight of a class that is no row's target, without label smoothing, touches neither
+/// the loss nor the gradient (PyTorch gathers weights at the targets only): both equal the
+/// run with that weight set to 1.
+#[test]
+fn nan_weight_of_an_unused_class_without_smoothing() {
+    let z = [0.5f32, -1.0, 2.0, 0.0, 1.5, -0.5, 0.25, 3.0];
+    let labels = [0i64, 3];
+    for k in tiers() {
+        let nan_w = [2.0f32, f32::NAN, 1.0, 0.5];
+        let one_w = [2.0f32, 1.0, 1.0, 0.5];
+        let mut g_nan = [0.0f32; 8];
+        let mut g_one = [0.0f32; 8];
+        let o_nan = CrossEntropyOptions::default().weight(&nan_w);
+        let o_one = CrossEntropyOptions::default().weight(&one_w);
+        let l_nan = k
+            .cross_entropy_fwd_bwd(&z, &labels, &mut g_nan, 4, &o_nan)
+            .unwrap();
+        let l_one = k
+            .cross_entropy_fwd_bwd(&z, &labels, &mut g_one, 4, &o_one)
+            .unwrap();
+        assert!(l_nan.is_finite(), "{:?}: loss {l_nan}", k.isa());
+        assert_eq!(l_nan.to_bits(), l_one.to_bits(), "{:?}", k.isa());
+        assert_eq!(
+            g_nan.map(f32::to_bits),
+            g_one.map(f32::to_bits),
+            "{:?}",
+            k.isa()
+        );
+    }
+}

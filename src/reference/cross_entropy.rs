@@ -74,7 +74,10 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
             let coef = a.a0 as f64 + a.zl2 as f64 * lse;
             for (c, &v) in z.iter().enumerate() {
                 let p = (v - m).exp() / s;
-                let mut gz = a.g as f64 * coef * p - a.smooth as f64 * w(c);
+                let mut gz = a.g as f64 * coef * p;
+                if a.smooth != 0.0 {
+                    gz -= a.smooth as f64 * w(c);
+                }
                 if c == a.t {
                     gz -= a.fix_t as f64;
                 }
