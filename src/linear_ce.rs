@@ -902,7 +902,14 @@ unsafe fn block_grad(
     let eps = o.label_smoothing as f64;
     let lse = st.lse();
     let g = tgt.g;
-    let a0 = (1.0 - eps) * tgt.wt + eps / c as f64 * plan.wsum;
+    // Without smoothing the weight sum plays no part (a NaN weight of an unused class stays
+    // out, as in the whole-row kernels).
+    let a0 = (1.0 - eps) * tgt.wt
+        + if eps == 0.0 {
+            0.0
+        } else {
+            eps / c as f64 * plan.wsum
+        };
     let coef = g * (a0 + 2.0 * o.z_loss as f64 * lse);
     let smooth = (g * eps / c as f64) as f32;
     let fix_t = (g * (1.0 - eps) * tgt.wt) as f32;
@@ -918,7 +925,7 @@ unsafe fn block_grad(
         unsafe {
             for j in 0..kn {
                 let wj = if wk.is_null() { 1.0 } else { *wk.add(j) };
-                *zr.add(j) = -(smooth * wj);
+                *zr.add(j) = if smooth == 0.0 { 0.0 } else { -(smooth * wj) };
             }
             if let Some(j) = local_t {
                 *zr.add(j) -= fix_t;
