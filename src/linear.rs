@@ -21,11 +21,14 @@
 //!
 //! **Parallelism and determinism.** Large calls are cut into blocks by rayon in the caller's
 //! current pool: row blocks of W for the streaming kernels, tiles of the output (rows, and
-//! columns where that packs less) for the GEMMs. The blocks are a function of the shape only,
-//! never of the thread count, and every output element is computed by exactly one kernel call,
-//! so **results are bit-identical for any number of threads**. The GEMMs are single-threaded
-//! `matrixmultiply::sgemm` calls (its own threading stays off), one per tile; each call
-//! allocates its packing buffers inside `matrixmultiply`.
+//! columns where that packs less) for the GEMMs. The streaming blocks are a function of the
+//! shape only, never of the thread count. A GEMM runs as one call on a one-thread pool and as
+//! shape-determined tiles otherwise (each tile repacks its operands, which costs about 10% on
+//! one thread); a tile only partitions the output, and every output element is computed by
+//! one sgemm call over the whole inner dimension in the same order whichever tile holds it,
+//! so **results are bit-identical for any number of threads** (tested: pools of 1, 2, 3 and 8
+//! threads). The GEMMs are single-threaded `matrixmultiply::sgemm` calls (its own threading
+//! stays off); each call allocates its packing buffers inside `matrixmultiply`.
 //!
 //! **Small batches.** For `B` at most [`Kernels::rank_k_max`] (48 on AVX-512, 32 on AVX2, 8 on
 //! the portable tier: the crossovers measured on Zen 4 against `matrixmultiply`'s sgemm),
@@ -192,8 +195,9 @@ fn padded_stride(cols: usize) -> usize {
 }
 
 /// A partition of an `[m, n]` GEMM output into tiles, each computed by one single-threaded
-/// sgemm call. It is a function of `(m, n, k)` only (never of the thread count), which is what
-/// makes the results independent of the number of threads.
+/// sgemm call: one tile on a one-thread pool, else a function of `(m, n, k)` only. Tiling
+/// never changes a result: each element of the output is computed by one call over the whole
+/// `k`, with the same packed panels and the same micro-kernel order, wherever its tile starts.
 #[derive(Clone, Copy, Debug)]
 struct Tiles {
     m: usize,
@@ -216,7 +220,8 @@ impl Tiles {
             mb: m.max(1),
             nb: n.max(1),
         };
-        if fmas <= GEMM_SINGLE_FMAS {
+        // One thread: a single call packs each operand once.
+        if fmas <= GEMM_SINGLE_FMAS || rayon::current_num_threads() == 1 {
             return single;
         }
         let target = (fmas / GEMM_TILE_FMAS).clamp(2, GEMM_MAX_TILES);
