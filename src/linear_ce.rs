@@ -37,12 +37,13 @@
 //! logits, turns them into the gradient with the row's final logsumexp, and accumulates `dA`,
 //! `dW` and `db` from it (last block first, whose logits pass 1 left in the buffer). Memory
 //! is `Bc * Ck` floats, at the price of a second forward GEMM over all but one block (four
-//! GEMMs instead of three). Class chunks need class-index targets (probability targets
-//! are themselves `[B, C]`, so whole rows cost no more than they do).
+//! GEMMs instead of three). Class chunks need class-index targets: probability targets are
+//! themselves `[B, C]`, so whole rows cost no more than they do, and automatic chunking gives
+//! them whole rows (at least one) whatever the budget.
 //!
-//! **Determinism.** The chunks, the class blocks and every GEMM tile are functions of the
-//! shape and the options only, and chunks are accumulated in order, so loss and gradients are
-//! bit-identical for any number of threads. They equal the unfused composition (forward,
+//! **Determinism.** The chunks and the class blocks are functions of the shape and the
+//! options only, GEMM tiles never change a result (see [`crate::linear`]), and chunks are
+//! accumulated in order, so loss and gradients are bit-identical for any number of threads. They equal the unfused composition (forward,
 //! cross-entropy, the two backward GEMMs) up to float rounding: the `dW` and `db` sums are
 //! associated by chunk.
 
@@ -137,7 +138,7 @@ impl<'a> LinearCeOptions<'a> {
     }
 
     /// The chunk shape `(rows, classes)` for a `[b, c]` problem.
-    fn chunks(&self, b: usize, c: usize) -> Result<(usize, usize)> {
+    fn chunks(&self, b: usize, c: usize, probs: bool) -> Result<(usize, usize)> {
         let bad = |name, v: usize| {
             Err(Error::InvalidOption {
                 name,
@@ -166,7 +167,11 @@ impl<'a> LinearCeOptions<'a> {
             }
             (None, None) => {
                 let fit = floats / c;
-                if fit >= ROW_MODE_MIN_ROWS.min(b1) {
+                if probs {
+                    // Probability targets are `[B, C]` themselves: whole rows, as many as fit
+                    // (at least one).
+                    (fit.clamp(1, b1), c)
+                } else if fit >= ROW_MODE_MIN_ROWS.min(b1) {
                     (fit.min(b1), c)
                 } else {
                     // Class blocks of at least CLASS_BLOCK_MIN classes over as many rows as
@@ -352,8 +357,9 @@ impl Kernels {
         if let Some(db) = out.db.as_deref() {
             check_len("db", db.len(), c)?;
         }
-        let (bc, ck) = opts.chunks(b, c)?;
-        if ck < c && matches!(targets, Targets::Probs(_)) {
+        let probs = matches!(targets, Targets::Probs(_));
+        let (bc, ck) = opts.chunks(b, c, probs)?;
+        if ck < c && probs {
             return Err(Error::InvalidOption {
                 name: "chunk_classes",
                 value: ck.to_string(),
@@ -362,7 +368,19 @@ impl Kernels {
         }
         let plan = self.ce_plan(targets, b, c, &opts.ce, &out.ce)?;
         let want_argmax = out.ce.argmax.is_some();
-        let mut z = alloc_chunk(bc.min(b.max(1)), ck)?;
+        if b == 0 {
+            // No rows: the gradients of an empty sum, before anything is sized by `C`.
+            if !opts.accumulate {
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    self.weight_grad(1.0, &[], &[], 0.0, dw, dw_layout)?;
+                }
+                if let Some(db) = out.db.as_deref_mut() {
+                    self.bias_grad(1.0, &[], 0.0, db)?;
+                }
+            }
+            return Ok(plan.finish(&opts.ce, 0.0, 0, want_argmax, &targets));
+        }
+        let mut z = alloc_chunk(bc.min(b), ck)?;
         let (total, correct) = if ck < c {
             let Targets::Classes(t) = targets else {
                 unreachable!("probability targets were rejected above")
@@ -411,16 +429,7 @@ impl Kernels {
         });
         let want_grad = out.da.is_some() || out.dw.is_some() || out.db.is_some();
         let param_beta = |first: bool| if first && !opts.accumulate { 0.0 } else { 1.0 };
-        if b == 0 {
-            // No rows: the gradients of an empty sum.
-            if let Some(dw) = out.dw.as_deref_mut() {
-                self.weight_grad(1.0, &[], &[], param_beta(true), dw, dw_layout)?;
-            }
-            if let Some(db) = out.db.as_deref_mut() {
-                self.bias_grad(1.0, &[], param_beta(true), db)?;
-            }
-            return Ok((0.0, 0));
-        }
+        debug_assert!(b > 0, "the caller handles an empty batch");
         let (mut total, mut correct) = (0.0f64, 0usize);
         let mut r0 = 0;
         while r0 < b {
@@ -505,20 +514,7 @@ impl Kernels {
             (&w[k0 * ld..(k0 + kn - 1) * ld + d], lay)
         };
         let b_block = |k0: usize, kn: usize| bias.map(|bv| &bv[k0..k0 + kn]);
-        if b == 0 {
-            for &(k0, kn) in &blocks {
-                if let Some(dw) = out.dw.as_deref_mut() {
-                    let (_, lay) = w_block(k0, kn);
-                    let dwk = &mut dw[k0 * dw_ld..(k0 + kn - 1) * dw_ld + d];
-                    let lay = lay.with_ld(dw_ld);
-                    self.weight_grad(1.0, &[], &[], param_beta(true), dwk, lay)?;
-                }
-            }
-            if let Some(db) = out.db.as_deref_mut() {
-                self.bias_grad(1.0, &[], param_beta(true), db)?;
-            }
-            return Ok((0.0, 0));
-        }
+        debug_assert!(b > 0, "the caller handles an empty batch");
         let wsp = SyncPtr(
             o.weight
                 .map_or(std::ptr::null_mut(), |wv| wv.as_ptr() as *mut f32),

@@ -7,8 +7,8 @@
 //! environment (`SOFTMAX_KERNELS_ISA`) run this test binary again as a child.
 
 use softmax_kernels::{
-    reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, Logits, MatrixLayout,
-    OutputLayer, Reduction, Sgd, SgdOptions, Targets,
+    reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, LinearCeOptions,
+    LinearCeOutputs, Logits, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions, Targets,
 };
 
 /// Runs `f` on every available tier; all must return the same; returns that.
@@ -396,6 +396,94 @@ table! {
         | tiers(|k| k.linear_backward_input(&z(4), &z(6), MatrixLayout::new(2, 3), &mut z(5)))
         => Error::LengthMismatch { arg: "da", expected: 6, actual: 5 },
         "`da` has length 5, but the other arguments need length 6";
+
+    // ---- fused linear cross-entropy (`linear_cross_entropy`, `Kernels::linear_cross_entropy`,
+    // `Kernels::linear_cross_entropy_step`); A is [2, 2], W [3, 2] unless the row says ----
+    lce_classes_zero
+        | "fused linear cross-entropy: `W` with 0 rows (`C == 0`)"
+        | {
+            let r = tiers(|k| k.linear_cross_entropy(&z(4), &[], MatrixLayout::new(0, 2), None, Targets::Classes(&[0i64, 0]), &LinearCeOptions::default(), &mut LinearCeOutputs::default()));
+            assert_eq!(softmax_kernels::linear_cross_entropy(&z(4), &[], MatrixLayout::new(0, 2), None, Targets::Classes(&[0i64, 0]), &LinearCeOptions::default(), &mut LinearCeOutputs::default()).map(|_| ()), r);
+            r
+        }
+        => Error::ZeroDim { arg: "w rows (classes)" }, "`w rows (classes)` is 0; it must be at least 1";
+    lce_chunk_zero
+        | "fused linear cross-entropy: `chunk_rows`, `chunk_classes` or `chunk_bytes` 0"
+        | {
+            let lce = |o: LinearCeOptions<'static>| tiers(move |k| k.linear_cross_entropy(&z(4), &z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &o, &mut LinearCeOutputs::default()));
+            for (name, o) in [("chunk_classes", LinearCeOptions::default().chunk_classes(0)), ("chunk_bytes", LinearCeOptions::default().chunk_bytes(0))] {
+                assert_eq!(lce(o), Err(Error::InvalidOption { name, value: "0".into(), expected: ">= 1" }));
+            }
+            lce(LinearCeOptions::default().chunk_rows(0))
+        }
+        => Error::InvalidOption { name: "chunk_rows", value: "0".into(), expected: ">= 1" },
+        "option `chunk_rows` = 0 is invalid: it must be >= 1";
+    lce_class_chunks_with_probs
+        | "fused linear cross-entropy: class blocks (`chunk_classes` < C) with probability targets"
+        | tiers(|k| k.linear_cross_entropy::<i64>(&z(4), &z(6), MatrixLayout::new(3, 2), None, Targets::Probs(&z(6)), &LinearCeOptions::default().chunk_classes(2), &mut LinearCeOutputs::default()))
+        => Error::InvalidOption { name: "chunk_classes", value: "2".into(), expected: "C (whole rows) with probability targets" },
+        "option `chunk_classes` = 2 is invalid: it must be C (whole rows) with probability targets";
+    lce_a_not_multiple
+        | "fused linear cross-entropy: `a.len()` not a multiple of `D`"
+        | tiers(|k| k.linear_cross_entropy(&z(5), &z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &LinearCeOptions::default(), &mut LinearCeOutputs::default()))
+        => Error::NotMultiple { arg: "a", len: 5, cols: 2 },
+        "`a` has length 5, which is not a multiple of cols = 2";
+    lce_a_without_features
+        | "fused linear cross-entropy: `D == 0` (B from the targets) and `a` not empty"
+        | tiers(|k| k.linear_cross_entropy(&z(4), &[], MatrixLayout::new(3, 0), None, Targets::Classes(&[0i64, 1]), &LinearCeOptions::default(), &mut LinearCeOutputs::default()))
+        => Error::LengthMismatch { arg: "a", expected: 0, actual: 4 },
+        "`a` has length 4, but the other arguments need length 0";
+    lce_bias_length
+        | "fused linear cross-entropy: `bias.len() != C`"
+        | tiers(|k| k.linear_cross_entropy(&z(4), &z(6), MatrixLayout::new(3, 2), Some(&z(2)), Targets::Classes(&[0i64, 1]), &LinearCeOptions::default(), &mut LinearCeOutputs::default()))
+        => Error::LengthMismatch { arg: "bias", expected: 3, actual: 2 },
+        "`bias` has length 2, but the other arguments need length 3";
+    lce_da_length
+        | "fused linear cross-entropy: output `da.len() != a.len()`"
+        | tiers(|k| k.linear_cross_entropy(&z(4), &z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &LinearCeOptions::default(), &mut LinearCeOutputs { da: Some(&mut z(3)), ..Default::default() }))
+        => Error::LengthMismatch { arg: "da", expected: 4, actual: 3 },
+        "`da` has length 3, but the other arguments need length 4";
+    lce_dw_length
+        | "fused linear cross-entropy: output `dw` not in `W`'s layout"
+        | tiers(|k| k.linear_cross_entropy(&z(4), &z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &LinearCeOptions::default(), &mut LinearCeOutputs { dw: Some(&mut z(5)), ..Default::default() }))
+        => Error::MatrixLength { arg: "dw", rows: 3, cols: 2, ld: 2, actual: 5 },
+        "`dw` has length 5, but a [3, 2] matrix with leading dimension 2 needs 6 floats (6 without the last row's padding)";
+    lce_db_length
+        | "fused linear cross-entropy: output `db.len() != C`"
+        | tiers(|k| k.linear_cross_entropy(&z(4), &z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &LinearCeOptions::default(), &mut LinearCeOutputs { db: Some(&mut z(4)), ..Default::default() }))
+        => Error::LengthMismatch { arg: "db", expected: 3, actual: 4 },
+        "`db` has length 4, but the other arguments need length 3";
+    lce_bad_label_nothing_written
+        | "fused linear cross-entropy: a bad label (nothing is written)"
+        | tiers(|k| {
+            let (mut da, mut dw, mut db) = (vec![7.0f32; 4], vec![7.0f32; 6], vec![7.0f32; 3]);
+            let mut out = LinearCeOutputs { da: Some(&mut da), dw: Some(&mut dw), db: Some(&mut db), ..Default::default() };
+            let r = k.linear_cross_entropy(&z(4), &z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 3]), &LinearCeOptions::default(), &mut out);
+            assert_eq!((da, dw, db), (vec![7.0; 4], vec![7.0; 6], vec![7.0; 3]));
+            r
+        })
+        => Error::BadLabel { row: 1, label: 3, classes: 3 },
+        "row 1 has label 3, which is neither a class in 0..3 nor the ignore_index";
+    lce_step_accumulate
+        | "`linear_cross_entropy_step` with `accumulate(true)` (W unchanged)"
+        | tiers(|k| {
+            let mut w = vec![0.5f32; 6];
+            let mut opt = k.sgd(SgdOptions::new(0.1)).unwrap();
+            let r = k.linear_cross_entropy_step(&z(4), &mut w, MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &LinearCeOptions::default().accumulate(true), &mut opt, None);
+            assert_eq!(w, [0.5; 6]);
+            r
+        })
+        => Error::InvalidOption { name: "accumulate", value: "true".into(), expected: "false for a training step" },
+        "option `accumulate` = true is invalid: it must be false for a training step";
+    lce_step_reduction_none
+        | "`linear_cross_entropy_step` with `Reduction::None`"
+        | tiers(|k| {
+            let mut opt = k.sgd(SgdOptions::new(0.1)).unwrap();
+            let o = LinearCeOptions::new(CrossEntropyOptions::default().reduction(Reduction::None));
+            k.linear_cross_entropy_step(&z(4), &mut z(6), MatrixLayout::new(3, 2), None, Targets::Classes(&[0i64, 1]), &o, &mut opt, None)
+        })
+        => Error::InvalidOption { name: "reduction", value: "None".into(), expected: "Mean or Sum for a training step" },
+        "option `reduction` = None is invalid: it must be Mean or Sum for a training step";
 
     // ---- Sgd ----
     sgd_options_lr

@@ -27,8 +27,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, Once};
 
 use softmax_kernels::{
-    reference, AllIgnored, CrossEntropyOptions, CrossEntropyOutputs, Isa, Kernels, Label, Logits,
-    MaskedRows, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions, SoftmaxOptions, Targets,
+    reference, AllIgnored, CrossEntropyOptions, CrossEntropyOutputs, Isa, Kernels, Label,
+    LinearCeOptions, LinearCeOutputs, Logits, MaskedRows, MatrixLayout, OutputLayer, Reduction,
+    Sgd, SgdOptions, SoftmaxOptions, Targets,
 };
 
 /// Calls per public function (release builds).
@@ -376,6 +377,7 @@ plain_outcome!(
     SoftmaxOptions
 );
 impl Outcome for CrossEntropyOptions<'_> {}
+impl Outcome for LinearCeOptions<'_> {}
 
 /// Counts calls (and `Ok` results) and collects panics.
 #[derive(Default)]
@@ -854,6 +856,188 @@ fn linear_family_never_panics() {
         });
     });
     d.finish("linear family");
+}
+
+/// A chunk size (`chunk_rows`, `chunk_classes`, `chunk_bytes`): 0, small, or at least 2^50
+/// (a chunk that size cannot be allocated: an `Err`, not an abort); never in between, which
+/// would allocate real memory (a chunk of logits is what the caller asked for).
+fn chunk_size(g: &mut G) -> usize {
+    match g.below(10) {
+        0 => 0,
+        1..=6 => 1 + g.below(70),
+        _ => loop {
+            let v = EDGE[g.below(EDGE.len())];
+            if v >= 1 << 50 {
+                break v;
+            }
+        },
+    }
+}
+
+/// A `W` layout for the fused linear cross-entropy. Its work is `B * C * D`, so `C` stays
+/// below 4096 (`g.dim()` without the edge values; `D` and `ld` may be anything, their
+/// slices are at most [`MAX_LEN`] floats). `C` beyond any real size (`D = 0`, no rows) is
+/// `tests/linear_ce.rs`'s `huge_class_count_returns`.
+fn lce_layout(g: &mut G) -> MatrixLayout {
+    loop {
+        let l = g.layout();
+        if l.rows <= 4096 {
+            return l;
+        }
+    }
+}
+
+/// Garbage chunking and accumulation on top of `ce`.
+fn lce_opts<'a>(g: &mut G, ce: CrossEntropyOptions<'a>) -> LinearCeOptions<'a> {
+    let mut o = LinearCeOptions::new(ce);
+    if g.chance(40) {
+        o = o.chunk_rows(chunk_size(g));
+    }
+    if g.chance(40) {
+        o = o.chunk_classes(chunk_size(g));
+    }
+    if g.chance(40) {
+        o = o.chunk_bytes(chunk_size(g));
+    }
+    if g.chance(30) {
+        o = o.accumulate(true);
+    }
+    o
+}
+
+/// One garbage round of `linear_cross_entropy` (free or on `k`) and, on `k`,
+/// `linear_cross_entropy_step`.
+fn lce_round(g: &mut G, d: &mut Driver, k: &'static Kernels, free: bool) {
+    let l = lce_layout(g);
+    let wl = g.len_layout(l);
+    let w = g.vec(wl);
+    let b = g.below(9);
+    let a = {
+        let n = g.len_of(b, l.cols);
+        g.vec(n)
+    };
+    // Half the rounds give every per-class and per-row slice its right length (when that is
+    // at most MAX_LEN), so that more calls get past the checks.
+    let exact = g.bool();
+    let n_of = |g: &mut G, want: usize| {
+        if exact && want <= MAX_LEN {
+            want
+        } else {
+            g.len(Some(want))
+        }
+    };
+    let bias = {
+        let n = n_of(g, l.rows);
+        g.vec(n)
+    };
+    let with_bias = g.bool();
+    let cw = {
+        let n = n_of(g, l.rows);
+        g.vec(n)
+    };
+    let rs = {
+        let n = n_of(g, b);
+        g.vec(n)
+    };
+    let ce = ce_opts(g, &cw, &rs, l.rows);
+    let lo = lce_opts(g, ce);
+    let mut da = vec![0.0f32; n_of(g, a.len())];
+    let mut dw = vec![0.0f32; if exact { wl } else { g.len_layout(l) }];
+    let mut db = vec![0.0f32; n_of(g, l.rows)];
+    let mut rl = vec![0.0f32; n_of(g, b)];
+    let mut ls = vec![0.0f32; n_of(g, b)];
+    let mut am = vec![0u32; n_of(g, b)];
+    let want = [
+        g.bool(),
+        g.bool(),
+        g.bool(),
+        g.chance(60),
+        g.chance(40),
+        g.chance(40),
+    ];
+    let probs = {
+        let n = g.len_of(b, l.rows);
+        g.vec(n)
+    };
+    let use_probs = g.chance(25);
+    let tl = n_of(g, b);
+    with_labels!(g, tl, l.rows, |t| {
+        let mut out = LinearCeOutputs {
+            da: want[0].then_some(&mut da[..]),
+            dw: want[1].then_some(&mut dw[..]),
+            db: want[2].then_some(&mut db[..]),
+            ce: CrossEntropyOutputs {
+                row_loss: want[3].then_some(&mut rl[..]),
+                lse: want[4].then_some(&mut ls[..]),
+                argmax: want[5].then_some(&mut am[..]),
+            },
+        };
+        let targets = if use_probs {
+            Targets::Probs(&probs)
+        } else {
+            Targets::Classes(&t)
+        };
+        let bv = with_bias.then_some(&bias[..]);
+        if free {
+            d.call("linear_cross_entropy", || {
+                softmax_kernels::linear_cross_entropy(&a, &w, l, bv, targets, &lo, &mut out)
+            });
+        } else {
+            d.call("Kernels::linear_cross_entropy", || {
+                k.linear_cross_entropy(&a, &w, l, bv, targets, &lo, &mut out)
+            });
+        }
+    });
+    if free {
+        return;
+    }
+    // The step, with an optimizer on this tier (a valid one when the garbage options fail).
+    let so = g.sgd_opts();
+    let mut opt = k
+        .sgd(so)
+        .unwrap_or_else(|_| k.sgd(SgdOptions::new(0.1).momentum(0.9)).unwrap());
+    let mut w = w;
+    let mut bias = bias;
+    let with_da = g.bool();
+    let tl = g.len(Some(b));
+    with_labels!(g, tl, l.rows, |t| {
+        for _ in 0..2 {
+            d.call("Kernels::linear_cross_entropy_step", || {
+                k.linear_cross_entropy_step(
+                    &a,
+                    &mut w,
+                    l,
+                    with_bias.then_some(&mut bias[..]),
+                    Targets::Classes(&t),
+                    &lo,
+                    &mut opt,
+                    with_da.then_some(&mut da[..]),
+                )
+            });
+        }
+    });
+}
+
+#[test]
+fn linear_cross_entropy_never_panics() {
+    quiet_hook();
+    let mut g = G::new(6);
+    let mut d = Driver::default();
+    d.rounds(|d| {
+        let k = g.tier();
+        lce_round(&mut g, d, k, true);
+        lce_round(&mut g, d, k, false);
+        let (r, c, n) = (chunk_size(&mut g), chunk_size(&mut g), chunk_size(&mut g));
+        let acc = g.bool();
+        d.call("LinearCeOptions builders", || {
+            LinearCeOptions::default()
+                .chunk_rows(r)
+                .chunk_classes(c)
+                .chunk_bytes(n)
+                .accumulate(acc)
+        });
+    });
+    d.finish("fused linear cross-entropy");
 }
 
 /// `OutputLayer` sizes: small, or too large for any address space (2^50 floats and up, or
