@@ -43,7 +43,7 @@
 //! The row losses are summed in f64 over fixed row blocks, so the loss is bit-identical for any
 //! number of threads.
 
-use crate::arch::generic::cross_entropy::{CeArgs, CeProbArgs, CeRowOut};
+use crate::arch::generic::cross_entropy::{CeArgs, CeProbArgs, CeRowOut, CeShortBatch};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::{sum_row_blocks, SyncPtr};
@@ -763,6 +763,11 @@ impl Ctx<'_> {
             dot: eps != 0.0,
             argmax: self.want_argmax,
         };
+        if eps == 0.0 && o.softcap.is_none() {
+            if let Some(acc) = self.class_block_short(t, rows.clone(), ignore, wp, base_g) {
+                return acc;
+            }
+        }
         let (mut sum, mut correct) = (0.0f64, 0usize);
         for r in rows {
             // SAFETY: `x` (and `g` when not null) hold `rows * cols` floats, row `r` belongs to
@@ -818,6 +823,67 @@ impl Ctx<'_> {
             }
         }
         (sum, correct)
+    }
+
+    /// [`Ctx::class_block`] without smoothing or cap through the tier's batched short-row
+    /// kernel, 64 rows per call: the same arithmetic row for row (and the same order of the
+    /// loss sum), without a kernel call and argument block per row. `None` when the rows are
+    /// too long for the tier's short-row path (a function of `cols` only).
+    fn class_block_short<L: Label>(
+        &self,
+        t: &[L],
+        rows: std::ops::Range<usize>,
+        ignore: Option<i128>,
+        wp: *const f32,
+        base_g: f64,
+    ) -> Option<(f64, usize)> {
+        const BATCH: usize = 64;
+        let (cols, o) = (self.cols, &self.opts);
+        let mut classes = [0u32; BATCH];
+        let mut acc = (0.0f64, 0usize);
+        let at = |p: *mut f32, r: usize| if p.is_null() { p } else { p.wrapping_add(r) };
+        let mut r = rows.start;
+        while r < rows.end {
+            let n = (rows.end - r).min(BATCH);
+            for (i, c) in classes[..n].iter_mut().enumerate() {
+                let v = t[r + i].to_i128();
+                // Labels were validated: anything but the ignored label is in `0..cols`.
+                *c = if ignore == Some(v) {
+                    u32::MAX
+                } else {
+                    v as u32
+                };
+            }
+            let b = CeShortBatch {
+                classes: classes.as_ptr(),
+                weights: wp,
+                base_g,
+                row_scale: o.row_scale.map_or(std::ptr::null(), |g| g[r..].as_ptr()),
+                zl: o.z_loss as f64,
+                zl2: 2.0 * o.z_loss,
+                want_argmax: self.want_argmax,
+                row_loss: at(self.row_loss.get(), r),
+                lse: at(self.lse.get(), r),
+                argmax: if self.argmax.get().is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    self.argmax.get().wrapping_add(r)
+                },
+            };
+            let g = at(self.g.get(), r * cols);
+            // SAFETY: rows `r .. r + n` lie inside `x` (and `g`), belong to this task, and the
+            // per-row outputs hold `rows` entries (checked by `ce_plan`), so every pointer above
+            // is valid for the `n` rows it covers; `classes` holds `n` validated classes.
+            let done = unsafe {
+                (self.k.ce.short_rows)(self.x.get().add(r * cols), g, n, cols, &b, &mut acc)
+            };
+            if !done {
+                debug_assert_eq!(r, rows.start, "the short path depends on cols only");
+                return None;
+            }
+            r += n;
+        }
+        Some(acc)
     }
 
     fn args(&self, t: usize, wt: f64, g: f64, used: bool) -> CeArgs {

@@ -1,12 +1,28 @@
 //! The scalar reference's cross-entropy kernels: f64 arithmetic straight from the formulas.
 
-use crate::arch::generic::cross_entropy::{CeArgs, CeKernels, CeProbArgs, CeRowOut};
+use crate::arch::generic::cross_entropy::{CeArgs, CeKernels, CeProbArgs, CeRowOut, CeShortBatch};
 
 /// The scalar tier's cross-entropy kernels.
 pub(crate) static CE: CeKernels = CeKernels {
     row: ce_row,
     prob_row: ce_prob_row,
+    short_rows: no_short_rows,
 };
+
+/// The oracle has no batched short-row path: every row goes through [`ce_row`].
+///
+/// # Safety
+/// None needed (nothing is read or written); `unsafe` for the table's signature.
+unsafe fn no_short_rows(
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: &CeShortBatch,
+    _: &mut (f64, usize),
+) -> bool {
+    false
+}
 
 /// `cap * tanh(x / cap)` in f64 (or `x` when `cap == 0`).
 fn capped(x: f32, cap: f32) -> f64 {

@@ -659,6 +659,175 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
     }
 }
 
+/// A batch of short rows with class targets, no label smoothing and no cap: the per-call
+/// constants and the per-row inputs and outputs of [`ce_short_rows`]. Pointers to per-row data
+/// start at the batch's first row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CeShortBatch {
+    /// Each row's class, or `u32::MAX` for an ignored row.
+    pub classes: *const u32,
+    /// The class weights (`cols` floats) or null.
+    pub weights: *const f32,
+    /// The gradient scale (reduction and upstream scalar).
+    pub base_g: f64,
+    /// The per-row upstream gradient or null.
+    pub row_scale: *const f32,
+    /// z-loss coefficient, and `2 * z_loss` as the row kernel takes it.
+    pub zl: f64,
+    pub zl2: f32,
+    /// Whether to compute the argmax.
+    pub want_argmax: bool,
+    /// Optional per-row outputs (null or `rows` entries).
+    pub row_loss: *mut f32,
+    pub lse: *mut f32,
+    pub argmax: *mut u32,
+}
+
+/// Rows of `(K - 1) * LANES < n <= K * LANES` floats with class targets and neither smoothing
+/// nor cap, one after another in one call: the same arithmetic, row for row, as [`ce_short`]
+/// driven by `crate::cross_entropy`'s row loop (so the results are the same bits), without a
+/// kernel call, an argument block and an output block per row. Adds each used row's loss to
+/// `acc.0` in row order and its argmax hit to `acc.1`.
+///
+/// # Safety
+/// `x` valid for `rows * n` reads; `grad` null or valid for `rows * n` writes, equal to `x`
+/// or not overlapping it; `b.classes` valid for `rows` reads, each `< n` or `u32::MAX`;
+/// `b.weights` null or `n` floats; `b.row_scale` and the outputs null or `rows` entries.
+#[inline(always)]
+pub(crate) unsafe fn ce_short_rows<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    rows: usize,
+    n: usize,
+    b: &CeShortBatch,
+    acc: &mut (f64, usize),
+) {
+    for r in 0..rows {
+        // SAFETY: row `r < rows` lies inside `x` (and `grad`); `t < n`; the per-row pointers
+        // hold `rows` entries; `load_short`/`store_short` touch exactly `0..n` of the row.
+        unsafe {
+            let xr = x.add(r * n);
+            let gr = if grad.is_null() {
+                grad
+            } else {
+                grad.add(r * n)
+            };
+            let class = *b.classes.add(r);
+            let used = class != u32::MAX;
+            let t = if used { class as usize } else { 0 };
+            let (v, m) = load_short::<S, K>(s, xr, n);
+            let zt = *xr.add(t) as f64;
+            let argmax = if b.want_argmax {
+                let (mut best, mut bv) = (0usize, f32::NEG_INFINITY);
+                for i in 0..n {
+                    let vi = *xr.add(i);
+                    if vi > bv {
+                        best = i;
+                        bv = vi;
+                    }
+                }
+                best as u32
+            } else {
+                0
+            };
+            let mf = m as f64;
+            let (e, total) = if m.is_finite() {
+                let (e, sum) = exp_short::<S, K>(s, &v, m);
+                (e, sum as f64)
+            } else {
+                (v, f64::NAN)
+            };
+            let ls = if m.is_finite() { total.ln() } else { f64::NAN };
+            let lse = if m.is_finite() { mf + ls } else { f64::NAN };
+            if !used {
+                if !gr.is_null() {
+                    crate::arch::special::fill(gr, n, 0.0);
+                }
+                if !b.row_loss.is_null() {
+                    *b.row_loss.add(r) = 0.0;
+                }
+                if !b.lse.is_null() {
+                    *b.lse.add(r) = lse as f32;
+                }
+                if !b.argmax.is_null() {
+                    *b.argmax.add(r) = argmax;
+                }
+                continue;
+            }
+            let wt = if b.weights.is_null() {
+                1.0
+            } else {
+                *b.weights.add(t) as f64
+            };
+            let g = if b.row_scale.is_null() {
+                b.base_g
+            } else {
+                b.base_g * *b.row_scale.add(r) as f64
+            };
+            if !gr.is_null() {
+                if m.is_finite() {
+                    let lse_k = mf + ls;
+                    let factor = ((g as f32) as f64 * ((wt as f32) as f64 + b.zl2 as f64 * lse_k)
+                        / total) as f32;
+                    let vf = s.splat(factor);
+                    let mut e = e;
+                    for ej in e.iter_mut() {
+                        *ej = s.mul(*ej, vf);
+                    }
+                    store_short::<S, K>(s, gr, n, &e);
+                    *gr.add(t) -= (g * wt) as f32;
+                } else {
+                    crate::arch::special::fill(gr, n, f32::NAN);
+                }
+            }
+            let mut loss = wt * ((mf - zt) + ls);
+            if b.zl != 0.0 {
+                loss += b.zl * lse * lse;
+            }
+            acc.0 += loss;
+            acc.1 += (argmax == class) as usize;
+            if !b.row_loss.is_null() {
+                *b.row_loss.add(r) = loss as f32;
+            }
+            if !b.lse.is_null() {
+                *b.lse.add(r) = lse as f32;
+            }
+            if !b.argmax.is_null() {
+                *b.argmax.add(r) = argmax;
+            }
+        }
+    }
+}
+
+/// Runs [`ce_short_rows`] with `K = ceil(n / LANES)`; returns false (doing nothing) when a row
+/// needs more than [`SHORT_VECS`] vectors.
+///
+/// # Safety
+/// As [`ce_short_rows`].
+#[inline(always)]
+pub(crate) unsafe fn try_ce_short_rows<S: Simd>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    rows: usize,
+    n: usize,
+    b: &CeShortBatch,
+    acc: &mut (f64, usize),
+) -> bool {
+    // SAFETY: forwarded; `K` matches `n`.
+    unsafe {
+        match n.div_ceil(S::LANES) {
+            1 => ce_short_rows::<S, 1>(s, x, grad, rows, n, b, acc),
+            2 => ce_short_rows::<S, 2>(s, x, grad, rows, n, b, acc),
+            3 => ce_short_rows::<S, 3>(s, x, grad, rows, n, b, acc),
+            4 => ce_short_rows::<S, 4>(s, x, grad, rows, n, b, acc),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// One tier's table of cross-entropy row kernels.
 pub(crate) struct CeKernels {
     /// Class target: (x, grad or null, n, args) -> row results.
@@ -666,6 +835,11 @@ pub(crate) struct CeKernels {
     /// Probability targets: (x, y, grad or null, n, args) -> row results.
     pub(crate) prob_row:
         unsafe fn(*const f32, *const f32, *mut f32, usize, &CeProbArgs) -> CeRowOut,
+    /// Short rows, class targets, no smoothing or cap: (x, grad or null, rows, n, batch,
+    /// accumulator) -> false when `n` is too long for the tier's short-row path (the
+    /// reference never takes it).
+    pub(crate) short_rows:
+        unsafe fn(*const f32, *mut f32, usize, usize, &CeShortBatch, &mut (f64, usize)) -> bool,
 }
 
 /// Stamps the cross-entropy kernels out for one tier (called by `stamp_tier!`) and defines its
@@ -716,11 +890,31 @@ macro_rules! stamp_ce {
             }
         }
 
+        /// # Safety
+        /// The tier's CPU features; pointer contract of
+        /// `generic::cross_entropy::ce_short_rows`.
+        $(#[$attr])*
+        unsafe fn ce_short_rows(
+            x: *const f32,
+            grad: *mut f32,
+            rows: usize,
+            n: usize,
+            b: &$crate::arch::generic::cross_entropy::CeShortBatch,
+            acc: &mut (f64, usize),
+        ) -> bool {
+            // SAFETY: as in `ce_row`.
+            unsafe {
+                let s = <$token>::new_unchecked();
+                $crate::arch::generic::cross_entropy::try_ce_short_rows(s, x, grad, rows, n, b, acc)
+            }
+        }
+
         /// This tier's cross-entropy kernels.
         pub(crate) static CE: $crate::arch::generic::cross_entropy::CeKernels =
             $crate::arch::generic::cross_entropy::CeKernels {
                 row: ce_row,
                 prob_row: ce_prob_row,
+                short_rows: ce_short_rows,
             };
     };
 }
