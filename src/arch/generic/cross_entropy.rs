@@ -828,6 +828,11 @@ pub(crate) unsafe fn try_ce_short_rows<S: Simd>(
     true
 }
 
+/// The batched short-row kernel: (x, grad or null, rows, n, batch, accumulator) -> false
+/// when `n` is too long for the tier's short-row path.
+pub(crate) type ShortRowsFn =
+    unsafe fn(*const f32, *mut f32, usize, usize, &CeShortBatch, &mut (f64, usize)) -> bool;
+
 /// One tier's table of cross-entropy row kernels.
 pub(crate) struct CeKernels {
     /// Class target: (x, grad or null, n, args) -> row results.
@@ -838,8 +843,7 @@ pub(crate) struct CeKernels {
     /// Short rows, class targets, no smoothing or cap: (x, grad or null, rows, n, batch,
     /// accumulator) -> false when `n` is too long for the tier's short-row path (the
     /// reference never takes it).
-    pub(crate) short_rows:
-        unsafe fn(*const f32, *mut f32, usize, usize, &CeShortBatch, &mut (f64, usize)) -> bool,
+    pub(crate) short_rows: ShortRowsFn,
 }
 
 /// Stamps the cross-entropy kernels out for one tier (called by `stamp_tier!`) and defines its
