@@ -3,7 +3,8 @@
  *
  * Hand-vectorized CPU kernels for the classification output layer of a neural network:
  * softmax, log-softmax, logsumexp and their backward passes, fused cross-entropy, the output
- * layer's updates (rank-1/rank-k, weight and bias gradients, SGD, linear forward/backward) and
+ * layer's updates (rank-1/rank-k, weight and bias gradients, SGD, linear forward/backward), the
+ * fused linear cross-entropy (loss and gradients of softmax(A W^T + b) without the logits) and
  * a trainable output layer. Link with libsoftmax_kernels.so or libsoftmax_kernels.a
  * (`pkg-config --cflags --libs softmax_kernels`, or `--static` for the archive).
  *
@@ -422,6 +423,82 @@ sk_status sk_linear_forward(const float *a, size_t a_len, const float *w, size_t
 sk_status sk_linear_backward_input(const float *delta, size_t delta_len, const float *w,
                                    size_t w_len, size_t rows, size_t cols, size_t ld, float *da,
                                    size_t da_len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Fused linear cross-entropy: loss and gradients of softmax(A W^T + b) without the logits     */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The cross-entropy of the logits Z = A W^T + b (z[n,c] = sum_j a[n,j] W[c,j] + b[c]) and, if
+ * asked, its gradients dA = G W, dW = G^T A and db = sum_rows G (G = dL/dZ), computed in chunks
+ * of rows (and, for many classes, blocks of classes in two passes) so that the [B, C] logits
+ * never exist in memory. The loss, the reduction, the gradients' scale and every sk_ce_options
+ * field mean what they mean for sk_cross_entropy_ext on Z; the results equal the unfused
+ * composition (sk_linear_forward, sk_cross_entropy_ext, sk_linear_backward_input,
+ * sk_weight_grad, sk_bias_grad) up to float rounding, and are bit-identical for any number of
+ * threads.
+ */
+
+/* Chunking and accumulation. ALWAYS fill with sk_linear_ce_options_default() first (it writes
+ * all zeros: the defaults); passing NULL means the defaults. */
+typedef struct sk_linear_ce_options {
+    size_t chunk_rows;    /* rows per chunk; 0: automatic (from chunk_bytes; the default) */
+    size_t chunk_classes; /* classes per block; a value below the class count selects the
+                             two-pass class-chunked mode (class labels only); 0: automatic:
+                             whole rows if chunk_rows is given or the budget holds at least
+                             min(B, 96) rows of logits (probability targets: always), else
+                             class blocks of at least min(C, 1024) classes */
+    size_t chunk_bytes;   /* budget in bytes for one chunk of logits; 0: 16 MiB (default) */
+    int32_t accumulate;   /* nonzero: dw and db are added to (as PyTorch accumulates .grad);
+                             0 (default): overwritten. da is always overwritten. */
+} sk_linear_ce_options;
+
+/* Fills *opts with the defaults (all zeros). Returns SK_OK, SK_NULL_POINTER. */
+sk_status sk_linear_ce_options_default(sk_linear_ce_options *opts);
+
+/* Fused linear cross-entropy against class labels.
+ *   a:       [B, cols] activations (B = a_len / cols; when cols == 0, B = targets_len)
+ *   w:       [rows, cols] weights with leading dimension ld (rows = C classes, cols = D)
+ *   bias:    rows floats, or NULL with bias_len 0 for none
+ *   targets: B labels in 0..rows-1 or opts->ignore_index
+ *   opts:    cross-entropy options (NULL: the defaults); lce_opts: chunking (NULL: defaults)
+ *   da:      [B, cols] gradient dL/da, or NULL with da_len 0 (not computed)
+ *   dw:      dL/dW in w's layout ([rows, cols] with ld; dw_len rows*ld or (rows-1)*ld+cols;
+ *            the padding is never touched), or NULL with dw_len 0
+ *   db:      rows floats dL/db, or NULL with db_len 0
+ *   outputs: per-row loss / logsumexp / argmax (NULL: none); row_loss required by
+ *            SK_REDUCTION_NONE
+ *   stats:   receives the loss and the counts (NULL: not written)
+ * With no gradient asked for, the call computes the loss only. No output may overlap another
+ * argument.
+ * Returns SK_ERROR_ZERO_DIM (rows == 0), the W codes (for w and dw), SK_ERROR_NOT_MULTIPLE
+ * (a_len % cols), SK_ERROR_LENGTH_MISMATCH (a, bias, targets, da, db, a per-row output,
+ * opts->weight_len, opts->row_scale_len), SK_ERROR_BAD_LABEL (nothing is written),
+ * SK_ERROR_INVALID_OPTION (an sk_ce_options field out of its domain), SK_ERROR_MISSING_OUTPUT
+ * (SK_REDUCTION_NONE without outputs->row_loss), SK_ERROR_SIZE_OVERFLOW (also: a chunk of
+ * logits that cannot be allocated), and the common codes. */
+sk_status sk_linear_cross_entropy(const float *a, size_t a_len, const float *w, size_t w_len,
+                                  size_t rows, size_t cols, size_t ld, const float *bias,
+                                  size_t bias_len, const int64_t *targets, size_t targets_len,
+                                  const sk_ce_options *opts,
+                                  const sk_linear_ce_options *lce_opts, float *da,
+                                  size_t da_len, float *dw, size_t dw_len, float *db,
+                                  size_t db_len, const sk_ce_outputs *outputs,
+                                  sk_ce_stats *stats);
+
+/* sk_linear_cross_entropy against probability (soft) targets: probs is [B, rows]
+ * (probs_len == B * rows; when cols == 0, B = probs_len / rows); MEAN divides by B;
+ * stats->has_correct is 0. Class blocks need class labels: lce_opts->chunk_classes below rows
+ * returns SK_ERROR_INVALID_OPTION (automatic chunking gives probability targets whole rows,
+ * at least one per chunk, whatever chunk_bytes). Status codes as sk_linear_cross_entropy (no
+ * SK_ERROR_BAD_LABEL; SK_ERROR_NOT_MULTIPLE for probs when cols == 0). */
+sk_status sk_linear_cross_entropy_probs(const float *a, size_t a_len, const float *w,
+                                        size_t w_len, size_t rows, size_t cols, size_t ld,
+                                        const float *bias, size_t bias_len, const float *probs,
+                                        size_t probs_len, const sk_ce_options *opts,
+                                        const sk_linear_ce_options *lce_opts, float *da,
+                                        size_t da_len, float *dw, size_t dw_len, float *db,
+                                        size_t db_len, const sk_ce_outputs *outputs,
+                                        sk_ce_stats *stats);
 
 /* ------------------------------------------------------------------------------------------ */
 /* SGD optimizer (torch.optim.SGD: momentum, dampening, weight decay, Nesterov)                */

@@ -30,6 +30,7 @@ pub mod args;
 pub mod cross_entropy;
 pub mod layer;
 pub mod linear;
+pub mod linear_ce;
 pub mod runtime;
 pub mod softmax;
 pub mod status;

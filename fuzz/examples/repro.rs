@@ -3,6 +3,12 @@
 
 use fuzz_common::input::split;
 
+/// The `linear_ce` target keeps its checker and header in the target's own file (its seeds
+/// are unused here).
+#[path = "../fuzz_targets/linear_ce.rs"]
+#[allow(dead_code)]
+mod linear_ce;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let target = args.first().expect("target").as_str();
@@ -11,6 +17,7 @@ fn main() {
         "softmax" => fuzz_common::softmax::check,
         "cross_entropy" => fuzz_common::cross_entropy::check,
         "linear" => fuzz_common::linear::check,
+        "linear_ce" => linear_ce::check,
         t => panic!("unknown target {t}"),
     };
     for f in args.iter().skip(1).filter(|a| !a.starts_with("--")) {
@@ -24,6 +31,11 @@ fn main() {
                 }
                 "cross_entropy" => {
                     let (h, r) = split::<fuzz_common::cross_entropy::CeHeader>(&data);
+                    println!("{h:?}");
+                    r
+                }
+                "linear_ce" => {
+                    let (h, r) = split::<linear_ce::LceHeader>(&data);
                     println!("{h:?}");
                     r
                 }

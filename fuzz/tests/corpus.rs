@@ -9,13 +9,25 @@ use fuzz_common::input::{split, Enc};
 use fuzz_common::linear::LinHeader;
 use fuzz_common::softmax::SoftmaxHeader;
 
+/// The `linear_ce` target keeps its checker, header and seeds in the target's own file.
+#[path = "../fuzz_targets/linear_ce.rs"]
+mod linear_ce;
+
 fn checker(target: &str) -> fn(&[u8]) -> Result<(), String> {
     match target {
         "softmax" => fuzz_common::softmax::check,
         "cross_entropy" => fuzz_common::cross_entropy::check,
         "linear" => fuzz_common::linear::check,
+        "linear_ce" => linear_ce::check,
         t => panic!("unknown target {t}"),
     }
+}
+
+/// Every target's seeds: `fuzz_common::seeds` and the `linear_ce` target's own.
+fn all_seeds() -> Vec<fuzz_common::seeds::Seed> {
+    let mut v = fuzz_common::seeds::all();
+    v.extend(linear_ce::seeds());
+    v
 }
 
 /// `split` then re-encoding gives back the same header bytes.
@@ -29,10 +41,11 @@ fn roundtrip<'a, H: arbitrary::Arbitrary<'a> + Enc>(bytes: &'a [u8]) -> bool {
 
 #[test]
 fn seeds_decode_as_encoded() {
-    for s in fuzz_common::seeds::all() {
+    for s in all_seeds() {
         let ok = match s.target {
             "softmax" => roundtrip::<SoftmaxHeader>(&s.bytes),
             "cross_entropy" => roundtrip::<CeHeader>(&s.bytes),
+            "linear_ce" => roundtrip::<linear_ce::LceHeader>(&s.bytes),
             _ => roundtrip::<LinHeader>(&s.bytes),
         };
         assert!(ok, "seed {} of {} does not round-trip", s.name, s.target);
@@ -42,7 +55,7 @@ fn seeds_decode_as_encoded() {
 #[test]
 fn committed_seeds_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for s in fuzz_common::seeds::all() {
+    for s in all_seeds() {
         let p = root.join(s.target).join(format!("seed-{}", s.name));
         let got = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(
@@ -59,7 +72,7 @@ fn committed_corpus_passes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let mut failures = Vec::new();
     let mut n = 0;
-    for target in ["softmax", "cross_entropy", "linear"] {
+    for target in ["softmax", "cross_entropy", "linear", "linear_ce"] {
         let dir = root.join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
