@@ -88,9 +88,11 @@ pub struct LinearCeOptions<'a> {
     pub ce: CrossEntropyOptions<'a>,
     /// Rows per chunk (`>= 1`); `None` sizes it from [`LinearCeOptions::chunk_bytes`].
     pub chunk_rows: Option<usize>,
-    /// Classes per block (`>= 1`); `None` uses whole rows unless one row of logits exceeds
-    /// [`LinearCeOptions::chunk_bytes`]. A value below `C` turns on the two-pass class-chunked
-    /// mode.
+    /// Classes per block (`>= 1`); `None` chooses: whole rows when
+    /// [`LinearCeOptions::chunk_bytes`] holds at least [`ROW_MODE_MIN_ROWS`] of them (or the
+    /// whole batch), or [`LinearCeOptions::chunk_rows`] is set, or the targets are
+    /// probabilities; class blocks otherwise. A value below `C` turns on the two-pass
+    /// class-chunked mode.
     pub chunk_classes: Option<usize>,
     /// The budget in bytes for one chunk of logits (default [`DEFAULT_CHUNK_BYTES`]).
     pub chunk_bytes: usize,
@@ -523,7 +525,7 @@ impl Kernels {
         let (mut total, mut correct) = (0.0f64, 0usize);
         let mut state = vec![RowState::EMPTY; bc];
         // Per row and block: the block's own logsumexp (pass 1), reused in pass 2.
-        let mut block_lse = vec![0.0f64; bc * blocks.len()];
+        let mut block_lse = vec![(0.0f64, 0.0f64); bc * blocks.len()];
         let nb = blocks.len();
         let mut r0 = 0;
         while r0 < b {
@@ -589,7 +591,7 @@ impl Kernels {
                             let r = (self.ce.row)(zr, std::ptr::null_mut(), kn, &args);
                             let st = &mut *sp.get().add(i);
                             let has_t = local_t.is_some();
-                            let lk = merge_block(st, &r, zr, wk, kn, k0, has_t, dot, wsum_k);
+                            let lk = merge_block(st, &r, zr, wk, kn, k0, has_t, dot, wsum_k, cap);
                             *lp.get().add(i * nb + bi) = lk;
                         }
                     }
@@ -801,8 +803,8 @@ fn sub_outputs<'s>(
 }
 
 /// Merges one class block's row results `r` (block `k0 .. k0 + kn`, logits at `zr`, class
-/// weights at `wk` or null) into the row's state; returns the block's own logsumexp (`-inf`
-/// for a block of only `-inf`, NaN for a NaN block). `dot`: the smoothing sum is wanted.
+/// weights at `wk` or null) into the row's state; returns the block's own `(max, ln sum)`
+/// (the max `-inf` for a block of only `-inf`). `dot`: the smoothing sum is wanted.
 ///
 /// # Safety
 /// `zr .. zr + kn` valid for reads; `wk` null or valid for `kn` reads.
@@ -817,9 +819,28 @@ unsafe fn merge_block(
     has_t: bool,
     dot: bool,
     wsum_k: f64,
-) -> f64 {
+    cap: f32,
+) -> (f64, f64) {
     if has_t {
         st.zt = r.zt;
+    }
+    // The first index of the maximum ignoring NaN, over the blocks in order, whatever else
+    // the block holds (as the whole-row kernels report it). A kernel may report the max of a
+    // block holding NaN as NaN (the reference does): then take the value at its argmax.
+    let mv = if r.m.is_nan() {
+        // SAFETY: the kernel's argmax is an index of the block.
+        let v = unsafe { *zr.add(r.argmax as usize) } as f64;
+        if cap != 0.0 {
+            cap as f64 * (v / cap as f64).tanh()
+        } else {
+            v
+        }
+    } else {
+        r.m
+    };
+    if mv > st.argv {
+        st.argv = mv;
+        st.arg = (k0 + r.argmax as usize) as u32;
     }
     if r.m == f64::NEG_INFINITY {
         // All -inf, or -inf and NaN (the kernels' max skips NaN): the block adds nothing to
@@ -836,11 +857,11 @@ unsafe fn merge_block(
             }
         }
         st.wseen += wsum_k;
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, f64::NAN);
     }
     if r.m.is_nan() || r.m == f64::INFINITY || r.ls.is_nan() {
         st.nan = true;
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
     if st.m == f64::NEG_INFINITY {
         st.s = r.ls.exp();
@@ -857,16 +878,12 @@ unsafe fn merge_block(
         st.dot += r.dot + wsum_k * (r.m - st.m);
     }
     st.wseen += wsum_k;
-    if r.m > st.argv {
-        st.argv = r.m;
-        st.arg = (k0 + r.argmax as usize) as u32;
-    }
-    r.m + r.ls
+    (r.m, r.ls)
 }
 
 /// Pass 2 of the class-chunked mode for one row of one block (logits at `zr`, `kn` of them,
 /// classes `k0 ..`): overwrites them with the gradient, from the row's merged state `st` and
-/// the block's own logsumexp `lk` (pass 1).
+/// the block's own `(max, ln sum)` `lk` from pass 1.
 ///
 /// # Safety
 /// `zr .. zr + kn` valid for reads and writes; `wp` null or the `C` class weights.
@@ -878,7 +895,7 @@ unsafe fn block_grad(
     k0: usize,
     st: &RowState,
     tgt: &RowTarget,
-    lk: f64,
+    lk: (f64, f64),
     plan: &CePlan,
     c: usize,
     wp: *const f32,
@@ -915,7 +932,7 @@ unsafe fn block_grad(
     } else {
         wp.wrapping_add(k0)
     };
-    if lk == f64::NEG_INFINITY {
+    if lk.0 == f64::NEG_INFINITY {
         // Every probability of the block is 0: only the smoothing and target terms remain.
         // SAFETY: the caller's ranges.
         unsafe {
@@ -933,8 +950,11 @@ unsafe fn block_grad(
         t: local_t.unwrap_or(0),
         a0: 1.0,
         zl2: 0.0,
-        // The kernel scales `exp(z - lk)` by this: `coef exp(z - lse)` overall.
-        g: (coef * (lk - lse).exp()) as f32,
+        // The kernel scales `exp(z - lse_k)` by this, `lse_k = m_k + ls_k` the block's own
+        // logsumexp: `coef exp(z - lse)` overall. Formed relative to the maxima, as
+        // `(m_k - m) + (ls_k - ln s)`: absolute logsumexps of large logits would lose
+        // `|m| 2^-52` in the difference.
+        g: (coef * ((lk.0 - st.m) + (lk.1 - st.s.ln())).exp()) as f32,
         smooth,
         fix_t: if local_t.is_some() { fix_t } else { 0.0 },
         weights: wk,

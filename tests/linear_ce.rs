@@ -3196,3 +3196,64 @@ fn huge_class_count_returns() {
         "huge C, D = 0, B = 0: the child process failed ({status}):\n{text}\n{err}"
     );
 }
+
+/// Two bugs the `linear_ce` fuzz target found in the class-chunked mode (D = 0: the bias is
+/// the logits). 1: the argmax skipped a class block holding a NaN or `+inf`; the first maximum
+/// ignoring NaN is class 2 here, as the whole-row mode and `cross_entropy_ext` report it.
+/// 2: the blocks' probabilities were rescaled by a difference of absolute f64 logsumexps,
+/// which loses `|m| 2^-52`: four equal logits of -1e12 must give `db = p - onehot` with
+/// `p = 1/4` exactly (Sum reduction), as the whole-row mode gives.
+#[test]
+fn class_blocks_regressions() {
+    for k in common::tiers() {
+        for bias in [[1.0f32, 0.0, 5.0, f32::NAN], [1.0, 0.0, f32::INFINITY, 3.0]] {
+            for ch in [Some(2usize), None] {
+                let mut argmax = [7u32];
+                let mut out = LinearCeOutputs {
+                    ce: CrossEntropyOutputs {
+                        argmax: Some(&mut argmax),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let o = LinearCeOptions {
+                    chunk_classes: ch,
+                    ..Default::default()
+                };
+                let st = k
+                    .linear_cross_entropy(
+                        &[],
+                        &[],
+                        MatrixLayout::new(4, 0),
+                        Some(&bias),
+                        Targets::Classes(&[2i64]),
+                        &o,
+                        &mut out,
+                    )
+                    .unwrap();
+                assert_eq!(argmax, [2], "{:?} {bias:?} {ch:?}", k.isa());
+                assert_eq!(st.correct, Some(1), "{:?} {bias:?} {ch:?}", k.isa());
+            }
+        }
+        for big in [-1e12f32, -1e15, 3e37] {
+            let mut db = [0.0f32; 4];
+            let mut out = LinearCeOutputs {
+                db: Some(&mut db),
+                ..Default::default()
+            };
+            let o = LinearCeOptions::new(CrossEntropyOptions::default().reduction(Reduction::Sum))
+                .chunk_classes(2);
+            k.linear_cross_entropy(
+                &[],
+                &[],
+                MatrixLayout::new(4, 0),
+                Some(&[big; 4]),
+                Targets::Classes(&[1i64]),
+                &o,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(db, [0.25, -0.75, 0.25, 0.25], "{:?} {big}", k.isa());
+        }
+    }
+}
