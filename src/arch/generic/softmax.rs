@@ -154,6 +154,112 @@ pub(crate) unsafe fn scale<S: Simd>(s: S, y: *mut f32, n: usize, r: f32) {
     }
 }
 
+/// [`row_max`] of the row `x[0..n]`, computed by exactly the operations of `row_max` (same
+/// accumulators, same order, so the same value bit for bit), fused with another row's last
+/// sweep: `f(i, k)` is called once for each vector `i .. i + k` of `0..n` (`k == LANES`, or
+/// the partial tail). Interleaving the next row's first sweep (its first touch, from L2/L3)
+/// with this row's last one (in L1) lets the loads of one overlap the work of the other
+/// (softmax 256x1000 on Zen 4: 3.63 -> 3.95 Gelem/s on one thread).
+///
+/// # Safety
+/// `x .. x + n` valid for reads and not written by `f`.
+#[inline(always)]
+pub(crate) unsafe fn max_with<S: Simd, F: FnMut(usize, usize)>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    mut f: F,
+) -> f32 {
+    let w = S::LANES;
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
+    let mut i = 0;
+    // SAFETY: all accesses within `x .. x + n`, as in `row_max`.
+    unsafe {
+        while i + 4 * w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            a1 = s.max(a1, s.load(x.add(i + w)));
+            a2 = s.max(a2, s.load(x.add(i + 2 * w)));
+            a3 = s.max(a3, s.load(x.add(i + 3 * w)));
+            f(i, w);
+            f(i + w, w);
+            f(i + 2 * w, w);
+            f(i + 3 * w, w);
+            i += 4 * w;
+        }
+        while i + w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            f(i, w);
+            i += w;
+        }
+        if i < n {
+            a1 = s.max(a1, s.load_partial(x.add(i), n - i, f32::NEG_INFINITY));
+            f(i, n - i);
+        }
+    }
+    s.reduce_max(s.max(s.max(a0, a1), s.max(a2, a3)))
+}
+
+/// [`scale`] of `y[0..n]` by `r`, fused with [`row_max`] of the next row `x[0..n]` (see
+/// [`max_with`]).
+///
+/// # Safety
+/// `y .. y + n` valid for reads and writes, `x .. x + n` for reads, not overlapping `y`.
+#[inline(always)]
+pub(crate) unsafe fn scale_then_max<S: Simd>(
+    s: S,
+    y: *mut f32,
+    r: f32,
+    x: *const f32,
+    n: usize,
+) -> f32 {
+    let vr = s.splat(r);
+    // SAFETY: `max_with` calls the closure with vectors inside `0..n`; `y` does not overlap
+    // `x`.
+    unsafe {
+        max_with(s, x, n, |i, k| {
+            if k == S::LANES {
+                s.store(y.add(i), s.mul(s.load(y.add(i)), vr));
+            } else {
+                let v = s.load_partial(y.add(i), k, 0.0);
+                s.store_partial(y.add(i), k, s.mul(v, vr));
+            }
+        })
+    }
+}
+
+/// [`sub2`] of row `xs` into `y` (`y = (xs - m) - ls`), fused with [`row_max`] of the next row
+/// `x[0..n]` (see [`max_with`]).
+///
+/// # Safety
+/// `xs .. xs + n` valid for reads, `y .. y + n` for writes (equal to `xs` or not
+/// overlapping), `x .. x + n` for reads, not overlapping `y`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn sub2_then_max<S: Simd>(
+    s: S,
+    xs: *const f32,
+    y: *mut f32,
+    m: f32,
+    ls: f32,
+    x: *const f32,
+    n: usize,
+) -> f32 {
+    let (vm, vl) = (s.splat(m), s.splat(ls));
+    // SAFETY: as in `scale_then_max`; each lane of `xs` is read before the same lane of `y`
+    // is written.
+    unsafe {
+        max_with(s, x, n, |i, k| {
+            if k == S::LANES {
+                s.store(y.add(i), s.sub(s.sub(s.load(xs.add(i)), vm), vl));
+            } else {
+                let v = s.load_partial(xs.add(i), k, 0.0);
+                s.store_partial(y.add(i), k, s.sub(s.sub(v, vm), vl));
+            }
+        })
+    }
+}
+
 /// `y[i] = (x[i] - m) - ls` over `n` floats (the last pass of log_softmax).
 ///
 /// # Safety
@@ -468,19 +574,36 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
     if unsafe { try_short(s, ShortKind::Softmax, x, y, rows, cols, masked_zero) } {
         return;
     }
+    // Each row's last sweep (the scale) runs fused with the next row's first (its max).
+    // SAFETY: row 0 lies inside the caller's range.
+    let mut m_next = if rows > 0 {
+        unsafe { row_max(s, x, cols) }
+    } else {
+        0.0
+    };
     for r in 0..rows {
-        // SAFETY: row `r` is `r * cols .. (r + 1) * cols`, inside the ranges the caller
-        // guarantees; the helpers' contracts are the same ranges.
+        // SAFETY: rows `r` and `r + 1 < rows` are `r * cols .. (r + 2) * cols`, inside the
+        // ranges the caller guarantees; row `r` of `y` does not overlap row `r + 1` of `x`
+        // (`y` equals `x` or does not overlap it).
         unsafe {
             let xr = x.add(r * cols);
             let yr = y.add(r * cols);
-            let m = row_max(s, xr, cols);
+            let m = m_next;
+            let last = r + 1 == rows;
             if !m.is_finite() {
                 special::softmax_row(xr, yr, cols, m, masked_zero);
+                if !last {
+                    m_next = row_max(s, xr.add(cols), cols);
+                }
                 continue;
             }
             let sum = exp_sum::<S, true>(s, xr, yr, cols, m);
-            scale(s, yr, cols, (1.0 / sum) as f32);
+            let inv = (1.0 / sum) as f32;
+            if last {
+                scale(s, yr, cols, inv);
+            } else {
+                m_next = scale_then_max(s, yr, inv, xr.add(cols), cols);
+            }
         }
     }
 }
@@ -503,18 +626,34 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
     if unsafe { try_short(s, ShortKind::LogSoftmax, x, y, rows, cols, masked_zero) } {
         return;
     }
+    // As in `softmax_rows`: each row's last sweep runs fused with the next row's max.
+    // SAFETY: row 0 lies inside the caller's range.
+    let mut m_next = if rows > 0 {
+        unsafe { row_max(s, x, cols) }
+    } else {
+        0.0
+    };
     for r in 0..rows {
         // SAFETY: as in `softmax_rows`.
         unsafe {
             let xr = x.add(r * cols);
             let yr = y.add(r * cols);
-            let m = row_max(s, xr, cols);
+            let m = m_next;
+            let last = r + 1 == rows;
             if !m.is_finite() {
                 special::log_softmax_row(xr, yr, cols, m, masked_zero);
+                if !last {
+                    m_next = row_max(s, xr.add(cols), cols);
+                }
                 continue;
             }
             let sum = exp_sum::<S, false>(s, xr, yr, cols, m);
-            sub2(s, xr, yr, cols, m, sum.ln() as f32);
+            let ls = sum.ln() as f32;
+            if last {
+                sub2(s, xr, yr, cols, m, ls);
+            } else {
+                m_next = sub2_then_max(s, xr, yr, m, ls, xr.add(cols), cols);
+            }
         }
     }
 }
