@@ -575,8 +575,8 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
         return;
     }
     // Each row's last sweep (the scale) runs fused with the next row's first (its max).
-    // SAFETY: row 0 lies inside the caller's range.
     let mut m_next = if rows > 0 {
+        // SAFETY: row 0 lies inside the caller's range.
         unsafe { row_max(s, x, cols) }
     } else {
         0.0
@@ -627,8 +627,8 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
         return;
     }
     // As in `softmax_rows`: each row's last sweep runs fused with the next row's max.
-    // SAFETY: row 0 lies inside the caller's range.
     let mut m_next = if rows > 0 {
+        // SAFETY: row 0 lies inside the caller's range.
         unsafe { row_max(s, x, cols) }
     } else {
         0.0
