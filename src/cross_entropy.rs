@@ -762,6 +762,8 @@ impl Ctx<'_> {
             cap: o.softcap.unwrap_or(0.0),
             dot: eps != 0.0,
             argmax: self.want_argmax,
+            next: std::ptr::null(),
+            known_max: None,
         };
         if eps == 0.0 && o.softcap.is_none() {
             if let Some(acc) = self.class_block_short(t, rows.clone(), ignore, wp, base_g) {
@@ -769,6 +771,9 @@ impl Ctx<'_> {
             }
         }
         let (mut sum, mut correct) = (0.0f64, 0usize);
+        let end = rows.end;
+        // The next row's max, when the kernel computed it in this row's last sweep.
+        let mut pending_max: Option<f32> = None;
         for r in rows {
             // SAFETY: `x` (and `g` when not null) hold `rows * cols` floats, row `r` belongs to
             // this task; `weights` is null or `cols` floats; labels were validated (so a label
@@ -782,6 +787,8 @@ impl Ctx<'_> {
                 };
                 let v = t[r].to_i128();
                 if ignore == Some(v) {
+                    // A max computed for this row goes unused; the next row computes its own.
+                    pending_max = None;
                     // Ignored row: loss 0, gradient 0; lse/argmax still reported if asked.
                     let out = if self.lse.get().is_null() && !self.want_argmax {
                         CeRowOut::default()
@@ -802,11 +809,20 @@ impl Ctx<'_> {
                     None => base_g,
                 };
                 args.t = c;
+                // The next row of this block: the kernel computes its max during this row's
+                // last sweep (without a cap or an argmax), and the next call reuses it.
+                args.next = if r + 1 < end {
+                    xr.wrapping_add(cols)
+                } else {
+                    std::ptr::null()
+                };
+                args.known_max = pending_max.take();
                 args.a0 = (keep * wt + smooth_a0) as f32;
                 args.g = g as f32;
                 args.smooth = (g * eps_c) as f32;
                 args.fix_t = (g * keep * wt) as f32;
                 let out = (self.k.ce.row)(xr, gr, cols, &args);
+                pending_max = out.next_max;
                 // Every term relative to the row max `m`, so that huge logits keep `ln s`:
                 // lse - z_t = (m - z_t) + ln s, sum_c w_c (lse - z_c) = W ln s - sum_c w_c (z_c - m).
                 let mut loss = keep * wt * ((out.m - out.zt) + out.ls);
@@ -901,6 +917,8 @@ impl Ctx<'_> {
             cap: o.softcap.unwrap_or(0.0),
             dot: used && eps != 0.0,
             argmax: self.want_argmax,
+            next: std::ptr::null(),
+            known_max: None,
         }
     }
 

@@ -581,6 +581,8 @@ impl Kernels {
                             cap,
                             dot,
                             argmax: want_argmax,
+                            next: std::ptr::null(),
+                            known_max: None,
                         };
                         // SAFETY: row `i < n` of the chunk lies inside `zc` (`n * kn` floats);
                         // `args.t < kn`; `wk` is null or `wv[k0..k0 + kn]`. Rows are disjoint
@@ -963,6 +965,8 @@ unsafe fn block_grad(
         // for the (unused) dot keeps smoothed rows on the general path.
         dot: smooth != 0.0,
         argmax: false,
+        next: std::ptr::null(),
+        known_max: None,
     };
     // SAFETY: `zr` holds `kn` floats, written in place; `args.t < kn`; `wk` null or `kn`
     // weights.

@@ -77,6 +77,7 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
                 zt: z[a.t],
                 dot: f64::NAN,
                 argmax: am,
+                next_max: None,
             };
         }
         let s: f64 = z.iter().map(|&v| (v - m).exp()).sum();
@@ -110,6 +111,7 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
             zt: z[a.t],
             dot,
             argmax: am,
+            next_max: None,
         }
     }
 }
@@ -136,6 +138,7 @@ unsafe fn ce_prob_row(
                 zt: f64::NAN,
                 dot: f64::NAN,
                 argmax: am,
+                next_max: None,
             };
         }
         let eps = a.eps as f64;
@@ -168,6 +171,7 @@ unsafe fn ce_prob_row(
             zt: wy,
             dot: wyz,
             argmax: am,
+            next_max: None,
         }
     }
 }

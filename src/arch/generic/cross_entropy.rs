@@ -14,7 +14,9 @@
 //! pass 3 recomputes their exp and applies the chain rule `1 - (z / cap)^2`.
 
 use super::exp::{exp_nonpos, softcap};
-use super::softmax::{exp_short, exp_sum, load_short, row_max, scale, store_short, SHORT_VECS};
+use super::softmax::{
+    exp_short, exp_sum, load_short, row_max, scale, scale_then_max, store_short, SHORT_VECS,
+};
 use crate::arch::vector::Simd;
 
 /// Vectors each accumulator adds in f32 before moving the block total to f64.
@@ -44,6 +46,13 @@ pub(crate) struct CeArgs {
     pub dot: bool,
     /// Whether to compute the argmax.
     pub argmax: bool,
+    /// The next row's logits (`n` floats, not overlapping `grad`) or null: without a cap or
+    /// an argmax, the last sweep also computes their maximum (bit for bit what pass 1 would)
+    /// into [`CeRowOut::next_max`].
+    pub next: *const f32,
+    /// This row's maximum from the previous row's last sweep, if it computed it (pass 1 is
+    /// then skipped; without a cap or an argmax only).
+    pub known_max: Option<f32>,
 }
 
 /// Per-row arguments of the probability-target kernel.
@@ -78,6 +87,8 @@ pub(crate) struct CeRowOut {
     pub dot: f64,
     /// The first index of the maximum (when asked).
     pub argmax: u32,
+    /// The next row's maximum ([`CeArgs::next`]), when the last sweep computed it.
+    pub next_max: Option<f32>,
 }
 
 /// Loads `k <= LANES` floats at `p` (a full load when `k == LANES`), `fill` past `k`.
@@ -372,6 +383,7 @@ unsafe fn ce_short<S: Simd, const K: usize>(
                 zt,
                 dot: f64::NAN,
                 argmax,
+                next_max: None,
             };
         }
         let (mut e, sum) = exp_short::<S, K>(s, &v, m);
@@ -382,6 +394,7 @@ unsafe fn ce_short<S: Simd, const K: usize>(
             zt,
             dot: 0.0,
             argmax,
+            next_max: None,
         };
         if !grad.is_null() {
             let lse = m as f64 + out.ls;
@@ -431,7 +444,10 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
     // `i + w <= n`, one partial access for the tail), as the caller guarantees; `t < n`. Each
     // element of `x` is read before the same element of `grad` is written.
     unsafe {
-        let (m, am) = max_argmax::<S, CAP>(s, x, n, a.argmax, cap, icap);
+        let (m, am) = match a.known_max {
+            Some(km) if !CAP && !a.argmax => (km, 0),
+            _ => max_argmax::<S, CAP>(s, x, n, a.argmax, cap, icap),
+        };
         // The target logit, capped by the same vector code as the row.
         let zt = if CAP {
             let v = load_z_part::<S, CAP>(s, x.add(a.t), 1, 0.0, cap, icap);
@@ -451,6 +467,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
                 zt: zt as f64,
                 dot: f64::NAN,
                 argmax: am,
+                next_max: None,
             };
         }
         // Pass 2. Without cap or smoothing it is softmax's exp-store-sum sweep.
@@ -472,6 +489,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             zt: zt as f64,
             dot,
             argmax: am,
+            next_max: None,
         };
         if !store {
             return out;
@@ -480,7 +498,14 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         let lse = m as f64 + out.ls;
         let factor = (a.g as f64 * (a.a0 as f64 + a.zl2 as f64 * lse) / total) as f32;
         if !CAP && a.smooth == 0.0 {
-            scale(s, grad, n, factor);
+            let mut out = out;
+            if a.next.is_null() || a.argmax {
+                scale(s, grad, n, factor);
+            } else {
+                // The next row's pass 1 fused with this row's pass 3: its loads (from L2/L3)
+                // overlap this sweep (in L1).
+                out.next_max = Some(scale_then_max(s, grad, factor, a.next, n));
+            }
             *grad.add(a.t) -= a.fix_t;
             return out;
         }
@@ -559,6 +584,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                 zt: f64::NAN,
                 dot: f64::NAN,
                 argmax: am,
+                next_max: None,
             };
         }
         let vm = s.splat(m);
@@ -623,6 +649,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
             zt: wy,
             dot: 2.0 * wyz,
             argmax: am,
+            next_max: None,
         };
         if !store {
             return out;
