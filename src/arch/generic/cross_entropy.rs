@@ -15,7 +15,8 @@
 
 use super::exp::{exp_nonpos, softcap};
 use super::softmax::{
-    exp_short, exp_sum, load_short, row_max, scale, scale_then_max, store_short, SHORT_VECS,
+    exp_short, exp_sum, exp_sum_then_max, load_short, row_max, scale, scale_then_max, store_short,
+    SHORT_VECS,
 };
 use crate::arch::vector::Simd;
 
@@ -473,11 +474,18 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         // Pass 2. Without cap or smoothing it is softmax's exp-store-sum sweep.
         let vm = s.splat(m);
         let plain = !CAP && !a.dot;
+        let mut next_max = None;
         let (total, dot) = if plain {
             let t = if store {
                 exp_sum::<S, true>(s, x, grad, n, m)
-            } else {
+            } else if a.next.is_null() || a.argmax {
                 exp_sum::<S, false>(s, x, grad, n, m)
+            } else {
+                // Loss only: this row's last sweep is the sum; the next row's pass 1 rides
+                // along.
+                let (t, nm) = exp_sum_then_max(s, x, n, m, a.next);
+                next_max = Some(nm);
+                t
             };
             (t, 0.0)
         } else {
@@ -489,7 +497,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             zt: zt as f64,
             dot,
             argmax: am,
-            next_max: None,
+            next_max,
         };
         if !store {
             return out;

@@ -121,6 +121,67 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
     total
 }
 
+/// [`exp_sum`] without stores over `x[0..n]`, fused with [`row_max`] of the next row
+/// `next[0..n]`: the max is computed by exactly `row_max`'s operations (its 4-vector steps,
+/// single-vector tail and partial tail fall on the same offsets as the sum's), so it is the
+/// same value bit for bit. Returns `(sum, max of next)`.
+///
+/// # Safety
+/// `x .. x + n` and `next .. next + n` valid for reads.
+#[inline(always)]
+pub(crate) unsafe fn exp_sum_then_max<S: Simd>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    m: f32,
+    next: *const f32,
+) -> (f64, f32) {
+    let w = S::LANES;
+    let vm = s.splat(m);
+    let zero = s.splat(0.0);
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut b0, mut b1, mut b2, mut b3) = (ninf, ninf, ninf, ninf);
+    let mut total = 0.0f64;
+    let mut i = 0;
+    let block = 4 * w * SUM_BLOCK_VECS;
+    // SAFETY: every access is within `0..n` of `x` and `next`, as in `exp_sum` and `row_max`.
+    unsafe {
+        loop {
+            let end = if i + block <= n { i + block } else { n };
+            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+            while i + 4 * w <= end {
+                b0 = s.max(b0, s.load(next.add(i)));
+                b1 = s.max(b1, s.load(next.add(i + w)));
+                b2 = s.max(b2, s.load(next.add(i + 2 * w)));
+                b3 = s.max(b3, s.load(next.add(i + 3 * w)));
+                a0 = s.add(a0, exp_nonpos(s, s.sub(s.load(x.add(i)), vm)));
+                a1 = s.add(a1, exp_nonpos(s, s.sub(s.load(x.add(i + w)), vm)));
+                a2 = s.add(a2, exp_nonpos(s, s.sub(s.load(x.add(i + 2 * w)), vm)));
+                a3 = s.add(a3, exp_nonpos(s, s.sub(s.load(x.add(i + 3 * w)), vm)));
+                i += 4 * w;
+            }
+            if end == n {
+                while i + w <= n {
+                    b0 = s.max(b0, s.load(next.add(i)));
+                    a0 = s.add(a0, exp_nonpos(s, s.sub(s.load(x.add(i)), vm)));
+                    i += w;
+                }
+                if i < n {
+                    b1 = s.max(b1, s.load_partial(next.add(i), n - i, f32::NEG_INFINITY));
+                    let v = s.load_partial(x.add(i), n - i, f32::NEG_INFINITY);
+                    a1 = s.add(a1, exp_nonpos(s, s.sub(v, vm)));
+                    i = n;
+                }
+            }
+            total += s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))) as f64;
+            if i >= n {
+                break;
+            }
+        }
+    }
+    (total, s.reduce_max(s.max(s.max(b0, b1), s.max(b2, b3))))
+}
+
 /// `y[i] = y[i] * r` over `n` floats.
 ///
 /// # Safety
