@@ -827,9 +827,11 @@ unsafe fn merge_block(
         st.zt = r.zt;
     }
     // The first index of the maximum ignoring NaN, over the blocks in order, whatever else
-    // the block holds (as the whole-row kernels report it). A kernel may report the max of a
-    // block holding NaN as NaN (the reference does): then take the value at its argmax.
-    let mv = if r.m.is_nan() {
+    // the block holds (as the whole-row kernels report it). With a NaN in the block the
+    // reported max is not reliable (the reference reports NaN; a SIMD lane-wise max may drop
+    // the largest value next to a NaN, even down to -inf), while the argmax is (it skips NaN
+    // lane by lane): take the value at the argmax then.
+    let mv = if r.m.is_nan() || r.ls.is_nan() || !r.m.is_finite() {
         // SAFETY: the kernel's argmax is an index of the block.
         let v = unsafe { *zr.add(r.argmax as usize) } as f64;
         if cap != 0.0 {
