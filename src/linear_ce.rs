@@ -208,6 +208,8 @@ struct Shape {
     layout: MatrixLayout,
     /// `dW`'s leading dimension.
     dw_ld: usize,
+    /// Rows of the batch (`B`).
+    b: usize,
     /// Rows per chunk.
     bc: usize,
     /// Classes per block (`C`: whole rows).
@@ -383,24 +385,19 @@ impl Kernels {
             return Ok(plan.finish(&opts.ce, 0.0, 0, want_argmax, &targets));
         }
         let mut z = alloc_chunk(bc.min(b), ck)?;
+        let sh = Shape {
+            layout,
+            dw_ld,
+            b,
+            bc,
+            ck,
+        };
         let (total, correct) = if ck < c {
             let Targets::Classes(t) = targets else {
                 unreachable!("probability targets were rejected above")
             };
-            let sh = Shape {
-                layout,
-                dw_ld,
-                bc,
-                ck,
-            };
             self.lce_class_chunked(a, w, sh, bias, t, opts, &plan, out, &mut z)?
         } else {
-            let sh = Shape {
-                layout,
-                dw_ld,
-                bc,
-                ck,
-            };
             self.lce_row_chunked(a, w, sh, bias, targets, opts, &plan, out, &mut z)?
         };
         Ok(plan.finish(&opts.ce, total, correct, want_argmax, &targets))
@@ -420,15 +417,11 @@ impl Kernels {
         out: &mut LinearCeOutputs<'_>,
         z: &mut [f32],
     ) -> Result<(f64, usize)> {
-        let Shape { layout, bc, .. } = sh;
+        let Shape { layout, b, bc, .. } = sh;
         let dw_layout = layout.with_ld(sh.dw_ld);
         let MatrixLayout {
             rows: c, cols: d, ..
         } = layout;
-        let b = a.len().checked_div(d).unwrap_or(match targets {
-            Targets::Classes(t) => t.len(),
-            Targets::Probs(y) => y.len() / c,
-        });
         let want_grad = out.da.is_some() || out.dw.is_some() || out.db.is_some();
         let param_beta = |first: bool| if first && !opts.accumulate { 0.0 } else { 1.0 };
         debug_assert!(b > 0, "the caller handles an empty batch");
@@ -480,6 +473,7 @@ impl Kernels {
         let Shape {
             layout,
             dw_ld,
+            b,
             bc,
             ck,
         } = sh;
@@ -488,7 +482,6 @@ impl Kernels {
             cols: d,
             ld,
         } = layout;
-        let b = t.len();
         let o = &opts.ce;
         let eps = o.label_smoothing as f64;
         let want_grad = out.da.is_some() || out.dw.is_some() || out.db.is_some();

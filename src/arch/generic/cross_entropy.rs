@@ -340,6 +340,25 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
     }
 }
 
+/// The first index of the maximum of `x[0..n]` ignoring NaN (0 when nothing beats `-inf`), by
+/// a scalar scan: short rows' lane-wise max may drop a value next to a NaN, the scan cannot.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+#[inline(always)]
+unsafe fn first_argmax(x: *const f32, n: usize) -> u32 {
+    let (mut best, mut bv) = (0usize, f32::NEG_INFINITY);
+    for i in 0..n {
+        // SAFETY: `i < n`, inside the caller's range.
+        let v = unsafe { *x.add(i) };
+        if v > bv {
+            best = i;
+            bv = v;
+        }
+    }
+    best as u32
+}
+
 /// [`ce_row`] for a row of `(K - 1) * LANES < n <= K * LANES` floats with no cap and no
 /// smoothing: the row stays in registers from load to store, the sum is a plain f32 tree of at
 /// most `4 * LANES` terms, and there are no loops.
@@ -361,19 +380,7 @@ unsafe fn ce_short<S: Simd, const K: usize>(
         let zt = *x.add(a.t) as f64;
         // The first index of the maximum ignoring NaN, as the long-row path and the
         // reference (the lane-wise `max` above may have dropped a lane's value next to a NaN).
-        let argmax = if a.argmax {
-            let (mut best, mut bv) = (0usize, f32::NEG_INFINITY);
-            for i in 0..n {
-                let v = *x.add(i);
-                if v > bv {
-                    best = i;
-                    bv = v;
-                }
-            }
-            best as u32
-        } else {
-            0
-        };
+        let argmax = if a.argmax { first_argmax(x, n) } else { 0 };
         if !m.is_finite() {
             if !grad.is_null() {
                 crate::arch::special::fill(grad, n, f32::NAN);
@@ -753,16 +760,9 @@ pub(crate) unsafe fn ce_short_rows<S: Simd, const K: usize>(
             let t = if used { class as usize } else { 0 };
             let (v, m) = load_short::<S, K>(s, xr, n);
             let zt = *xr.add(t) as f64;
+            // As in `ce_short`.
             let argmax = if b.want_argmax {
-                let (mut best, mut bv) = (0usize, f32::NEG_INFINITY);
-                for i in 0..n {
-                    let vi = *xr.add(i);
-                    if vi > bv {
-                        best = i;
-                        bv = vi;
-                    }
-                }
-                best as u32
+                first_argmax(xr, n)
             } else {
                 0
             };

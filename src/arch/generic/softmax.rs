@@ -22,29 +22,8 @@ const SUM_BLOCK_VECS: usize = 8;
 /// `x .. x + n` valid for reads.
 #[inline(always)]
 pub(crate) unsafe fn row_max<S: Simd>(s: S, x: *const f32, n: usize) -> f32 {
-    let w = S::LANES;
-    let ninf = s.splat(f32::NEG_INFINITY);
-    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
-    let mut i = 0;
-    // SAFETY: all accesses are within `x .. x + n` (full vectors while `i + w <= n`, one
-    // partial access of `n - i` lanes for the tail).
-    unsafe {
-        while i + 4 * w <= n {
-            a0 = s.max(a0, s.load(x.add(i)));
-            a1 = s.max(a1, s.load(x.add(i + w)));
-            a2 = s.max(a2, s.load(x.add(i + 2 * w)));
-            a3 = s.max(a3, s.load(x.add(i + 3 * w)));
-            i += 4 * w;
-        }
-        while i + w <= n {
-            a0 = s.max(a0, s.load(x.add(i)));
-            i += w;
-        }
-        if i < n {
-            a1 = s.max(a1, s.load_partial(x.add(i), n - i, f32::NEG_INFINITY));
-        }
-    }
-    s.reduce_max(s.max(s.max(a0, a1), s.max(a2, a3)))
+    // SAFETY: forwarded; the closure touches nothing.
+    unsafe { max_with(s, x, n, |_, _| {}) }
 }
 
 /// `sum_i exp(x_i - m)` over `x[0..n]`, storing each `exp(x_i - m)` to `y[i]` when `STORE`.
@@ -61,21 +40,66 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
     n: usize,
     m: f32,
 ) -> f64 {
+    // SAFETY: forwarded; without `NEXT` the next-row pointer is never read.
+    unsafe { exp_sum_with::<S, STORE, false>(s, x, y, n, m, std::ptr::null()).0 }
+}
+
+/// [`exp_sum`] without stores over `x[0..n]`, fused with [`row_max`] of the next row
+/// `next[0..n]`: the max is computed by exactly `row_max`'s operations (its 4-vector steps,
+/// single-vector tail and partial tail fall on the same offsets as the sum's), so it is the
+/// same value bit for bit. Returns `(sum, max of next)`.
+///
+/// # Safety
+/// `x .. x + n` and `next .. next + n` valid for reads.
+#[inline(always)]
+pub(crate) unsafe fn exp_sum_then_max<S: Simd>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    m: f32,
+    next: *const f32,
+) -> (f64, f32) {
+    // SAFETY: forwarded; nothing is stored.
+    unsafe { exp_sum_with::<S, false, true>(s, x, std::ptr::null_mut(), n, m, next) }
+}
+
+/// [`exp_sum`], and when `NEXT` the max of the next row `next[0..n]` by `row_max`'s exact
+/// operations on the same offsets (the second result; `-inf` without `NEXT`).
+///
+/// # Safety
+/// As [`exp_sum`]; when `NEXT`, `next .. next + n` valid for reads.
+#[inline(always)]
+unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    m: f32,
+    next: *const f32,
+) -> (f64, f32) {
     let w = S::LANES;
     let vm = s.splat(m);
     let zero = s.splat(0.0);
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut b0, mut b1, mut b2, mut b3) = (ninf, ninf, ninf, ninf);
     let mut total = 0.0f64;
     let mut i = 0;
     let block = 4 * w * SUM_BLOCK_VECS;
-    // SAFETY: every access is within `0..n` of `x` (and of `y` when storing); the loop bounds
-    // check a whole block, a whole 4-vector step or a whole vector before touching it, and the
-    // tail is one partial access of `n - i < w` lanes. Each lane of `y` is written after the
-    // same lane of `x` is read, so `y == x` is fine.
+    // SAFETY: every access is within `0..n` of `x` (and of `y` when storing, `next` when
+    // `NEXT`); the loop bounds check a whole block, a whole 4-vector step or a whole vector
+    // before touching it, and the tail is one partial access of `n - i < w` lanes. Each lane
+    // of `y` is written after the same lane of `x` is read, so `y == x` is fine.
     unsafe {
         loop {
             let end = if i + block <= n { i + block } else { n };
             let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
             while i + 4 * w <= end {
+                if NEXT {
+                    b0 = s.max(b0, s.load(next.add(i)));
+                    b1 = s.max(b1, s.load(next.add(i + w)));
+                    b2 = s.max(b2, s.load(next.add(i + 2 * w)));
+                    b3 = s.max(b3, s.load(next.add(i + 3 * w)));
+                }
                 let e0 = exp_nonpos(s, s.sub(s.load(x.add(i)), vm));
                 let e1 = exp_nonpos(s, s.sub(s.load(x.add(i + w)), vm));
                 let e2 = exp_nonpos(s, s.sub(s.load(x.add(i + 2 * w)), vm));
@@ -94,6 +118,9 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
             }
             if end == n {
                 while i + w <= n {
+                    if NEXT {
+                        b0 = s.max(b0, s.load(next.add(i)));
+                    }
                     let e = exp_nonpos(s, s.sub(s.load(x.add(i)), vm));
                     if STORE {
                         s.store(y.add(i), e);
@@ -102,6 +129,9 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
                     i += w;
                 }
                 if i < n {
+                    if NEXT {
+                        b1 = s.max(b1, s.load_partial(next.add(i), n - i, f32::NEG_INFINITY));
+                    }
                     // The fill lanes hold -inf, whose exp is 0 (m is finite).
                     let v = s.load_partial(x.add(i), n - i, f32::NEG_INFINITY);
                     let e = exp_nonpos(s, s.sub(v, vm));
@@ -118,68 +148,12 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
             }
         }
     }
-    total
-}
-
-/// [`exp_sum`] without stores over `x[0..n]`, fused with [`row_max`] of the next row
-/// `next[0..n]`: the max is computed by exactly `row_max`'s operations (its 4-vector steps,
-/// single-vector tail and partial tail fall on the same offsets as the sum's), so it is the
-/// same value bit for bit. Returns `(sum, max of next)`.
-///
-/// # Safety
-/// `x .. x + n` and `next .. next + n` valid for reads.
-#[inline(always)]
-pub(crate) unsafe fn exp_sum_then_max<S: Simd>(
-    s: S,
-    x: *const f32,
-    n: usize,
-    m: f32,
-    next: *const f32,
-) -> (f64, f32) {
-    let w = S::LANES;
-    let vm = s.splat(m);
-    let zero = s.splat(0.0);
-    let ninf = s.splat(f32::NEG_INFINITY);
-    let (mut b0, mut b1, mut b2, mut b3) = (ninf, ninf, ninf, ninf);
-    let mut total = 0.0f64;
-    let mut i = 0;
-    let block = 4 * w * SUM_BLOCK_VECS;
-    // SAFETY: every access is within `0..n` of `x` and `next`, as in `exp_sum` and `row_max`.
-    unsafe {
-        loop {
-            let end = if i + block <= n { i + block } else { n };
-            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-            while i + 4 * w <= end {
-                b0 = s.max(b0, s.load(next.add(i)));
-                b1 = s.max(b1, s.load(next.add(i + w)));
-                b2 = s.max(b2, s.load(next.add(i + 2 * w)));
-                b3 = s.max(b3, s.load(next.add(i + 3 * w)));
-                a0 = s.add(a0, exp_nonpos(s, s.sub(s.load(x.add(i)), vm)));
-                a1 = s.add(a1, exp_nonpos(s, s.sub(s.load(x.add(i + w)), vm)));
-                a2 = s.add(a2, exp_nonpos(s, s.sub(s.load(x.add(i + 2 * w)), vm)));
-                a3 = s.add(a3, exp_nonpos(s, s.sub(s.load(x.add(i + 3 * w)), vm)));
-                i += 4 * w;
-            }
-            if end == n {
-                while i + w <= n {
-                    b0 = s.max(b0, s.load(next.add(i)));
-                    a0 = s.add(a0, exp_nonpos(s, s.sub(s.load(x.add(i)), vm)));
-                    i += w;
-                }
-                if i < n {
-                    b1 = s.max(b1, s.load_partial(next.add(i), n - i, f32::NEG_INFINITY));
-                    let v = s.load_partial(x.add(i), n - i, f32::NEG_INFINITY);
-                    a1 = s.add(a1, exp_nonpos(s, s.sub(v, vm)));
-                    i = n;
-                }
-            }
-            total += s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))) as f64;
-            if i >= n {
-                break;
-            }
-        }
-    }
-    (total, s.reduce_max(s.max(s.max(b0, b1), s.max(b2, b3))))
+    let next_max = if NEXT {
+        s.reduce_max(s.max(s.max(b0, b1), s.max(b2, b3)))
+    } else {
+        f32::NEG_INFINITY
+    };
+    (total, next_max)
 }
 
 /// `y[i] = y[i] * r` over `n` floats.
