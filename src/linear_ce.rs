@@ -920,7 +920,11 @@ unsafe fn block_grad(
         } else {
             eps / c as f64 * plan.wsum
         };
-    let coef = g * (a0 + 2.0 * o.z_loss as f64 * lse);
+    // The coefficient of `p` as the whole-row kernel forms it (`cross_entropy_ext`): from
+    // the f32 roundings of `g`, `a0` and `2 z_loss`. With a subnormal `g` (a tiny `row_scale`)
+    // and huge class weights, `g` unrounded here against the rounded one there differed by
+    // `2^-150 |a0|`, far above the f32 rounding of a gradient whose terms cancel.
+    let coef = g as f32 as f64 * (a0 as f32 as f64 + (2.0 * o.z_loss) as f64 * lse);
     let smooth = (g * eps / c as f64) as f32;
     let fix_t = (g * (1.0 - eps) * tgt.wt) as f32;
     let local_t = (t >= k0 && t < k0 + kn).then(|| t - k0);

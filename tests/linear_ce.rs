@@ -3257,3 +3257,76 @@ fn class_blocks_regressions() {
         }
     }
 }
+
+/// CI's fuzz run found this: a subnormal gradient scale (`scale * row_scale`, here
+/// `0.5 * 8.5352e-41`) with huge class weights and full smoothing. The class-block path formed
+/// the coefficient of `p` from the unrounded `g`, the whole-row kernel from `g` rounded to f32
+/// (`2^-150` absolute, 2e-5 relative here), and the gradient `g w (p_j - 1/C)` cancels, so
+/// the two differed far beyond an f32 rounding. Both now use the rounded `g`; the class
+/// blocks' gradient must equal the whole-row kernel's within a few f32 roundings of its terms.
+#[test]
+fn subnormal_row_scale_class_blocks_match_whole_rows() {
+    let c = 7;
+    let w = -9.204448e27f32;
+    let weights = vec![w; c];
+    let bias: Vec<f32> = (0..c).map(|j| 0.3 * j as f32).collect();
+    for k in common::tiers() {
+        for rs in [8.5352e-41f32, -6.8112e-41, 1.1447e-40, 3e-39] {
+            let ce = CrossEntropyOptions::default()
+                .reduction(Reduction::None)
+                .weight(&weights)
+                .label_smoothing(1.0)
+                .z_loss(1e-4)
+                .scale(0.5)
+                .row_scale(std::slice::from_ref(&rs));
+            // The whole-row kernel on the logits `bias` (D = 0), its gradient in place.
+            let mut z = bias.clone();
+            k.cross_entropy_ext(
+                Logits::InPlace(&mut z),
+                Targets::Classes(&[3i64]),
+                c,
+                &ce,
+                &mut CrossEntropyOutputs {
+                    row_loss: Some(&mut [0.0f32]),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let g = 0.5 * rs as f64;
+            let tol = (g * w as f64).abs() * 2f64.powi(-20);
+            for ch in [1usize, 2, 3] {
+                let mut db = vec![0.0f32; c];
+                let mut row_loss = [0.0f32];
+                let mut out = LinearCeOutputs {
+                    db: Some(&mut db),
+                    ce: CrossEntropyOutputs {
+                        row_loss: Some(&mut row_loss),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let o = LinearCeOptions::new(ce).chunk_classes(ch);
+                k.linear_cross_entropy(
+                    &[],
+                    &[],
+                    MatrixLayout::new(c, 0),
+                    Some(&bias),
+                    Targets::Classes(&[3i64]),
+                    &o,
+                    &mut out,
+                )
+                .unwrap();
+                for j in 0..c {
+                    let err = (db[j] as f64 - z[j] as f64).abs();
+                    assert!(
+                        err <= tol,
+                        "{:?} row_scale {rs:e} chunk {ch} [{j}]: class blocks {:e}, whole rows {:e}, |err| {err:e} > {tol:e}",
+                        k.isa(),
+                        db[j],
+                        z[j]
+                    );
+                }
+            }
+        }
+    }
+}
