@@ -739,6 +739,15 @@ impl Ctx<'_> {
     /// argmaxes hit the label.
     fn class_block<L: Label>(&self, t: &[L], rows: std::ops::Range<usize>) -> (f64, usize) {
         let (cols, o) = (self.cols, &self.opts);
+        let ignore = o.ignore_index.map(|i| i as i128);
+        let wp = o.weight.map_or(std::ptr::null(), |w| w.as_ptr());
+        let base_g = self.red_scale * o.scale as f64;
+        // Short rows without smoothing or cap first: they need none of what follows.
+        if o.label_smoothing == 0.0 && o.softcap.is_none() {
+            if let Some(acc) = self.class_block_short(t, rows.clone(), ignore, wp, base_g) {
+                return acc;
+            }
+        }
         // Everything that does not depend on the row, hoisted (short rows spend as much time
         // here as in the kernel).
         let eps = o.label_smoothing as f64;
@@ -748,9 +757,6 @@ impl Ctx<'_> {
         // row's target must not reach the gradient, as in PyTorch).
         let smooth_a0 = if eps == 0.0 { 0.0 } else { eps_c * self.wsum };
         let zl = o.z_loss as f64;
-        let base_g = self.red_scale * o.scale as f64;
-        let ignore = o.ignore_index.map(|i| i as i128);
-        let wp = o.weight.map_or(std::ptr::null(), |w| w.as_ptr());
         let mut args = CeArgs {
             t: 0,
             a0: 0.0,
@@ -765,11 +771,6 @@ impl Ctx<'_> {
             next: std::ptr::null(),
             known_max: None,
         };
-        if eps == 0.0 && o.softcap.is_none() {
-            if let Some(acc) = self.class_block_short(t, rows.clone(), ignore, wp, base_g) {
-                return acc;
-            }
-        }
         let (mut sum, mut correct) = (0.0f64, 0usize);
         let end = rows.end;
         // The next row's max, when the kernel computed it in this row's last sweep.

@@ -83,6 +83,11 @@ pub(crate) fn sum_row_blocks<F>(rows: usize, cols: usize, f: F) -> (f64, usize)
 where
     F: Fn(Range<usize>) -> (f64, usize) + Sync + Send,
 {
+    // One block (no division to find out): what the general code below would do.
+    if cols > 0 && rows.saturating_mul(cols) <= BLOCK_BYTES / 4 {
+        let (s, n) = if rows == 0 { (0.0, 0) } else { f(0..rows) };
+        return (0.0 + s, n);
+    }
     let per = rows_per_block(cols);
     let blocks = rows.div_ceil(per);
     let block = |b: usize| f(b * per..rows.min((b + 1) * per));

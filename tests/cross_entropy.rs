@@ -1457,3 +1457,170 @@ mod props {
         }
     }
 }
+
+/// Short rows over many rows: the batched kernels add the loss of each group of 16 rows as
+/// `sum (m - z_t) + ln prod s` (without weights and z-loss), so group and batch boundaries
+/// (16, 64) and a row-block boundary (1638 rows of 10) must not show. On every tier: the `Sum`
+/// loss within the f32 error of the f64 formula `sum (lse - z_t)`; the same loss bits with
+/// and without per-row outputs and with and without a gradient; each row's gradient `p - y`
+/// within the softmax contract; a NaN row makes the loss NaN and leaves the other rows'
+/// gradients alone; 1 and 3 threads give the same bits.
+#[test]
+fn short_rows_grouped_loss_many_rows() {
+    let mut g = StdRng::seed_from_u64(0x5eed_0016);
+    let pool3 = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let pool1 = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for k in tiers() {
+        for &cols in &[1usize, 3, 10, 16, 17, 33, 64] {
+            for &rows in &[15usize, 16, 17, 40, 64, 65, 130, 1700] {
+                let x: Vec<f32> = (0..rows * cols)
+                    .map(|_| g.gen_range(-10.0f32..10.0))
+                    .collect();
+                let labels: Vec<i64> = (0..rows)
+                    .map(|_| {
+                        if g.gen_range(0..10) == 0 {
+                            -100
+                        } else {
+                            g.gen_range(0..cols as i64)
+                        }
+                    })
+                    .collect();
+                let opts = CrossEntropyOptions::default().reduction(Reduction::Sum);
+                let ctx = format!("{:?} {rows}x{cols}", k.isa());
+                // The f64 formula.
+                let (mut want, mut tol) = (0.0f64, 0.0f64);
+                for (r, &l) in labels.iter().enumerate() {
+                    if l < 0 {
+                        continue;
+                    }
+                    let z = &x[r * cols..(r + 1) * cols];
+                    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+                    let lse = m + z.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+                    want += lse - z[l as usize] as f64;
+                    tol += 2e-6 * lse.abs().max(1.0) + 2f64.powi(-24) * 20.0;
+                }
+                let mut grad = vec![0.0f32; rows * cols];
+                let fwd = k
+                    .cross_entropy_ext(
+                        Logits::Grad(&x, &mut grad),
+                        Targets::Classes(&labels),
+                        cols,
+                        &opts,
+                        &mut CrossEntropyOutputs::default(),
+                    )
+                    .unwrap();
+                assert!(
+                    (fwd.loss_f64 - want).abs() <= tol,
+                    "{ctx}: loss {} vs f64 {want} (tol {tol:e})",
+                    fwd.loss_f64
+                );
+                let only = k
+                    .cross_entropy_ext(
+                        Logits::Read(&x),
+                        Targets::Classes(&labels),
+                        cols,
+                        &opts,
+                        &mut CrossEntropyOutputs::default(),
+                    )
+                    .unwrap();
+                let (mut rl, mut ls, mut am) =
+                    (vec![0.0f32; rows], vec![0.0f32; rows], vec![0u32; rows]);
+                let outs = k
+                    .cross_entropy_ext(
+                        Logits::Read(&x),
+                        Targets::Classes(&labels),
+                        cols,
+                        &opts,
+                        &mut CrossEntropyOutputs {
+                            row_loss: Some(&mut rl),
+                            lse: Some(&mut ls),
+                            argmax: Some(&mut am),
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(
+                    fwd.loss_f64.to_bits(),
+                    only.loss_f64.to_bits(),
+                    "{ctx}: loss-only"
+                );
+                assert_eq!(
+                    fwd.loss_f64.to_bits(),
+                    outs.loss_f64.to_bits(),
+                    "{ctx}: with outputs"
+                );
+                for (r, &l) in labels.iter().enumerate() {
+                    let z = &x[r * cols..(r + 1) * cols];
+                    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+                    let s: f64 = z.iter().map(|&v| (v as f64 - m).exp()).sum();
+                    for (c, &v) in z.iter().enumerate() {
+                        let want = if l < 0 {
+                            0.0
+                        } else {
+                            (v as f64 - m).exp() / s - (c as i64 == l) as u8 as f64
+                        };
+                        let got = grad[r * cols + c] as f64;
+                        let p = (v as f64 - m).exp() / s;
+                        let t = p * (1e-6 + 2f64.powi(-23) * (v as f64 - m).abs()) + 2e-7;
+                        assert!(
+                            (got - want).abs() <= t,
+                            "{ctx}: grad[{r}, {c}] {got} vs {want}"
+                        );
+                    }
+                }
+                // Thread counts.
+                let run = |p: &rayon::ThreadPool| {
+                    let mut gr = vec![0.0f32; rows * cols];
+                    let st = p.install(|| {
+                        k.cross_entropy_ext(
+                            Logits::Grad(&x, &mut gr),
+                            Targets::Classes(&labels),
+                            cols,
+                            &CrossEntropyOptions::default(),
+                            &mut CrossEntropyOutputs::default(),
+                        )
+                        .unwrap()
+                    });
+                    (
+                        st.loss_f64.to_bits(),
+                        gr.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    )
+                };
+                assert_eq!(run(&pool1), run(&pool3), "{ctx}: 1 vs 3 threads");
+                // A NaN row (row 20, or the last): the loss is NaN, the other rows unchanged.
+                let bad = 20.min(rows - 1);
+                let mut xn = x.clone();
+                xn[bad * cols] = f32::NAN;
+                let mut gn = vec![0.0f32; rows * cols];
+                let st = k
+                    .cross_entropy_ext(
+                        Logits::Grad(&xn, &mut gn),
+                        Targets::Classes(&labels),
+                        cols,
+                        &opts,
+                        &mut CrossEntropyOutputs::default(),
+                    )
+                    .unwrap();
+                if labels[bad] >= 0 {
+                    assert!(st.loss_f64.is_nan(), "{ctx}: NaN row, loss {}", st.loss_f64);
+                    assert!(
+                        gn[bad * cols..(bad + 1) * cols].iter().all(|v| v.is_nan()),
+                        "{ctx}"
+                    );
+                }
+                for r in (0..rows).filter(|&r| r != bad) {
+                    assert_eq!(
+                        gn[r * cols..(r + 1) * cols],
+                        grad[r * cols..(r + 1) * cols],
+                        "{ctx}: row {r} next to a NaN row"
+                    );
+                }
+            }
+        }
+    }
+}
