@@ -669,6 +669,65 @@ fn oracle_checks_reject_perturbed_outputs() {
 /// available on this CPU and must have run the tier tests. This test runs every tier through a
 /// quick softmax/log_softmax/logsumexp comparison itself (tests of one binary may run in any
 /// order), records which ran, then checks the list.
+/// Short softmax rows skip the row maximum when the unshifted sum `sum exp(z)` lands in
+/// `[2^-26, 2^60]` (`generic::softmax::exp_unshifted`), and fall back to the shifted path
+/// otherwise. Rows built around the edges of that window, on every tier, against the f64
+/// oracle: a maximum just below and above `60 ln 2 = 41.59`, at and past the clamp (64, 100,
+/// 1e30), just above and below `-26 ln 2 = -18.02`, with entries whose `exp` is subnormal or 0,
+/// `-inf` entries, all `-inf`, NaN; single rows, pairs and odd counts (the pairwise path and the
+/// one-row path), in place and out of place.
+#[test]
+fn short_softmax_unshifted_window_edges() {
+    let maxima = [
+        0.0f32, 41.5, 41.58, 41.6, 41.7, 63.9, 64.0, 64.1, 100.0, 1e30, -17.9, -18.0, -18.1, -30.0,
+        -90.0,
+    ];
+    let mut rng = common::rng(0x0E_D6E5);
+    for k in common::tiers() {
+        for &cols in &[1usize, 2, 7, 10, 16, 17, 33, 64] {
+            let mut x = Vec::new();
+            for (i, &m) in maxima.iter().enumerate() {
+                let mut row: Vec<f32> = (0..cols)
+                    .map(|j| match (i + j) % 5 {
+                        0 => m - rng.gen_range(0.0f32..3.0),
+                        1 => m - rng.gen_range(0.0f32..30.0),
+                        2 => -87.5,
+                        3 => f32::NEG_INFINITY,
+                        _ => m - 200.0,
+                    })
+                    .collect();
+                row[(i * 7) % cols] = m;
+                x.extend(row);
+            }
+            // All -inf, and a NaN next to a huge entry.
+            x.extend(std::iter::repeat_n(f32::NEG_INFINITY, cols));
+            let mut nan_row = vec![1.0f32; cols];
+            nan_row[cols - 1] = f32::NAN;
+            x.extend(nan_row);
+            let rows = x.len() / cols;
+            let want = o::softmax(&x, cols, false);
+            for take in [1usize, 2, 3, rows] {
+                let n = take * cols;
+                let ctx = format!("{:?} cols {cols} rows {take}", k.isa());
+                for r0 in (0..rows).step_by(take) {
+                    let end = ((r0 + take) * cols).min(x.len());
+                    let xs = &x[r0 * cols..end];
+                    let mut y = vec![UNWRITTEN; xs.len()];
+                    k.softmax(xs, &mut y, cols).unwrap();
+                    ok(
+                        &ctx,
+                        o::check_softmax(xs, cols, &y, &want[r0 * cols..end], 0.0),
+                    );
+                    let mut z = xs.to_vec();
+                    k.softmax_inplace(&mut z, cols).unwrap();
+                    ok(&ctx, o::check_bits("in place", &z, &y));
+                }
+                let _ = n;
+            }
+        }
+    }
+}
+
 #[test]
 fn required_tiers_ran() {
     let mut ran_here = BTreeSet::new();

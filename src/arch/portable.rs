@@ -101,6 +101,18 @@ impl Simd for Portable {
         }
     }
     #[inline(always)]
+    fn ceil_at(self, v: f32x8, hi: f32x8) -> f32x8 {
+        // As `floor_at`: `minps(hi, v)` returns its second operand when either is NaN.
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            hi.fast_min(v)
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        {
+            v.is_nan().blend(v, v.fast_min(hi))
+        }
+    }
+    #[inline(always)]
     fn shl23(self, v: f32x8) -> f32x8 {
         from_bits(to_bits(v) << 23)
     }

@@ -45,6 +45,8 @@ pub(crate) trait Simd: Copy {
     fn clamp(self, v: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
     /// Lane-wise `max(v, lo)`, keeping NaN lanes of `v` NaN.
     fn floor_at(self, v: Self::V, lo: Self::V) -> Self::V;
+    /// Lane-wise `min(v, hi)`, keeping NaN lanes of `v` NaN.
+    fn ceil_at(self, v: Self::V, hi: Self::V) -> Self::V;
     /// Reinterprets the low 9 bits of each lane's bit pattern as a biased exponent: returns the
     /// float whose bits are `bits(v) << 23`.
     fn shl23(self, v: Self::V) -> Self::V;

@@ -39,7 +39,8 @@ pub(crate) const FULL_HI: f32 = 89.0;
 ///   one (`2^-126` times a scaled polynomial, rounded once by the final FMA).
 /// * `x <= -87.68`, including `-inf`: exactly `0.0` (`exp(x) < 2^-126.5`).
 /// * NaN: NaN.
-/// * `x > 0`: correct up to `x = 88.37`; the kernels never pass positive arguments.
+/// * `x` in `(0, 64]`: within 2 ULP (checked exhaustively too: the short softmax rows pass
+///   unshifted logits, see `generic::softmax::exp_unshifted`); correct up to `x = 88.37`.
 #[inline(always)]
 pub(crate) fn exp_nonpos<S: Simd>(s: S, x: S::V) -> S::V {
     s.exp_nonpos(x)

@@ -399,16 +399,17 @@ pub(crate) unsafe fn blocked_sum<S: Simd, const DOT: bool>(
 pub(crate) const SHORT_VECS: usize = 4;
 
 /// Loads a row of `n` floats, `(K - 1) * LANES < n <= K * LANES`, into `K` vectors (`-inf` in
-/// the lanes past `n`) and returns them with the row's maximum.
+/// the lanes past `n`) and returns them with their lane-wise maximum (the row's maximum is its
+/// `reduce_max`).
 ///
 /// # Safety
 /// `x .. x + n` valid for reads.
 #[inline(always)]
-pub(crate) unsafe fn load_short<S: Simd, const K: usize>(
+pub(crate) unsafe fn load_rows<S: Simd, const K: usize>(
     s: S,
     x: *const f32,
     n: usize,
-) -> ([S::V; K], f32) {
+) -> ([S::V; K], S::V) {
     let w = S::LANES;
     let mut v = [s.splat(f32::NEG_INFINITY); K];
     // SAFETY: vectors `0..K-1` are full and inside `0..n`; the last covers `(K-1)w .. n`,
@@ -428,6 +429,21 @@ pub(crate) unsafe fn load_short<S: Simd, const K: usize>(
     for vj in v.iter().skip(1) {
         mx = s.max(mx, *vj);
     }
+    (v, mx)
+}
+
+/// [`load_rows`] and the row's maximum.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+#[inline(always)]
+pub(crate) unsafe fn load_short<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    n: usize,
+) -> ([S::V; K], f32) {
+    // SAFETY: forwarded.
+    let (v, mx) = unsafe { load_rows::<S, K>(s, x, n) };
     (v, s.reduce_max(mx))
 }
 
@@ -470,6 +486,46 @@ pub(crate) fn exp_short<S: Simd, const K: usize>(s: S, v: &[S::V; K], m: f32) ->
     (e, s.reduce_sum(acc))
 }
 
+/// The sums [`exp_unshifted`] accepts: `[2^-26, 2^60]`.
+pub(crate) const UNSHIFTED_MIN: f32 = 1.0 / (1u64 << 26) as f32;
+pub(crate) const UNSHIFTED_MAX: f32 = (1u64 << 60) as f32;
+/// [`exp_unshifted`] clamps its arguments to at most this (`exp(64) > 2^60`), inside the range
+/// where `exp_nonpos` is checked exhaustively.
+const UNSHIFTED_CLAMP: f32 = 64.0;
+
+/// `exp(v)` lane-wise and the f32 sum of all of it for a short row of `K` vectors (`-inf`
+/// past its end), with no maximum subtracted; `None` unless the sum lies in
+/// `[UNSHIFTED_MIN, UNSHIFTED_MAX]`, and then the caller takes the shifted path.
+///
+/// Why a sum in that range makes the maximum unnecessary: every term is at most the sum, so
+/// every argument is below `60 ln 2 = 41.6`, where `exp_nonpos` is within 2 ULP
+/// (`tests/exp_exhaustive.rs` checks every f32 of `[0, 64]`; arguments above 64 are clamped
+/// to 64 and so push the sum past `2^60`); NaN or `+inf` make the sum NaN or infinite; a term
+/// whose `exp` is subnormal (argument below -87.3) has a probability below
+/// `2^-126 / 2^-26 < 1e-30`, outside the accuracy contract, and adds less than an ULP to the
+/// sum. Skipping the maximum's reduction tree (and its latency before the exponentials) saved a
+/// tenth of a 10-class softmax row (64x10: 480 to 420 ns on avx512); without the rounding of
+/// `z - m`, each `exp` is also one rounding closer. Softmax only: log_softmax and the
+/// cross-entropy loss of a row dominated by one entry would lose `ln s - z_max` (small) to
+/// cancellation, where `(z - m) - ln s'` keeps it.
+#[inline(always)]
+pub(crate) fn exp_unshifted<S: Simd, const K: usize>(
+    s: S,
+    v: &[S::V; K],
+) -> Option<([S::V; K], f32)> {
+    let hi = s.splat(UNSHIFTED_CLAMP);
+    let mut e = *v;
+    let mut acc = s.splat(0.0);
+    for ej in e.iter_mut() {
+        *ej = exp_nonpos(s, s.ceil_at(*ej, hi));
+        acc = s.add(acc, *ej);
+    }
+    let sum = s.reduce_sum(acc);
+    (UNSHIFTED_MIN..=UNSHIFTED_MAX)
+        .contains(&sum)
+        .then_some((e, sum))
+}
+
 /// What a short-row kernel computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ShortKind {
@@ -480,7 +536,8 @@ pub(crate) enum ShortKind {
 
 /// Rows of `(K - 1) * LANES < cols <= K * LANES` floats, each held in registers from load to
 /// store with no loops (10 classes are one masked vector). `y` receives the rows (softmax,
-/// log_softmax) or one value per row (logsumexp).
+/// log_softmax) or one value per row (logsumexp). Softmax rows that [`exp_unshifted`] accepts
+/// skip the maximum, two at a time when both do.
 ///
 /// # Safety
 /// `x` valid for `rows * cols` reads; `y` for `rows * cols` writes (equal to `x` or not
@@ -496,65 +553,102 @@ unsafe fn short_rows<S: Simd, const K: usize>(
     masked_zero: bool,
 ) {
     let mut r = 0;
-    // Softmax rows two at a time: their dependency chains (reductions, exp, divide) are
-    // independent, so interleaving them doubles the work in flight.
-    while kind == ShortKind::Softmax && r + 2 <= rows {
-        // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; each is loaded before
-        // anything is stored.
-        unsafe {
-            let (xa, ya) = (x.add(r * cols), y.add(r * cols));
-            let (xb, yb) = (x.add((r + 1) * cols), y.add((r + 1) * cols));
-            let (va, ma) = load_short::<S, K>(s, xa, cols);
-            let (vb, mb) = load_short::<S, K>(s, xb, cols);
-            if !(ma.is_finite() && mb.is_finite()) {
-                break;
+    while r < rows {
+        // Two softmax rows: their chains (exp, sum tree, divide) are independent, so
+        // interleaving them doubles the work in flight.
+        if kind == ShortKind::Softmax && r + 2 <= rows {
+            // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; both are loaded
+            // before anything is stored.
+            unsafe {
+                let (xa, ya) = (x.add(r * cols), y.add(r * cols));
+                let (xb, yb) = (xa.add(cols), ya.add(cols));
+                let (va, _) = load_rows::<S, K>(s, xa, cols);
+                let (vb, _) = load_rows::<S, K>(s, xb, cols);
+                if let (Some((mut ea, sa)), Some((mut eb, sb))) =
+                    (exp_unshifted::<S, K>(s, &va), exp_unshifted::<S, K>(s, &vb))
+                {
+                    let (ia, ib) = (s.splat(1.0 / sa), s.splat(1.0 / sb));
+                    for (a, b) in ea.iter_mut().zip(eb.iter_mut()) {
+                        *a = s.mul(*a, ia);
+                        *b = s.mul(*b, ib);
+                    }
+                    store_short::<S, K>(s, ya, cols, &ea);
+                    store_short::<S, K>(s, yb, cols, &eb);
+                    r += 2;
+                    continue;
+                }
             }
-            let (mut ea, sa) = exp_short::<S, K>(s, &va, ma);
-            let (mut eb, sb) = exp_short::<S, K>(s, &vb, mb);
-            let (ia, ib) = (s.splat(1.0 / sa), s.splat(1.0 / sb));
-            for (a, b) in ea.iter_mut().zip(eb.iter_mut()) {
-                *a = s.mul(*a, ia);
-                *b = s.mul(*b, ib);
-            }
-            store_short::<S, K>(s, ya, cols, &ea);
-            store_short::<S, K>(s, yb, cols, &eb);
         }
-        r += 2;
+        // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges.
+        unsafe { short_row::<S, K>(s, kind, x, y, r, cols, masked_zero) };
+        r += 1;
     }
-    for r in r..rows {
-        // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row
-        // is loaded before anything is stored.
-        unsafe {
-            // For logsumexp `y` holds one value per row: `yr` is only formed (with wrapping
-            // arithmetic) and never dereferenced there.
-            let (xr, yr) = (x.add(r * cols), y.wrapping_add(r * cols));
-            let (v, m) = load_short::<S, K>(s, xr, cols);
+}
+
+/// Row `r` of [`short_rows`]: unshifted when it can be, else shifted by its maximum (or the
+/// special-value path when the maximum is not finite).
+///
+/// # Safety
+/// As [`short_rows`], `r < rows`.
+#[inline(always)]
+unsafe fn short_row<S: Simd, const K: usize>(
+    s: S,
+    kind: ShortKind,
+    x: *const f32,
+    y: *mut f32,
+    r: usize,
+    cols: usize,
+    masked_zero: bool,
+) {
+    // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row is
+    // loaded before anything is stored.
+    unsafe {
+        // For logsumexp `y` holds one value per row: `yr` is only formed (with wrapping
+        // arithmetic) and never dereferenced there.
+        let (xr, yr) = (x.add(r * cols), y.wrapping_add(r * cols));
+        let (v, mx) = load_rows::<S, K>(s, xr, cols);
+        // The shift (0 when unshifted), `exp(v - shift)` and its sum.
+        // Unshifted for softmax only: log_softmax and logsumexp of a row dominated by one
+        // entry would lose the small `ln s - z` to cancellation (`(z - m) - ln s` keeps it).
+        let unshifted = if kind == ShortKind::Softmax {
+            exp_unshifted::<S, K>(s, &v)
+        } else {
+            None
+        };
+        let (m, e, sum) = if let Some((e, sum)) = unshifted {
+            (0.0, e, sum)
+        } else {
+            let m = s.reduce_max(mx);
             if !m.is_finite() {
                 match kind {
                     ShortKind::Softmax => special::softmax_row(xr, yr, cols, m, masked_zero),
                     ShortKind::LogSoftmax => special::log_softmax_row(xr, yr, cols, m, masked_zero),
                     ShortKind::LogSumExp => *y.add(r) = special::logsumexp_row(xr, cols, m),
                 }
-                continue;
+                return;
             }
-            let (mut e, sum) = exp_short::<S, K>(s, &v, m);
-            match kind {
-                ShortKind::Softmax => {
-                    let inv = s.splat(1.0 / sum);
-                    for ej in e.iter_mut() {
-                        *ej = s.mul(*ej, inv);
-                    }
-                    store_short::<S, K>(s, yr, cols, &e);
+            let (e, sum) = exp_short::<S, K>(s, &v, m);
+            (m, e, sum)
+        };
+        match kind {
+            ShortKind::Softmax => {
+                let inv = s.splat(1.0 / sum);
+                let mut e = e;
+                for ej in e.iter_mut() {
+                    *ej = s.mul(*ej, inv);
                 }
-                ShortKind::LogSoftmax => {
-                    let (vm, ls) = (s.splat(m), s.splat(sum.ln()));
-                    for (ej, vj) in e.iter_mut().zip(v.iter()) {
-                        *ej = s.sub(s.sub(*vj, vm), ls);
-                    }
-                    store_short::<S, K>(s, yr, cols, &e);
-                }
-                ShortKind::LogSumExp => *y.add(r) = (m as f64 + (sum as f64).ln()) as f32,
+                store_short::<S, K>(s, yr, cols, &e);
             }
+            ShortKind::LogSoftmax => {
+                // `(v - m) - ln s`; unshifted, `v - ln s` (`v - 0` is `v`).
+                let (vm, ls) = (s.splat(m), s.splat(sum.ln()));
+                let mut o = v;
+                for oj in o.iter_mut() {
+                    *oj = s.sub(s.sub(*oj, vm), ls);
+                }
+                store_short::<S, K>(s, yr, cols, &o);
+            }
+            ShortKind::LogSumExp => *y.add(r) = (m as f64 + (sum as f64).ln()) as f32,
         }
     }
 }

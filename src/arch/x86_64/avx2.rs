@@ -117,6 +117,12 @@ impl Simd for Avx2 {
         unsafe { _mm256_max_ps(lo, v) }
     }
     #[inline(always)]
+    fn ceil_at(self, v: __m256, hi: __m256) -> __m256 {
+        // vminps returns its second operand when either is NaN, so a NaN `v` survives.
+        // SAFETY: see the note above the impl.
+        unsafe { _mm256_min_ps(hi, v) }
+    }
+    #[inline(always)]
     fn shl23(self, v: __m256) -> __m256 {
         // SAFETY: see the note above the impl.
         unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(v))) }

@@ -130,6 +130,12 @@ impl Simd for Avx512 {
         unsafe { _mm512_max_ps(lo, v) }
     }
     #[inline(always)]
+    fn ceil_at(self, v: __m512, hi: __m512) -> __m512 {
+        // vminps returns its second operand when either is NaN, so a NaN `v` survives.
+        // SAFETY: see the note above the impl.
+        unsafe { _mm512_min_ps(hi, v) }
+    }
+    #[inline(always)]
     fn shl23(self, v: __m512) -> __m512 {
         // SAFETY: see the note above the impl.
         unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(v))) }
