@@ -41,7 +41,25 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
     m: f32,
 ) -> f64 {
     // SAFETY: forwarded; without `NEXT` the next-row pointer is never read.
-    unsafe { exp_sum_with::<S, STORE, false>(s, x, y, n, m, std::ptr::null()).0 }
+    unsafe { exp_sum_with::<S, STORE, false, false>(s, x, y, n, m, std::ptr::null()).0 }
+}
+
+/// [`exp_sum`] storing `x_i - m` (the argument of each exp) to `y[i]` instead of the exp:
+/// log_softmax's second pass, which so brings its output row into L1 while the pass is bound
+/// by the exps (the last pass then works on `y` in L1; writing a cold `y` there cost about 7%).
+///
+/// # Safety
+/// As [`exp_sum`] with `STORE`.
+#[inline(always)]
+pub(crate) unsafe fn exp_sum_store_shifted<S: Simd>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    m: f32,
+) -> f64 {
+    // SAFETY: forwarded; without `NEXT` the next-row pointer is never read.
+    unsafe { exp_sum_with::<S, true, false, true>(s, x, y, n, m, std::ptr::null()).0 }
 }
 
 /// [`exp_sum`] without stores over `x[0..n]`, fused with [`row_max`] of the next row
@@ -60,16 +78,17 @@ pub(crate) unsafe fn exp_sum_then_max<S: Simd>(
     next: *const f32,
 ) -> (f64, f32) {
     // SAFETY: forwarded; nothing is stored.
-    unsafe { exp_sum_with::<S, false, true>(s, x, std::ptr::null_mut(), n, m, next) }
+    unsafe { exp_sum_with::<S, false, true, false>(s, x, std::ptr::null_mut(), n, m, next) }
 }
 
 /// [`exp_sum`], and when `NEXT` the max of the next row `next[0..n]` by `row_max`'s exact
-/// operations on the same offsets (the second result; `-inf` without `NEXT`).
+/// operations on the same offsets (the second result; `-inf` without `NEXT`). With `SHIFTED`
+/// the stores are `x_i - m` instead of the exps.
 ///
 /// # Safety
 /// As [`exp_sum`]; when `NEXT`, `next .. next + n` valid for reads.
 #[inline(always)]
-unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool>(
+unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool, const SHIFTED: bool>(
     s: S,
     x: *const f32,
     y: *mut f32,
@@ -100,15 +119,24 @@ unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool>(
                     b2 = s.max(b2, s.load(next.add(i + 2 * w)));
                     b3 = s.max(b3, s.load(next.add(i + 3 * w)));
                 }
-                let e0 = exp_nonpos(s, s.sub(s.load(x.add(i)), vm));
-                let e1 = exp_nonpos(s, s.sub(s.load(x.add(i + w)), vm));
-                let e2 = exp_nonpos(s, s.sub(s.load(x.add(i + 2 * w)), vm));
-                let e3 = exp_nonpos(s, s.sub(s.load(x.add(i + 3 * w)), vm));
+                let d0 = s.sub(s.load(x.add(i)), vm);
+                let d1 = s.sub(s.load(x.add(i + w)), vm);
+                let d2 = s.sub(s.load(x.add(i + 2 * w)), vm);
+                let d3 = s.sub(s.load(x.add(i + 3 * w)), vm);
+                let e0 = exp_nonpos(s, d0);
+                let e1 = exp_nonpos(s, d1);
+                let e2 = exp_nonpos(s, d2);
+                let e3 = exp_nonpos(s, d3);
                 if STORE {
-                    s.store(y.add(i), e0);
-                    s.store(y.add(i + w), e1);
-                    s.store(y.add(i + 2 * w), e2);
-                    s.store(y.add(i + 3 * w), e3);
+                    let (o0, o1, o2, o3) = if SHIFTED {
+                        (d0, d1, d2, d3)
+                    } else {
+                        (e0, e1, e2, e3)
+                    };
+                    s.store(y.add(i), o0);
+                    s.store(y.add(i + w), o1);
+                    s.store(y.add(i + 2 * w), o2);
+                    s.store(y.add(i + 3 * w), o3);
                 }
                 a0 = s.add(a0, e0);
                 a1 = s.add(a1, e1);
@@ -121,9 +149,10 @@ unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool>(
                     if NEXT {
                         b0 = s.max(b0, s.load(next.add(i)));
                     }
-                    let e = exp_nonpos(s, s.sub(s.load(x.add(i)), vm));
+                    let d = s.sub(s.load(x.add(i)), vm);
+                    let e = exp_nonpos(s, d);
                     if STORE {
-                        s.store(y.add(i), e);
+                        s.store(y.add(i), if SHIFTED { d } else { e });
                     }
                     a0 = s.add(a0, e);
                     i += w;
@@ -134,9 +163,10 @@ unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool>(
                     }
                     // The fill lanes hold -inf, whose exp is 0 (m is finite).
                     let v = s.load_partial(x.add(i), n - i, f32::NEG_INFINITY);
-                    let e = exp_nonpos(s, s.sub(v, vm));
+                    let d = s.sub(v, vm);
+                    let e = exp_nonpos(s, d);
                     if STORE {
-                        s.store_partial(y.add(i), n - i, e);
+                        s.store_partial(y.add(i), n - i, if SHIFTED { d } else { e });
                     }
                     a1 = s.add(a1, e);
                     i = n;
@@ -776,12 +806,13 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
                 }
                 continue;
             }
-            let sum = exp_sum::<S, false>(s, xr, yr, cols, m);
+            // `y = x - m` here, then `y = (y - 0) - ls`: the same bits as `(x - m) - ls`.
+            let sum = exp_sum_store_shifted(s, xr, yr, cols, m);
             let ls = sum.ln() as f32;
             if last {
-                sub2(s, xr, yr, cols, m, ls);
+                sub2(s, yr, yr, cols, 0.0, ls);
             } else {
-                m_next = sub2_then_max(s, xr, yr, m, ls, xr.add(cols), cols);
+                m_next = sub2_then_max(s, yr, yr, 0.0, ls, xr.add(cols), cols);
             }
         }
     }
