@@ -62,6 +62,42 @@ pub(crate) unsafe fn exp_sum_store_shifted<S: Simd>(
     unsafe { exp_sum_with::<S, true, false, true>(s, x, y, n, m, std::ptr::null()).0 }
 }
 
+/// [`exp_sum`] with `STORE` fused with [`row_max`] of the next row `next[0..n]` (as in
+/// [`exp_sum_then_max`]). Returns `(sum, max of next)`.
+///
+/// # Safety
+/// As [`exp_sum`] with `STORE`; `next .. next + n` valid for reads, not overlapping `y`.
+#[inline(always)]
+pub(crate) unsafe fn exp_sum_store_then_max<S: Simd>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    m: f32,
+    next: *const f32,
+) -> (f64, f32) {
+    // SAFETY: forwarded.
+    unsafe { exp_sum_with::<S, true, true, false>(s, x, y, n, m, next) }
+}
+
+/// [`exp_sum_store_shifted`] fused with [`row_max`] of the next row `next[0..n]` (as in
+/// [`exp_sum_then_max`]). Returns `(sum, max of next)`.
+///
+/// # Safety
+/// As [`exp_sum_store_shifted`]; `next .. next + n` valid for reads, not overlapping `y`.
+#[inline(always)]
+pub(crate) unsafe fn exp_sum_store_shifted_then_max<S: Simd>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    m: f32,
+    next: *const f32,
+) -> (f64, f32) {
+    // SAFETY: forwarded.
+    unsafe { exp_sum_with::<S, true, true, true>(s, x, y, n, m, next) }
+}
+
 /// [`exp_sum`] without stores over `x[0..n]`, fused with [`row_max`] of the next row
 /// `next[0..n]`: the max is computed by exactly `row_max`'s operations (its 4-vector steps,
 /// single-vector tail and partial tail fall on the same offsets as the sum's), so it is the
@@ -288,38 +324,6 @@ pub(crate) unsafe fn scale_then_max<S: Simd>(
             } else {
                 let v = s.load_partial(y.add(i), k, 0.0);
                 s.store_partial(y.add(i), k, s.mul(v, vr));
-            }
-        })
-    }
-}
-
-/// [`sub2`] of row `xs` into `y` (`y = (xs - m) - ls`), fused with [`row_max`] of the next row
-/// `x[0..n]` (see [`max_with`]).
-///
-/// # Safety
-/// `xs .. xs + n` valid for reads, `y .. y + n` for writes (equal to `xs` or not
-/// overlapping), `x .. x + n` for reads, not overlapping `y`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(crate) unsafe fn sub2_then_max<S: Simd>(
-    s: S,
-    xs: *const f32,
-    y: *mut f32,
-    m: f32,
-    ls: f32,
-    x: *const f32,
-    n: usize,
-) -> f32 {
-    let (vm, vl) = (s.splat(m), s.splat(ls));
-    // SAFETY: as in `scale_then_max`; each lane of `xs` is read before the same lane of `y`
-    // is written.
-    unsafe {
-        max_with(s, x, n, |i, k| {
-            if k == S::LANES {
-                s.store(y.add(i), s.sub(s.sub(s.load(xs.add(i)), vm), vl));
-            } else {
-                let v = s.load_partial(xs.add(i), k, 0.0);
-                s.store_partial(y.add(i), k, s.sub(s.sub(v, vm), vl));
             }
         })
     }
@@ -733,37 +737,51 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
     if unsafe { try_short(s, ShortKind::Softmax, x, y, rows, cols, masked_zero) } {
         return;
     }
-    // Each row's last sweep (the scale) runs fused with the next row's first (its max).
+    // Software-pipelined as `log_softmax_rows`: row r's exp pass (with row r + 1's max fused
+    // in) and its reciprocal come before row r - 1's scaling pass (its row still in L1), so
+    // the division's latency overlaps that pass.
     let mut m_next = if rows > 0 {
         // SAFETY: row 0 lies inside the caller's range.
         unsafe { row_max(s, x, cols) }
     } else {
         0.0
     };
+    // The row whose scaling pass is due, and its reciprocal.
+    let mut pending: Option<(*mut f32, f32)> = None;
     for r in 0..rows {
         // SAFETY: rows `r` and `r + 1 < rows` are `r * cols .. (r + 2) * cols`, inside the
-        // ranges the caller guarantees; row `r` of `y` does not overlap row `r + 1` of `x`
-        // (`y` equals `x` or does not overlap it).
+        // ranges the caller guarantees; rows `r` and `r + 1` of `x` do not overlap row `r - 1`
+        // of `y`, the only row the pending pass writes (`y` equals `x` or does not overlap it).
         unsafe {
             let xr = x.add(r * cols);
             let yr = y.add(r * cols);
             let m = m_next;
             let last = r + 1 == rows;
-            if !m.is_finite() {
+            let due = if !m.is_finite() {
                 special::softmax_row(xr, yr, cols, m, masked_zero);
                 if !last {
                     m_next = row_max(s, xr.add(cols), cols);
                 }
-                continue;
-            }
-            let sum = exp_sum::<S, true>(s, xr, yr, cols, m);
-            let inv = (1.0 / sum) as f32;
-            if last {
-                scale(s, yr, cols, inv);
+                None
             } else {
-                m_next = scale_then_max(s, yr, inv, xr.add(cols), cols);
+                let sum = if last {
+                    exp_sum::<S, true>(s, xr, yr, cols, m)
+                } else {
+                    let (sum, nm) = exp_sum_store_then_max(s, xr, yr, cols, m, xr.add(cols));
+                    m_next = nm;
+                    sum
+                };
+                Some((yr, (1.0 / sum) as f32))
+            };
+            if let Some((yp, inv)) = pending {
+                scale(s, yp, cols, inv);
             }
+            pending = due;
         }
+    }
+    if let Some((yp, inv)) = pending {
+        // SAFETY: `yp` is a row of `y`, as above.
+        unsafe { scale(s, yp, cols, inv) };
     }
 }
 
@@ -785,36 +803,52 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
     if unsafe { try_short(s, ShortKind::LogSoftmax, x, y, rows, cols, masked_zero) } {
         return;
     }
-    // As in `softmax_rows`: each row's last sweep runs fused with the next row's max.
+    // Software-pipelined: row r's exp pass (storing `x - m`, with row r + 1's max fused in)
+    // and its `ln s` come before row r - 1's last pass, so the `ln`'s latency overlaps that
+    // pass instead of stalling the row's own last pass.
     let mut m_next = if rows > 0 {
         // SAFETY: row 0 lies inside the caller's range.
         unsafe { row_max(s, x, cols) }
     } else {
         0.0
     };
+    // The row whose last pass is due, and its `ln s`.
+    let mut pending: Option<(*mut f32, f32)> = None;
     for r in 0..rows {
-        // SAFETY: as in `softmax_rows`.
+        // SAFETY: as in `softmax_rows`; the pending last pass writes only its own row of `y`,
+        // which no later pass reads (`x` rows `r` and `r + 1` do not overlap `y` row `r - 1`).
         unsafe {
             let xr = x.add(r * cols);
             let yr = y.add(r * cols);
             let m = m_next;
             let last = r + 1 == rows;
-            if !m.is_finite() {
+            let due = if !m.is_finite() {
                 special::log_softmax_row(xr, yr, cols, m, masked_zero);
                 if !last {
                     m_next = row_max(s, xr.add(cols), cols);
                 }
-                continue;
-            }
-            // `y = x - m` here, then `y = (y - 0) - ls`: the same bits as `(x - m) - ls`.
-            let sum = exp_sum_store_shifted(s, xr, yr, cols, m);
-            let ls = sum.ln() as f32;
-            if last {
-                sub2(s, yr, yr, cols, 0.0, ls);
+                None
             } else {
-                m_next = sub2_then_max(s, yr, yr, 0.0, ls, xr.add(cols), cols);
+                // `y = x - m` here, then `y = (y - 0) - ls`: the same bits as `(x - m) - ls`.
+                let sum = if last {
+                    exp_sum_store_shifted(s, xr, yr, cols, m)
+                } else {
+                    let (sum, nm) =
+                        exp_sum_store_shifted_then_max(s, xr, yr, cols, m, xr.add(cols));
+                    m_next = nm;
+                    sum
+                };
+                Some((yr, sum.ln() as f32))
+            };
+            if let Some((yp, ls)) = pending {
+                sub2(s, yp, yp, cols, 0.0, ls);
             }
+            pending = due;
         }
+    }
+    if let Some((yp, ls)) = pending {
+        // SAFETY: `yp` is a row of `y`, as above.
+        unsafe { sub2(s, yp, yp, cols, 0.0, ls) };
     }
 }
 
