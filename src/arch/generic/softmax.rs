@@ -588,42 +588,88 @@ unsafe fn short_rows<S: Simd, const K: usize>(
 ) {
     let mut r = 0;
     while r < rows {
-        // Two softmax rows: their chains (exp, sum tree, divide) are independent, so
-        // interleaving them doubles the work in flight.
+        // Two softmax rows at a time, both unshifted or both shifted: their chains (exp, sum
+        // tree, divide) are independent, so interleaving them doubles the work in flight.
         if kind == ShortKind::Softmax && r + 2 <= rows {
             // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; both are loaded
             // before anything is stored.
-            unsafe {
-                let (xa, ya) = (x.add(r * cols), y.add(r * cols));
-                let (xb, yb) = (xa.add(cols), ya.add(cols));
-                let (va, _) = load_rows::<S, K>(s, xa, cols);
-                let (vb, _) = load_rows::<S, K>(s, xb, cols);
-                if let (Some((mut ea, sa)), Some((mut eb, sb))) =
-                    (exp_unshifted::<S, K>(s, &va), exp_unshifted::<S, K>(s, &vb))
-                {
-                    let (ia, ib) = (s.splat(1.0 / sa), s.splat(1.0 / sb));
-                    for (a, b) in ea.iter_mut().zip(eb.iter_mut()) {
-                        *a = s.mul(*a, ia);
-                        *b = s.mul(*b, ib);
-                    }
-                    store_short::<S, K>(s, ya, cols, &ea);
-                    store_short::<S, K>(s, yb, cols, &eb);
-                    r += 2;
-                    continue;
-                }
+            let done = unsafe { softmax_pair::<S, K>(s, x.add(r * cols), y.add(r * cols), cols) };
+            if done {
+                r += 2;
+                continue;
             }
         }
         // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges.
-        unsafe { short_row::<S, K>(s, kind, x, y, r, cols, masked_zero) };
+        unsafe {
+            let attempt = kind == ShortKind::Softmax && unshifted_likely(*x.add(r * cols));
+            short_row::<S, K>(s, kind, x, y, r, cols, masked_zero, attempt)
+        };
         r += 1;
     }
 }
 
-/// Row `r` of [`short_rows`]: unshifted when it can be, else shifted by its maximum (or the
-/// special-value path when the maximum is not finite).
+/// Softmax of the two short rows at `x` (to `y`), both unshifted (when both are
+/// [`unshifted_likely`] and [`exp_unshifted`] accepts both) or both shifted (when neither is
+/// likely and both maxima are finite), with the same operations as [`short_row`] for each;
+/// false, having stored nothing, otherwise.
+///
+/// # Safety
+/// `x .. x + 2 cols` valid for reads, `y .. y + 2 cols` for writes, equal or not overlapping.
+#[inline(always)]
+unsafe fn softmax_pair<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    cols: usize,
+) -> bool {
+    // SAFETY: the caller's ranges; both rows are loaded before anything is stored.
+    unsafe {
+        let (xa, xb) = (x, x.add(cols));
+        let (pa, pb) = (unshifted_likely(*xa), unshifted_likely(*xb));
+        let (va, ma) = load_rows::<S, K>(s, xa, cols);
+        let (vb, mb) = load_rows::<S, K>(s, xb, cols);
+        let ((mut ea, sa), (mut eb, sb)) = if pa && pb {
+            match (exp_unshifted::<S, K>(s, &va), exp_unshifted::<S, K>(s, &vb)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return false,
+            }
+        } else if !pa && !pb {
+            let (ma, mb) = (s.reduce_max(ma), s.reduce_max(mb));
+            if !(ma.is_finite() && mb.is_finite()) {
+                return false;
+            }
+            (exp_short::<S, K>(s, &va, ma), exp_short::<S, K>(s, &vb, mb))
+        } else {
+            return false;
+        };
+        let (ia, ib) = (s.splat(1.0 / sa), s.splat(1.0 / sb));
+        for (a, b) in ea.iter_mut().zip(eb.iter_mut()) {
+            *a = s.mul(*a, ia);
+            *b = s.mul(*b, ib);
+        }
+        store_short::<S, K>(s, y, cols, &ea);
+        store_short::<S, K>(s, y.add(cols), cols, &eb);
+    }
+    true
+}
+
+/// Whether a short softmax row whose first entry is `x0` should try [`exp_unshifted`]: with
+/// `x0` in `[-16, 40]` its maximum is at least -16 (so the sum is above `2^-26`) and likely
+/// below 41.6. Rows outside go straight to the shifted path and pay nothing for the window
+/// (without this test, logits around 100 made every row compute its exps twice). A function
+/// of the row alone, so the path a row takes never depends on its neighbours or the threads.
+#[inline(always)]
+fn unshifted_likely(x0: f32) -> bool {
+    (-16.0..=40.0).contains(&x0)
+}
+
+/// Row `r` of [`short_rows`]: unshifted when `attempt` (softmax only) and [`exp_unshifted`]
+/// accepts it, else shifted by its maximum (or the special-value path when the maximum is not
+/// finite).
 ///
 /// # Safety
 /// As [`short_rows`], `r < rows`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn short_row<S: Simd, const K: usize>(
     s: S,
@@ -633,6 +679,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
     r: usize,
     cols: usize,
     masked_zero: bool,
+    attempt: bool,
 ) {
     // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row is
     // loaded before anything is stored.
@@ -644,7 +691,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
         // The shift (0 when unshifted), `exp(v - shift)` and its sum.
         // Unshifted for softmax only: log_softmax and logsumexp of a row dominated by one
         // entry would lose the small `ln s - z` to cancellation (`(z - m) - ln s` keeps it).
-        let unshifted = if kind == ShortKind::Softmax {
+        let unshifted = if attempt {
             exp_unshifted::<S, K>(s, &v)
         } else {
             None
