@@ -7,7 +7,8 @@
 //! Rows of up to [`ONLINE_MIN_COLS`]` - 1` classes use three passes with reloading: the
 //! maximum; `exp(z - max)` stored and summed in one sweep; one reciprocal per row, then a
 //! scaling pass. Rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) are held in
-//! registers instead, and a short softmax row first tries no shift at all: when the unshifted
+//! registers instead, and a short softmax row whose first entry is in `[-16, 40]` first tries
+//! no shift at all: when the unshifted
 //! sum `sum exp(z)` lands in `[2^-26, 2^60]`, `p = exp(z) / sum` meets the accuracy contract
 //! without the maximum (every argument is below 41.6, where the exp is within 2 ULP; an entry
 //! whose exp is subnormal has `p < 2^-100`), else the row takes the shifted path. Longer rows

@@ -538,7 +538,7 @@ const UNSHIFTED_CLAMP: f32 = 64.0;
 /// whose `exp` is subnormal (argument below -87.3) has a probability below
 /// `2^-126 / 2^-26 < 1e-30`, outside the accuracy contract, and adds less than an ULP to the
 /// sum. Skipping the maximum's reduction tree (and its latency before the exponentials) saved a
-/// tenth of a 10-class softmax row (64x10: 480 to 420 ns on avx512); without the rounding of
+/// tenth of a 10-class softmax row (64x10: 488 to 450 ns on avx512); without the rounding of
 /// `z - m`, each `exp` is also one rounding closer. Softmax only: log_softmax and the
 /// cross-entropy loss of a row dominated by one entry would lose `ln s - z_max` (small) to
 /// cancellation, where `(z - m) - ln s'` keeps it.
