@@ -770,11 +770,27 @@ impl Ctx<'_> {
             argmax: self.want_argmax,
             next: std::ptr::null(),
             known_max: None,
+            // With a gradient, each row's last pass (scale and `- fix_t`) runs after the next
+            // row's kernel call, so that the row's division and `ln` overlap that call.
+            defer: !self.g.get().is_null(),
         };
         let (mut sum, mut correct) = (0.0f64, 0usize);
         let end = rows.end;
         // The next row's max, when the kernel computed it in this row's last sweep.
         let mut pending_max: Option<f32> = None;
+        // A deferred last pass: (gradient row, target, factor, fix_t).
+        let mut deferred: Option<(*mut f32, usize, f32, f32)> = None;
+        let k = self.k;
+        let finish = |d: Option<(*mut f32, usize, f32, f32)>| {
+            if let Some((p, tc, f, fix)) = d {
+                // SAFETY: `p` is a gradient row of this task (`cols` floats), `tc < cols`,
+                // and no other row's pass touches it.
+                unsafe {
+                    (k.ce.scale)(p, cols, f);
+                    *p.add(tc) -= fix;
+                }
+            }
+        };
         for r in rows {
             // SAFETY: `x` (and `g` when not null) hold `rows * cols` floats, row `r` belongs to
             // this task; `weights` is null or `cols` floats; labels were validated (so a label
@@ -823,6 +839,8 @@ impl Ctx<'_> {
                 args.smooth = (g * eps_c) as f32;
                 args.fix_t = (g * keep * wt) as f32;
                 let out = (self.k.ce.row)(xr, gr, cols, &args);
+                finish(deferred.take());
+                deferred = out.deferred.map(|f| (gr, c, f, args.fix_t));
                 pending_max = out.next_max;
                 // Every term relative to the row max `m`, so that huge logits keep `ln s`:
                 // lse - z_t = (m - z_t) + ln s, sum_c w_c (lse - z_c) = W ln s - sum_c w_c (z_c - m).
@@ -839,6 +857,7 @@ impl Ctx<'_> {
                 self.put(r, loss, &out);
             }
         }
+        finish(deferred);
         (sum, correct)
     }
 
@@ -920,6 +939,7 @@ impl Ctx<'_> {
             argmax: self.want_argmax,
             next: std::ptr::null(),
             known_max: None,
+            defer: false,
         }
     }
 

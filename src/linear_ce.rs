@@ -576,6 +576,7 @@ impl Kernels {
                             argmax: want_argmax,
                             next: std::ptr::null(),
                             known_max: None,
+                            defer: false,
                         };
                         // SAFETY: row `i < n` of the chunk lies inside `zc` (`n * kn` floats);
                         // `args.t < kn`; `wk` is null or `wv[k0..k0 + kn]`. Rows are disjoint
@@ -966,6 +967,7 @@ unsafe fn block_grad(
         argmax: false,
         next: std::ptr::null(),
         known_max: None,
+        defer: false,
     };
     // SAFETY: `zr` holds `kn` floats, written in place; `args.t < kn`; `wk` null or `kn`
     // weights.

@@ -7,7 +7,20 @@ pub(crate) static CE: CeKernels = CeKernels {
     row: ce_row,
     prob_row: ce_prob_row,
     short_rows: no_short_rows,
+    scale: scale_row,
 };
+
+/// The oracle never defers its last pass ([`CeArgs::defer`] is ignored), so this is never
+/// called; it scales `y[0..n]` by `r` in f32 as the SIMD tiers' pass does.
+///
+/// # Safety
+/// `y .. y + n` valid for reads and writes.
+unsafe fn scale_row(y: *mut f32, n: usize, r: f32) {
+    for i in 0..n {
+        // SAFETY: `i < n`, inside the caller's range.
+        unsafe { *y.add(i) *= r };
+    }
+}
 
 /// The oracle has no batched short-row path: every row goes through [`ce_row`].
 ///
@@ -78,6 +91,7 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
                 dot: f64::NAN,
                 argmax: am,
                 next_max: None,
+                deferred: None,
             };
         }
         let s: f64 = z.iter().map(|&v| (v - m).exp()).sum();
@@ -112,6 +126,7 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
             dot,
             argmax: am,
             next_max: None,
+            deferred: None,
         }
     }
 }
@@ -139,6 +154,7 @@ unsafe fn ce_prob_row(
                 dot: f64::NAN,
                 argmax: am,
                 next_max: None,
+                deferred: None,
             };
         }
         let eps = a.eps as f64;
@@ -172,6 +188,7 @@ unsafe fn ce_prob_row(
             dot: wyz,
             argmax: am,
             next_max: None,
+            deferred: None,
         }
     }
 }

@@ -15,8 +15,8 @@
 
 use super::exp::{exp_nonpos, softcap};
 use super::softmax::{
-    exp_short, exp_sum, exp_sum_then_max, load_short, row_max, scale, scale_then_max, store_short,
-    SHORT_VECS,
+    exp_short, exp_sum, exp_sum_store_then_max, exp_sum_then_max, load_short, row_max, scale,
+    scale_then_max, store_short, SHORT_VECS,
 };
 use crate::arch::vector::Simd;
 
@@ -54,6 +54,12 @@ pub(crate) struct CeArgs {
     /// This row's maximum from the previous row's last sweep, if it computed it (pass 1 is
     /// then skipped; without a cap or an argmax only).
     pub known_max: Option<f32>,
+    /// Without cap and smoothing, leave the last pass to the caller: the gradient row is left
+    /// holding `exp(z - m)`, [`CeRowOut::deferred`] holds the factor, and the caller scales
+    /// the row by it and subtracts `fix_t` at `t` ([`CeKernels::scale`]), after the next
+    /// row's call, so that this row's division overlaps that work. The next row's maximum then
+    /// comes from the exp pass.
+    pub defer: bool,
 }
 
 /// Per-row arguments of the probability-target kernel.
@@ -90,6 +96,8 @@ pub(crate) struct CeRowOut {
     pub argmax: u32,
     /// The next row's maximum ([`CeArgs::next`]), when the last sweep computed it.
     pub next_max: Option<f32>,
+    /// The factor of the deferred last pass ([`CeArgs::defer`]), when it was deferred.
+    pub deferred: Option<f32>,
 }
 
 /// Loads `k <= LANES` floats at `p` (a full load when `k == LANES`), `fill` past `k`.
@@ -392,6 +400,7 @@ unsafe fn ce_short<S: Simd, const K: usize>(
                 dot: f64::NAN,
                 argmax,
                 next_max: None,
+                deferred: None,
             };
         }
         let (mut e, sum) = exp_short::<S, K>(s, &v, m);
@@ -403,6 +412,7 @@ unsafe fn ce_short<S: Simd, const K: usize>(
             dot: 0.0,
             argmax,
             next_max: None,
+            deferred: None,
         };
         if !grad.is_null() {
             let lse = m as f64 + out.ls;
@@ -476,14 +486,21 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
                 dot: f64::NAN,
                 argmax: am,
                 next_max: None,
+                deferred: None,
             };
         }
         // Pass 2. Without cap or smoothing it is softmax's exp-store-sum sweep.
         let vm = s.splat(m);
         let plain = !CAP && !a.dot;
         let mut next_max = None;
+        let defer = a.defer && plain && store && a.smooth == 0.0;
         let (total, dot) = if plain {
-            let t = if store {
+            let t = if defer && !a.next.is_null() && !a.argmax {
+                // The last pass is the caller's: the next row's pass 1 rides along here.
+                let (t, nm) = exp_sum_store_then_max(s, x, grad, n, m, a.next);
+                next_max = Some(nm);
+                t
+            } else if store {
                 exp_sum::<S, true>(s, x, grad, n, m)
             } else if a.next.is_null() || a.argmax {
                 exp_sum::<S, false>(s, x, grad, n, m)
@@ -505,6 +522,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             dot,
             argmax: am,
             next_max,
+            deferred: None,
         };
         if !store {
             return out;
@@ -512,6 +530,12 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         // Pass 3.
         let lse = m as f64 + out.ls;
         let factor = (a.g as f64 * (a.a0 as f64 + a.zl2 as f64 * lse) / total) as f32;
+        if defer {
+            return CeRowOut {
+                deferred: Some(factor),
+                ..out
+            };
+        }
         if !CAP && a.smooth == 0.0 {
             let mut out = out;
             if a.next.is_null() || a.argmax {
@@ -600,6 +624,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                 dot: f64::NAN,
                 argmax: am,
                 next_max: None,
+                deferred: None,
             };
         }
         let vm = s.splat(m);
@@ -665,6 +690,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
             dot: 2.0 * wyz,
             argmax: am,
             next_max: None,
+            deferred: None,
         };
         if !store {
             return out;
@@ -989,6 +1015,8 @@ pub(crate) struct CeKernels {
     /// accumulator) -> false when `n` is too long for the tier's short-row path (the
     /// reference never takes it).
     pub(crate) short_rows: ShortRowsFn,
+    /// A deferred last pass ([`CeArgs::defer`]): (gradient row, n, factor) scales the row.
+    pub(crate) scale: unsafe fn(*mut f32, usize, f32),
 }
 
 /// Stamps the cross-entropy kernels out for one tier (called by `stamp_tier!`) and defines its
@@ -1040,6 +1068,14 @@ macro_rules! stamp_ce {
         }
 
         /// # Safety
+        /// The tier's CPU features; `y .. y + n` valid for reads and writes.
+        $(#[$attr])*
+        unsafe fn ce_scale(y: *mut f32, n: usize, r: f32) {
+            // SAFETY: as in `ce_row`; the range is forwarded.
+            unsafe { $crate::arch::generic::softmax::scale(<$token>::new_unchecked(), y, n, r) }
+        }
+
+        /// # Safety
         /// The tier's CPU features; pointer contract of
         /// `generic::cross_entropy::ce_short_rows`.
         $(#[$attr])*
@@ -1064,6 +1100,7 @@ macro_rules! stamp_ce {
                 row: ce_row,
                 prob_row: ce_prob_row,
                 short_rows: ce_short_rows,
+                scale: ce_scale,
             };
     };
 }
