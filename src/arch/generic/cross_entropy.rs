@@ -15,8 +15,8 @@
 
 use super::exp::{exp_nonpos, softcap};
 use super::softmax::{
-    exp_short, exp_sum, exp_sum_store_then_max, exp_sum_then_max, load_short, row_max, scale,
-    scale_then_max, store_short, SHORT_VECS,
+    exp_short, exp_sum, exp_sum_then_max, exp_sum_with, load_short, row_max, scale, scale_then_max,
+    store_short, SHORT_VECS,
 };
 use crate::arch::vector::Simd;
 
@@ -497,7 +497,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         let (total, dot) = if plain {
             let t = if defer && !a.next.is_null() && !a.argmax {
                 // The last pass is the caller's: the next row's pass 1 rides along here.
-                let (t, nm) = exp_sum_store_then_max(s, x, grad, n, m, a.next);
+                let (t, nm) = exp_sum_with::<S, true, true, false>(s, x, grad, n, m, a.next);
                 next_max = Some(nm);
                 t
             } else if store {

@@ -44,60 +44,6 @@ pub(crate) unsafe fn exp_sum<S: Simd, const STORE: bool>(
     unsafe { exp_sum_with::<S, STORE, false, false>(s, x, y, n, m, std::ptr::null()).0 }
 }
 
-/// [`exp_sum`] storing `x_i - m` (the argument of each exp) to `y[i]` instead of the exp:
-/// log_softmax's second pass, which so brings its output row into L1 while the pass is bound
-/// by the exps (the last pass then works on `y` in L1; writing a cold `y` there cost about 7%).
-///
-/// # Safety
-/// As [`exp_sum`] with `STORE`.
-#[inline(always)]
-pub(crate) unsafe fn exp_sum_store_shifted<S: Simd>(
-    s: S,
-    x: *const f32,
-    y: *mut f32,
-    n: usize,
-    m: f32,
-) -> f64 {
-    // SAFETY: forwarded; without `NEXT` the next-row pointer is never read.
-    unsafe { exp_sum_with::<S, true, false, true>(s, x, y, n, m, std::ptr::null()).0 }
-}
-
-/// [`exp_sum`] with `STORE` fused with [`row_max`] of the next row `next[0..n]` (as in
-/// [`exp_sum_then_max`]). Returns `(sum, max of next)`.
-///
-/// # Safety
-/// As [`exp_sum`] with `STORE`; `next .. next + n` valid for reads, not overlapping `y`.
-#[inline(always)]
-pub(crate) unsafe fn exp_sum_store_then_max<S: Simd>(
-    s: S,
-    x: *const f32,
-    y: *mut f32,
-    n: usize,
-    m: f32,
-    next: *const f32,
-) -> (f64, f32) {
-    // SAFETY: forwarded.
-    unsafe { exp_sum_with::<S, true, true, false>(s, x, y, n, m, next) }
-}
-
-/// [`exp_sum_store_shifted`] fused with [`row_max`] of the next row `next[0..n]` (as in
-/// [`exp_sum_then_max`]). Returns `(sum, max of next)`.
-///
-/// # Safety
-/// As [`exp_sum_store_shifted`]; `next .. next + n` valid for reads, not overlapping `y`.
-#[inline(always)]
-pub(crate) unsafe fn exp_sum_store_shifted_then_max<S: Simd>(
-    s: S,
-    x: *const f32,
-    y: *mut f32,
-    n: usize,
-    m: f32,
-    next: *const f32,
-) -> (f64, f32) {
-    // SAFETY: forwarded.
-    unsafe { exp_sum_with::<S, true, true, true>(s, x, y, n, m, next) }
-}
-
 /// [`exp_sum`] without stores over `x[0..n]`, fused with [`row_max`] of the next row
 /// `next[0..n]`: the max is computed by exactly `row_max`'s operations (its 4-vector steps,
 /// single-vector tail and partial tail fall on the same offsets as the sum's), so it is the
@@ -117,14 +63,24 @@ pub(crate) unsafe fn exp_sum_then_max<S: Simd>(
     unsafe { exp_sum_with::<S, false, true, false>(s, x, std::ptr::null_mut(), n, m, next) }
 }
 
-/// [`exp_sum`], and when `NEXT` the max of the next row `next[0..n]` by `row_max`'s exact
-/// operations on the same offsets (the second result; `-inf` without `NEXT`). With `SHIFTED`
-/// the stores are `x_i - m` instead of the exps.
+/// The exp pass of every softmax-family row: `sum_i exp(x_i - m)` over `x[0..n]` ([`exp_sum`]),
+/// and
+/// * with `STORE`, each `exp(x_i - m)` stored to `y[i]`, or with `STORE` and `SHIFTED` each
+///   `x_i - m` (log_softmax: that brings its output row into L1 while the pass is bound by the
+///   exps, and its last pass then works there; writing a cold `y` in that pass cost about 7%);
+/// * with `NEXT`, the max of the next row `next[0..n]` by `row_max`'s exact operations on the
+///   same offsets (the second result; `-inf` without `NEXT`), so a pipelined row loop gets the
+///   next row's pass 1 from this pass.
 ///
 /// # Safety
-/// As [`exp_sum`]; when `NEXT`, `next .. next + n` valid for reads.
+/// As [`exp_sum`]; when `NEXT`, `next .. next + n` valid for reads and not overlapping `y`.
 #[inline(always)]
-unsafe fn exp_sum_with<S: Simd, const STORE: bool, const NEXT: bool, const SHIFTED: bool>(
+pub(crate) unsafe fn exp_sum_with<
+    S: Simd,
+    const STORE: bool,
+    const NEXT: bool,
+    const SHIFTED: bool,
+>(
     s: S,
     x: *const f32,
     y: *mut f32,
@@ -814,7 +770,8 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
                 let sum = if last {
                     exp_sum::<S, true>(s, xr, yr, cols, m)
                 } else {
-                    let (sum, nm) = exp_sum_store_then_max(s, xr, yr, cols, m, xr.add(cols));
+                    let (sum, nm) =
+                        exp_sum_with::<S, true, true, false>(s, xr, yr, cols, m, xr.add(cols));
                     m_next = nm;
                     sum
                 };
@@ -878,10 +835,10 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
             } else {
                 // `y = x - m` here, then `y = (y - 0) - ls`: the same bits as `(x - m) - ls`.
                 let sum = if last {
-                    exp_sum_store_shifted(s, xr, yr, cols, m)
+                    exp_sum_with::<S, true, false, true>(s, xr, yr, cols, m, std::ptr::null()).0
                 } else {
                     let (sum, nm) =
-                        exp_sum_store_shifted_then_max(s, xr, yr, cols, m, xr.add(cols));
+                        exp_sum_with::<S, true, true, true>(s, xr, yr, cols, m, xr.add(cols));
                     m_next = nm;
                     sum
                 };
