@@ -915,7 +915,8 @@ unsafe fn ce_short_rows_plain<S: Simd, const K: usize>(
     classes: *const u32,
     acc: &mut (f64, usize),
 ) {
-    let (g32, fix) = (g as f32, (g * 1.0) as f32);
+    // The row scale in f32: the factor's numerator, and the target's fix-up (`g w_t`, `w_t = 1`).
+    let g32 = g as f32;
     let mut r0 = 0;
     while r0 < rows {
         let end = rows.min(r0 + LOSS_GROUP);
@@ -959,7 +960,7 @@ unsafe fn ce_short_rows_plain<S: Simd, const K: usize>(
                         *ej = s.mul(*ej, vf);
                     }
                     store_short::<S, K>(s, gr, n, &e);
-                    *gr.add(t) -= fix;
+                    *gr.add(t) -= g32;
                 }
             }
         }
