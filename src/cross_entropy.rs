@@ -46,7 +46,11 @@
 use crate::arch::generic::cross_entropy::{CeArgs, CeProbArgs, CeRowOut, CeShortBatch};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
-use crate::parallel::{sum_row_blocks, SyncPtr};
+use crate::parallel::{sum_row_blocks, SyncPtr, BLOCK_BYTES};
+
+/// The most rows [`Kernels::ce_plain_small`] takes (one batch of the short-row kernel, as
+/// [`Ctx::class_block_short`] calls it).
+const PLAIN_ROWS: usize = 64;
 
 /// How the rows' losses are combined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -188,6 +192,19 @@ impl<'a> CrossEntropyOptions<'a> {
         self
     }
 
+    /// Valid options without weights, row scales, smoothing, z-loss or cap, and with a reduced
+    /// loss (`Mean` or `Sum`): what [`Kernels::ce_plain_small`] serves.
+    #[inline]
+    fn is_plain(&self) -> bool {
+        self.weight.is_none()
+            && self.row_scale.is_none()
+            && self.label_smoothing == 0.0
+            && self.z_loss == 0.0
+            && self.softcap.is_none()
+            && self.scale.is_finite()
+            && self.reduction != Reduction::None
+    }
+
     fn validate(&self, rows: usize, cols: usize) -> Result<()> {
         let bad = |name, value: f32, expected| {
             Err(Error::InvalidOption {
@@ -322,18 +339,113 @@ impl Kernels {
         if let Logits::Grad(_, gr) = &logits {
             check_len("grad", gr.len(), len)?;
         }
-        let plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
         let (xp, gp): (*const f32, *mut f32) = match logits {
             Logits::Read(x) => (x.as_ptr(), std::ptr::null_mut()),
             Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
             Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
         };
+        if let Targets::Classes(t) = targets {
+            if t.len() == rows
+                && rows <= PLAIN_ROWS
+                && rows * cols <= BLOCK_BYTES / 4
+                && opts.is_plain()
+                && outputs.row_loss.is_none()
+                && outputs.lse.is_none()
+                && outputs.argmax.is_none()
+            {
+                // SAFETY: as `ce_rows` below: `xp`/`gp` as checked above, `t` holds `rows`
+                // labels.
+                if let Some(st) = unsafe { self.ce_plain_small(xp, gp, rows, cols, t, opts)? } {
+                    return Ok(st);
+                }
+            }
+        }
+        let plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
         // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
         // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
         // options and outputs for `rows` rows.
         let (total, correct) =
             unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
         Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
+    }
+
+    /// A small call (at most [`PLAIN_ROWS`] rows, one row block, short rows) with class
+    /// targets, options that [`CrossEntropyOptions::is_plain`] accepts and no per-row outputs:
+    /// the labels are validated and turned into the short-row kernel's classes in one pass, and
+    /// the kernel is called directly, without the general path's plan, context and row-block
+    /// set-up (which cost as much as the kernel on a 1x10 call). The same arithmetic as the
+    /// general path (which takes one block and one short-row batch here), so the same bits.
+    /// `Ok(None)` when the tier has no short-row kernel for `cols` (nothing was computed).
+    ///
+    /// # Safety
+    /// `xp` valid for `rows * cols` reads; `gp` null or valid for `rows * cols` writes, equal to
+    /// `xp` or not overlapping it; `t.len() == rows <= PLAIN_ROWS`.
+    unsafe fn ce_plain_small<L: Label>(
+        &self,
+        xp: *const f32,
+        gp: *mut f32,
+        rows: usize,
+        cols: usize,
+        t: &[L],
+        opts: &CrossEntropyOptions<'_>,
+    ) -> Result<Option<CrossEntropyStats>> {
+        debug_assert!(t.len() == rows && rows <= PLAIN_ROWS && opts.is_plain());
+        let mut classes = [0u32; PLAIN_ROWS];
+        let mut used = 0usize;
+        for (r, (&l, c)) in t.iter().zip(classes.iter_mut()).enumerate() {
+            *c = match class_of(l, cols, opts.ignore_index) {
+                // `c < cols <= BLOCK_BYTES / 4` fits a u32.
+                Ok(Some(c)) => {
+                    used += 1;
+                    c as u32
+                }
+                Ok(None) => u32::MAX,
+                Err(label) => {
+                    return Err(Error::BadLabel {
+                        row: r,
+                        label,
+                        classes: cols,
+                    })
+                }
+            };
+        }
+        // As `ce_plan` and `Ctx::class_block` (every target weight is 1).
+        let plan = CePlan {
+            denominator: used as f64,
+            rows_used: used,
+            red_scale: match opts.reduction {
+                Reduction::Mean => 1.0 / used as f64,
+                Reduction::Sum | Reduction::None => 1.0,
+            },
+            wsum: cols as f64,
+        };
+        let b = CeShortBatch {
+            classes: classes.as_ptr(),
+            weights: std::ptr::null(),
+            base_g: plan.red_scale * opts.scale as f64,
+            row_scale: std::ptr::null(),
+            zl: 0.0,
+            zl2: 0.0,
+            want_argmax: false,
+            row_loss: std::ptr::null_mut(),
+            lse: std::ptr::null_mut(),
+            argmax: std::ptr::null_mut(),
+        };
+        let mut acc = (0.0f64, 0usize);
+        // SAFETY: the caller's contract; `classes` holds `rows` validated classes (or
+        // `u32::MAX` for ignored rows); the batch has no per-row pointers.
+        if !unsafe { (self.ce.short_rows)(xp, gp, rows, cols, &b, &mut acc) } {
+            return Ok(None);
+        }
+        // `0.0 +` as `sum_row_blocks` (which turns a -0.0 sum into 0.0).
+        let total = 0.0 + acc.0;
+        Ok(Some(plan.finish(
+            opts,
+            total,
+            acc.1,
+            false,
+            &Targets::Classes(t),
+        )))
     }
 
     /// Checks everything but the logits for a cross-entropy over `rows x cols` (options,
@@ -873,7 +985,7 @@ impl Ctx<'_> {
         wp: *const f32,
         base_g: f64,
     ) -> Option<(f64, usize)> {
-        const BATCH: usize = 64;
+        const BATCH: usize = PLAIN_ROWS;
         let (cols, o) = (self.cols, &self.opts);
         let mut classes = [0u32; BATCH];
         let mut acc = (0.0f64, 0usize);
