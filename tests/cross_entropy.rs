@@ -1624,3 +1624,94 @@ fn short_rows_grouped_loss_many_rows() {
         }
     }
 }
+
+/// Short rows are shifted by the target's logit when the shifted sum is at most `2^60` (every
+/// other entry at most 41.6 above the target), else by the maximum. Rows whose target trails
+/// one entry by 0 to 1e4, across that edge: the loss against `ln(sum exp(z - z_t))` in f64,
+/// the gradient against f64 `p - y` within the softmax contract (`1e-6 + 2^-23 |z - m|`
+/// relative), on the plain small-call path (8 rows) and the batch path (100 rows, and with
+/// per-row outputs), whose loss bits must agree. Without the rounding correction of `z - z_t`
+/// the entry just below the maximum is off by up to `2^-24 (m - z_t)` relative (2.5e-6 at
+/// a gap of 41), which fails here.
+#[test]
+fn short_rows_target_shift_edges() {
+    let gaps = [
+        0.0f32, 1.0, 20.0, 41.0, 41.5, 41.6, 41.7, 42.0, 50.0, 63.9, 64.1, 88.0, 100.0, 1e4,
+    ];
+    let mut g = StdRng::seed_from_u64(0x5eed_0017);
+    for k in tiers() {
+        for &cols in &[2usize, 3, 10, 17, 33, 64] {
+            for &rows in &[8usize, 100] {
+                let ctx = format!("{:?} {rows}x{cols}", k.isa());
+                let mut x: Vec<f32> = (0..rows * cols)
+                    .map(|_| g.gen_range(-1.0f32..1.0))
+                    .collect();
+                let labels: Vec<i64> = (0..rows).map(|_| g.gen_range(0..cols as i64)).collect();
+                for (r, &l) in labels.iter().enumerate() {
+                    // One entry `gap` above the target and, where there is room, a second
+                    // one just below it: the two large probabilities must keep their ratio
+                    // `exp(z_a - z_b)`, however far the target trails them.
+                    let gap = gaps[r % gaps.len()];
+                    let lead = (l as usize + 1 + r % (cols - 1).max(1)) % cols;
+                    if lead != l as usize {
+                        x[r * cols + lead] = x[r * cols + l as usize] + gap;
+                        let second = (lead + 1) % cols;
+                        if second != l as usize {
+                            x[r * cols + second] = x[r * cols + lead] - 0.3;
+                        }
+                    }
+                }
+                let opts = CrossEntropyOptions::default().reduction(Reduction::Sum);
+                let mut grad = vec![0.0f32; rows * cols];
+                let fwd = k
+                    .cross_entropy_fwd_bwd(&x, &labels, &mut grad, cols, &opts)
+                    .unwrap();
+                let mut rl = vec![0.0f32; rows];
+                let outs = k
+                    .cross_entropy_ext(
+                        Logits::Read(&x),
+                        Targets::Classes(&labels),
+                        cols,
+                        &opts,
+                        &mut CrossEntropyOutputs {
+                            row_loss: Some(&mut rl),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(fwd.to_bits(), outs.loss.to_bits(), "{ctx}: outputs");
+                let mut want_sum = 0.0f64;
+                for (r, &l) in labels.iter().enumerate() {
+                    let z = &x[r * cols..(r + 1) * cols];
+                    let zt = z[l as usize] as f64;
+                    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+                    let s: f64 = z.iter().map(|&v| (v as f64 - m).exp()).sum();
+                    let want = (m - zt) + s.ln();
+                    want_sum += want;
+                    let tol = 2e-6 * want.abs().max(1.0);
+                    assert!(
+                        (rl[r] as f64 - want).abs() <= tol,
+                        "{ctx}: row {r} loss {} vs {want} (gap {})",
+                        rl[r],
+                        m - zt
+                    );
+                    for (c, &v) in z.iter().enumerate() {
+                        let p = (v as f64 - m).exp() / s;
+                        let want = p - (c as i64 == l) as u8 as f64;
+                        let got = grad[r * cols + c] as f64;
+                        let tol = p * (1e-6 + 2f64.powi(-23) * (v as f64 - m).abs()) + 2e-7;
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{ctx}: grad[{r}, {c}] {got} vs {want} (gap {})",
+                            m - zt
+                        );
+                    }
+                }
+                assert!(
+                    (fwd as f64 - want_sum).abs() <= 2e-6 * want_sum.abs().max(1.0),
+                    "{ctx}: loss {fwd} vs {want_sum}"
+                );
+            }
+        }
+    }
+}

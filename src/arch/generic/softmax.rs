@@ -481,7 +481,7 @@ pub(crate) const UNSHIFTED_MIN: f32 = 1.0 / (1u64 << 26) as f32;
 pub(crate) const UNSHIFTED_MAX: f32 = (1u64 << 60) as f32;
 /// [`exp_unshifted`] clamps its arguments to at most this (`exp(64) > 2^60`), inside the range
 /// where `exp_nonpos` is checked exhaustively.
-const UNSHIFTED_CLAMP: f32 = 64.0;
+pub(crate) const UNSHIFTED_CLAMP: f32 = 64.0;
 
 /// `exp(v)` lane-wise and the f32 sum of all of it for a short row of `K` vectors (`-inf`
 /// past its end), with no maximum subtracted; `None` unless the sum lies in
