@@ -254,7 +254,10 @@ impl<'a> CrossEntropyOptions<'a> {
 pub struct CrossEntropyOutputs<'a> {
     /// Each row's loss (`rows` floats; 0 for ignored rows). Required by `Reduction::None`.
     pub row_loss: Option<&'a mut [f32]>,
-    /// Each row's logsumexp of the (capped) logits (`rows` floats).
+    /// Each row's logsumexp of the (capped) logits (`rows` floats). NaN for a row whose
+    /// maximum is not finite (a `+inf` or NaN logit, or every logit `-inf`): such a row's loss
+    /// and gradient are NaN too. ([`Kernels::logsumexp`] gives `+inf` for a row holding
+    /// `+inf` and no NaN, and `-inf` for an all `-inf` row, as PyTorch's `logsumexp`.)
     pub lse: Option<&'a mut [f32]>,
     /// Each row's first argmax (`rows` entries).
     pub argmax: Option<&'a mut [u32]>,

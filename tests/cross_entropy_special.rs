@@ -537,7 +537,8 @@ fn nan_logit_poisons_only_its_row() {
     }
 }
 
-/// `+inf` logit or an all `-inf` row: NaN loss and gradient (the crate's table, as PyTorch).
+/// `+inf` logit or an all `-inf` row: NaN loss and gradient (the crate's table, as PyTorch),
+/// and a NaN `lse` output (as documented on `CrossEntropyOutputs::lse`).
 #[test]
 fn pos_inf_and_all_neg_inf_rows_are_nan() {
     for k in tiers() {
@@ -547,6 +548,8 @@ fn pos_inf_and_all_neg_inf_rows_are_nan() {
             x[cols - 1] = f32::INFINITY;
             let r = classes(k, &x, &[0i64], cols, &CrossEntropyOptions::default());
             assert!(r.stats.loss.is_nan(), "{ctx} +inf: loss {}", r.stats.loss);
+            // The documented `lse` output of such a row.
+            assert!(r.lse[0].is_nan(), "{ctx} +inf: lse {}", r.lse[0]);
             assert!(
                 r.grad.iter().all(|v| v.is_nan()),
                 "{ctx} +inf: grad {:?}",
@@ -559,6 +562,7 @@ fn pos_inf_and_all_neg_inf_rows_are_nan() {
                 "{ctx} all -inf: loss {}",
                 r.stats.loss
             );
+            assert!(r.lse[0].is_nan(), "{ctx} all -inf: lse {}", r.lse[0]);
             assert!(
                 r.grad.iter().all(|v| v.is_nan()),
                 "{ctx} all -inf: grad {:?}",
