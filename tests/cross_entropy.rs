@@ -1636,7 +1636,8 @@ fn short_rows_grouped_loss_many_rows() {
 #[test]
 fn short_rows_target_shift_edges() {
     let gaps = [
-        0.0f32, 1.0, 20.0, 41.0, 41.5, 41.6, 41.7, 42.0, 50.0, 63.9, 64.1, 88.0, 100.0, 1e4,
+        0.0f32, 1.0, 20.0, 41.0, 41.5, 41.6, 41.7, 42.0, 50.0, 63.9, 64.1, 88.0, 100.0, 1e4, 1e8,
+        1e20, 1e30, 1e36,
     ];
     let mut g = StdRng::seed_from_u64(0x5eed_0017);
     for k in tiers() {
@@ -1652,6 +1653,13 @@ fn short_rows_target_shift_edges() {
                     // one just below it: the two large probabilities must keep their ratio
                     // `exp(z_a - z_b)`, however far the target trails them.
                     let gap = gaps[r % gaps.len()];
+                    // Target logits of 1 and above too: with a huge gap, `z - z_t` rounds by
+                    // about `z_t`, so a rounding correction applied to a clamped argument
+                    // would scale `exp(64)` by `1 - z_t`, 0 or negative.
+                    let zt = [0.0, 1.0, 2.0, 5.0, -7.0][(r / gaps.len()) % 5];
+                    if zt != 0.0 {
+                        x[r * cols + l as usize] = zt;
+                    }
                     let lead = (l as usize + 1 + r % (cols - 1).max(1)) % cols;
                     if lead != l as usize {
                         x[r * cols + lead] = x[r * cols + l as usize] + gap;

@@ -1066,7 +1066,7 @@ unsafe fn ce_short_rows_plain<S: Simd, const K: usize>(
 /// would exceed the softmax contract there. So each lane also computes that rounding error
 /// `r` exactly (Knuth's TwoSum) and takes `exp(d) (1 + r)`, correct to `r^2 / 2 < 2^-37`:
 /// every argument is then exact to first order, closer than the maximum's shift. Lanes below
-/// -80 (and `-inf`, NaN) keep their plain `exp`.
+/// -80 (and `-inf`, NaN) and clamped lanes keep their plain `exp`.
 #[inline(always)]
 fn exp_from_target<S: Simd, const K: usize>(
     s: S,
@@ -1085,8 +1085,11 @@ fn exp_from_target<S: Simd, const K: usize>(
         // gets its exact argument to first order: `exp(d + r) = exp(d) (1 + r)`.
         let a = s.add(d, vt);
         let r = s.sub(s.sub(x, a), s.add(vt, s.sub(d, a)));
-        // Lanes of `-inf` (and NaN, and underflowing ones) keep their plain `exp`.
-        let r = s.select_gt(d, lo, r, zero);
+        // Only for arguments in (-80, 64), where `|r| <= 2^-19`: lanes of `-inf` (and NaN,
+        // and underflowing ones) keep their plain `exp`, and so do clamped ones, whose `r` can
+        // be as large as `z_t` (for `z = 1e30`, `z_t = 2`: `r = -2`, and `exp(64) (1 + r)`
+        // would be negative).
+        let r = s.select_gt(hi, d, s.select_gt(d, lo, r, zero), zero);
         let ed = exp_nonpos(s, s.ceil_at(d, hi));
         *ej = s.fma(ed, r, ed);
         acc = s.add(acc, *ej);
