@@ -42,6 +42,14 @@
 //! the weight sum before the first gradient is scaled), so on a bad label nothing is written.
 //! The row losses are summed in f64 over fixed row blocks, so the loss is bit-identical for any
 //! number of threads.
+//!
+//! Rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) without smoothing or cap are
+//! held in registers and, when `sum_c exp(z_c - z_t) <= 2^60`, shifted by their target logit
+//! instead of their maximum (the target's term is 1, so every argument is below 41.6; each
+//! argument's rounding is corrected exactly, so the probabilities are at least as accurate as
+//! with the maximum); the loss is then `ln s`. Other rows take the maximum. Without weights and
+//! z-loss, each group of 16 such rows adds its loss as `sum (m - z_t) + ln prod s` (one `ln`
+//! per group). The path a row takes depends on the row alone.
 
 use crate::arch::generic::cross_entropy::{CeArgs, CeProbArgs, CeRowOut, CeShortBatch};
 use crate::dispatch::Kernels;
