@@ -11,7 +11,10 @@
 //! no shift at all: when the unshifted
 //! sum `sum exp(z)` lands in `[2^-26, 2^60]`, `p = exp(z) / sum` meets the accuracy contract
 //! without the maximum (every argument is below 41.6, where the exp is within 2 ULP; an entry
-//! whose exp is subnormal has `p < 2^-100`), else the row takes the shifted path. Longer rows
+//! whose exp is subnormal has `p < 2^-100`), else the row takes the shifted path. From 4 rows
+//! on, those exps are computed over the rows' logits as one dense array (a chunk of 512
+//! floats), then each row is summed and scaled: 10-class rows no longer spend 16-lane exps on
+//! 10 lanes (the same bits as row by row). Longer rows
 //! use a chunked online variant: each [`ONLINE_CHUNK`]-float chunk
 //! gets its own `(max, sum)` while it is in L1, the states are merged in f64, and each chunk is
 //! rescaled once; the chunks of a row are spread across threads when there are fewer rows

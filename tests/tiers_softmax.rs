@@ -698,6 +698,17 @@ fn short_softmax_unshifted_window_edges() {
                     .collect();
                 row[(i * 7) % cols] = m;
                 x.extend(row);
+                // The same maximum behind a first entry inside the window: the row tries the
+                // unshifted sum, which must reject it past 41.6 (arguments past 64 are clamped).
+                if cols > 1 && m > 40.0 {
+                    let mut row = vec![-1.0f32; cols];
+                    row[0] = 0.0;
+                    row[cols - 1] = m;
+                    if cols > 2 {
+                        row[cols - 2] = m - 0.5;
+                    }
+                    x.extend(row);
+                }
             }
             // All -inf, and a NaN next to a huge entry.
             x.extend(std::iter::repeat_n(f32::NEG_INFINITY, cols));

@@ -542,11 +542,132 @@ unsafe fn short_rows<S: Simd, const K: usize>(
     cols: usize,
     masked_zero: bool,
 ) {
+    if kind != ShortKind::Softmax || rows < DENSE_MIN_ROWS {
+        // SAFETY: forwarded.
+        unsafe { rows_in_registers::<S, K>(s, kind, x, y, 0..rows, cols, masked_zero) };
+        return;
+    }
+    let mut buf = std::mem::MaybeUninit::<[f32; DENSE]>::uninit();
+    let bp = buf.as_mut_ptr().cast::<f32>();
+    // `cols <= SHORT_VECS * LANES <= 64`: a chunk holds at least 8 rows.
+    let per = DENSE / cols;
     let mut r = 0;
     while r < rows {
+        let n = per.min(rows - r);
+        // SAFETY: rows `r .. r + n` lie inside the caller's ranges; `bp` holds
+        // `n * cols <= DENSE` floats and overlaps neither.
+        unsafe {
+            if n >= DENSE_MIN_ROWS && unshifted_likely(*x.add(r * cols)) {
+                softmax_dense::<S, K>(s, x, y, bp, r..r + n, cols, masked_zero);
+            } else {
+                rows_in_registers::<S, K>(s, kind, x, y, r..r + n, cols, masked_zero);
+            }
+        }
+        r += n;
+    }
+}
+
+/// Floats per chunk of [`softmax_dense`].
+const DENSE: usize = 512;
+/// Chunks of fewer rows stay in registers: for 1 or 2 rows of 10 the two passes cost more than
+/// they save (1x10: 19 against 30 ns).
+const DENSE_MIN_ROWS: usize = 4;
+
+/// Softmax of the short rows `rows` (together at most [`DENSE`] floats) in two passes: `exp`
+/// of every (clamped) logit of the chunk, as one dense array into `buf`, then, row by row, the
+/// sum of the row's exps, [`exp_unshifted`]'s range test, the reciprocal and the scaling. Rows
+/// that are not [`unshifted_likely`] or fail the test take [`short_row`]'s shifted path.
+///
+/// The same bits as [`short_row`] for every row: each lane's `exp` is the same operation, and
+/// the row's vectors are summed lane-wise in the same order with the lanes past the row 0 (as
+/// `exp(-inf)` there). Why: a 10-class row is one 16-lane vector with 6 idle lanes, and its
+/// `exp` alone (about 15 instructions, each twice through Zen 4's 256-bit pipes) set the pace;
+/// over the dense array 64 rows take 40 vectors instead of 64, and the per-row pass is short.
+///
+/// # Safety
+/// As [`short_rows`] for rows `rows`; `buf` valid for `rows.len() * cols <= DENSE` writes and
+/// reads, overlapping neither `x` nor `y`.
+#[inline(always)]
+unsafe fn softmax_dense<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    buf: *mut f32,
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    masked_zero: bool,
+) {
+    let w = S::LANES;
+    let hi = s.splat(UNSHIFTED_CLAMP);
+    // SAFETY: the chunk `x[rows.start * cols .. rows.end * cols]` and `buf[..len]` are in
+    // range (full vectors while `i + w <= len`, one partial access for the tail); each row of
+    // `buf` is read as `K` vectors covering exactly its `cols` floats.
+    unsafe {
+        let xc = x.add(rows.start * cols);
+        let len = rows.len() * cols;
+        let mut i = 0;
+        while i + w <= len {
+            s.store(buf.add(i), exp_nonpos(s, s.ceil_at(s.load(xc.add(i)), hi)));
+            i += w;
+        }
+        if i < len {
+            let v = s.load_partial(xc.add(i), len - i, 0.0);
+            s.store_partial(buf.add(i), len - i, exp_nonpos(s, s.ceil_at(v, hi)));
+        }
+        for (i, r) in rows.enumerate() {
+            let (xr, yr) = (x.add(r * cols), y.add(r * cols));
+            if unshifted_likely(*xr) {
+                let br = buf.add(i * cols);
+                let mut e = [s.splat(0.0); K];
+                for (j, ej) in e.iter_mut().enumerate().take(K - 1) {
+                    *ej = s.load(br.add(j * w));
+                }
+                let rest = cols - (K - 1) * w;
+                e[K - 1] = if rest == w {
+                    s.load(br.add((K - 1) * w))
+                } else {
+                    s.load_partial(br.add((K - 1) * w), rest, 0.0)
+                };
+                let mut acc = s.splat(0.0);
+                for ej in e.iter() {
+                    acc = s.add(acc, *ej);
+                }
+                let sum = s.reduce_sum(acc);
+                if (UNSHIFTED_MIN..=UNSHIFTED_MAX).contains(&sum) {
+                    let inv = s.splat(1.0 / sum);
+                    for ej in e.iter_mut() {
+                        *ej = s.mul(*ej, inv);
+                    }
+                    store_short::<S, K>(s, yr, cols, &e);
+                    continue;
+                }
+            }
+            short_row::<S, K>(s, ShortKind::Softmax, x, y, r, cols, masked_zero, false);
+        }
+    }
+}
+
+/// The rows `rows` of [`short_rows`], each held in registers from load to store; softmax rows
+/// two at a time where [`softmax_pair`] takes them.
+///
+/// # Safety
+/// As [`short_rows`], for rows `rows` (inside `0..rows` of the caller's ranges).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn rows_in_registers<S: Simd, const K: usize>(
+    s: S,
+    kind: ShortKind,
+    x: *const f32,
+    y: *mut f32,
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    masked_zero: bool,
+) {
+    let mut r = rows.start;
+    while r < rows.end {
         // Two softmax rows at a time, both unshifted or both shifted: their chains (exp, sum
         // tree, divide) are independent, so interleaving them doubles the work in flight.
-        if kind == ShortKind::Softmax && r + 2 <= rows {
+        if kind == ShortKind::Softmax && r + 2 <= rows.end {
             // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; both are loaded
             // before anything is stored.
             let done = unsafe { softmax_pair::<S, K>(s, x.add(r * cols), y.add(r * cols), cols) };
@@ -729,7 +850,9 @@ unsafe fn try_short<S: Simd>(
     // slower with it). Both ways run the one inlined copy of `run!` below, so the results are
     // the same bits, NaN payloads included (two copies may order an operation's operands
     // differently, and x86 propagates the first NaN operand).
-    const BUF: usize = 512;
+    // The chunk of `short_rows`'s dense softmax too, so that in place and out of place cut
+    // the rows the same way.
+    const BUF: usize = DENSE;
     let via_buf = kind != ShortKind::LogSumExp
         && std::ptr::eq(x, y)
         && rows >= 2
