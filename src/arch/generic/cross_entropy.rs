@@ -937,6 +937,11 @@ unsafe fn ce_short_rows_plain<S: Simd, const K: usize>(
     classes: *const u32,
     acc: &mut (f64, usize),
 ) {
+    if K == 1 && rows >= CE_DENSE_MIN_ROWS {
+        // SAFETY: forwarded.
+        unsafe { ce_plain_dense::<S, K>(s, x, grad, rows, n, g, classes, acc) };
+        return;
+    }
     // The row scale in f32: the factor's numerator, and the target's fix-up (`g w_t`, `w_t = 1`).
     let g32 = g as f32;
     // The target entry of the last gradient row stored, not yet fixed up.
@@ -1074,28 +1079,189 @@ fn exp_from_target<S: Simd, const K: usize>(
     zt: f32,
 ) -> Option<([S::V; K], f32)> {
     let vt = s.splat(zt);
-    let (hi, lo) = (s.splat(UNSHIFTED_CLAMP), s.splat(-80.0));
-    let zero = s.splat(0.0);
     let mut e = *v;
-    let mut acc = zero;
+    let mut acc = s.splat(0.0);
     for ej in e.iter_mut() {
-        let x = *ej;
-        let d = s.sub(x, vt);
-        // The rounding error of `d` (Knuth's TwoSum of `x` and `-zt`), so that each `exp`
-        // gets its exact argument to first order: `exp(d + r) = exp(d) (1 + r)`.
-        let a = s.add(d, vt);
-        let r = s.sub(s.sub(x, a), s.add(vt, s.sub(d, a)));
-        // Only for arguments in (-80, 64), where `|r| <= 2^-19`: lanes of `-inf` (and NaN,
-        // and underflowing ones) keep their plain `exp`, and so do clamped ones, whose `r` can
-        // be as large as `z_t` (for `z = 1e30`, `z_t = 2`: `r = -2`, and `exp(64) (1 + r)`
-        // would be negative).
-        let r = s.select_gt(hi, d, s.select_gt(d, lo, r, zero), zero);
-        let ed = exp_nonpos(s, s.ceil_at(d, hi));
-        *ej = s.fma(ed, r, ed);
+        *ej = exp_shifted_exact(s, *ej, vt);
         acc = s.add(acc, *ej);
     }
     let sum = s.reduce_sum(acc);
     (sum <= UNSHIFTED_MAX).then_some((e, sum))
+}
+
+/// `exp(x - t)` lane-wise with the rounding of `x - t` corrected, as [`exp_from_target`]
+/// describes; arguments clamped to 64.
+#[inline(always)]
+fn exp_shifted_exact<S: Simd>(s: S, x: S::V, t: S::V) -> S::V {
+    let (hi, lo) = (s.splat(UNSHIFTED_CLAMP), s.splat(-80.0));
+    let zero = s.splat(0.0);
+    let d = s.sub(x, t);
+    // The rounding error of `d` (Knuth's TwoSum of `x` and `-t`), so that each `exp` gets its
+    // exact argument to first order: `exp(d + r) = exp(d) (1 + r)`.
+    let a = s.add(d, t);
+    let r = s.sub(s.sub(x, a), s.add(t, s.sub(d, a)));
+    // Only for arguments in (-80, 64), where `|r| <= 2^-19`: lanes of `-inf` (and NaN, and
+    // underflowing ones) keep their plain `exp`, and so do clamped ones, whose `r` can be as
+    // large as `t` (for `x = 1e30`, `t = 2`: `r = -2`, and `exp(64) (1 + r)` would be
+    // negative).
+    let r = s.select_gt(hi, d, s.select_gt(d, lo, r, zero), zero);
+    let ed = exp_nonpos(s, s.ceil_at(d, hi));
+    s.fma(ed, r, ed)
+}
+
+/// Floats per chunk of [`ce_plain_dense`].
+const CE_DENSE: usize = 512;
+/// Calls of fewer rows stay on [`ce_short_rows_plain`]'s register path. So do rows of more
+/// than one vector: with fewer idle lanes, the passes cost more than they save (64x33 and
+/// 64x64 were slower).
+const CE_DENSE_MIN_ROWS: usize = 4;
+
+/// [`ce_short_rows_plain`] a chunk of rows ([`CE_DENSE`] floats) at a time, in three passes:
+/// each row's target logit spread over its entries in a buffer of shifts; `exp(z - z_t)`
+/// (corrected as [`exp_from_target`]) over the chunk as one dense array; then, row by row, the
+/// sum, the `2^60` test, the loss terms and the gradient. Rows the test rejects take the
+/// maximum from their logits as before. The same bits as the register path: each lane's
+/// operations are the same, and each row's lanes are summed in the same order with the lanes
+/// past the row 0 (as `exp(-inf)` there). Why: a 10-class row is one 16-lane vector with 6
+/// idle lanes, and its exp and its latency set the pace (as for softmax's `softmax_dense`).
+/// The gradient rows are read from the buffer, never right after the previous row's masked
+/// store, so in place needs no read-ahead.
+///
+/// # Safety
+/// As [`ce_short_rows`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn ce_plain_dense<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    rows: usize,
+    n: usize,
+    g: f64,
+    classes: *const u32,
+    acc: &mut (f64, usize),
+) {
+    let w = S::LANES;
+    let g32 = g as f32;
+    let mut shift = std::mem::MaybeUninit::<[f32; CE_DENSE]>::uninit();
+    let mut ebuf = std::mem::MaybeUninit::<[f32; CE_DENSE]>::uninit();
+    let (sp, ep) = (
+        shift.as_mut_ptr().cast::<f32>(),
+        ebuf.as_mut_ptr().cast::<f32>(),
+    );
+    // Each row's target logit (the shift), for the rows of the current chunk.
+    let mut zts = std::mem::MaybeUninit::<[f32; CE_DENSE]>::uninit();
+    let zp = zts.as_mut_ptr().cast::<f32>();
+    // `n <= SHORT_VECS * LANES <= 64`: a chunk holds at least 8 rows.
+    let per = CE_DENSE / n;
+    let mut fix: *mut f32 = std::ptr::null_mut();
+    let (mut lin, mut prod) = (0.0f64, 1.0f64);
+    let mut r0 = 0;
+    // SAFETY: rows `r0 .. r0 + m` lie inside `x` (and `grad`); the buffers hold `m * n <=
+    // CE_DENSE` floats and overlap neither; classes are `< n` or ignored; the dense passes
+    // touch exactly `0 .. m * n` (one partial access for the tail), a row's `K` vectors
+    // exactly its `n` floats; each row of `x` is read (passes 1, 2 and a rejected row's
+    // fallback) before the same row of `grad` is written.
+    unsafe {
+        while r0 < rows {
+            let m = per.min(rows - r0);
+            let (xc, len) = (x.add(r0 * n), m * n);
+            for i in 0..m {
+                let class = *classes.add(r0 + i);
+                let t = if class == u32::MAX { 0 } else { class as usize };
+                let zt = *xc.add(i * n + t);
+                *zp.add(i) = zt;
+                store_short::<S, K>(s, sp.add(i * n), n, &[s.splat(zt); K]);
+            }
+            let mut i = 0;
+            while i + w <= len {
+                let e = exp_shifted_exact(s, s.load(xc.add(i)), s.load(sp.add(i)));
+                s.store(ep.add(i), e);
+                i += w;
+            }
+            if i < len {
+                let k = len - i;
+                let e = exp_shifted_exact(
+                    s,
+                    s.load_partial(xc.add(i), k, 0.0),
+                    s.load_partial(sp.add(i), k, 0.0),
+                );
+                s.store_partial(ep.add(i), k, e);
+            }
+            for i in 0..m {
+                let r = r0 + i;
+                if r > 0 && r % LOSS_GROUP == 0 {
+                    acc.0 += lin + prod.ln();
+                    (lin, prod) = (0.0, 1.0);
+                }
+                let gr = if grad.is_null() {
+                    grad
+                } else {
+                    grad.add(r * n)
+                };
+                let class = *classes.add(r);
+                if class == u32::MAX {
+                    if !gr.is_null() {
+                        crate::arch::special::fill(gr, n, 0.0);
+                    }
+                    continue;
+                }
+                let t = class as usize;
+                let zt = *zp.add(i);
+                let er = ep.add(i * n);
+                let mut e = [s.splat(0.0); K];
+                for (j, ej) in e.iter_mut().enumerate().take(K - 1) {
+                    *ej = s.load(er.add(j * w));
+                }
+                let rest = n - (K - 1) * w;
+                e[K - 1] = if rest == w {
+                    s.load(er.add((K - 1) * w))
+                } else {
+                    s.load_partial(er.add((K - 1) * w), rest, 0.0)
+                };
+                let mut va = s.splat(0.0);
+                for ej in e.iter() {
+                    va = s.add(va, *ej);
+                }
+                let mut sum = s.reduce_sum(va);
+                // NaN fails the test too.
+                let taken = sum <= UNSHIFTED_MAX;
+                if !taken {
+                    // As the register path's fallback: the maximum.
+                    let (v, mx) = load_rows::<S, K>(s, x.add(r * n), n);
+                    let mm = s.reduce_max(mx);
+                    if !mm.is_finite() {
+                        lin = f64::NAN;
+                        if !gr.is_null() {
+                            crate::arch::special::fill(gr, n, f32::NAN);
+                        }
+                        continue;
+                    }
+                    lin += mm as f64 - zt as f64;
+                    (e, sum) = exp_short::<S, K>(s, &v, mm);
+                }
+                prod *= sum as f64;
+                if !gr.is_null() {
+                    let vf = s.splat(g32 / sum);
+                    for ej in e.iter_mut() {
+                        *ej = s.mul(*ej, vf);
+                    }
+                    store_short::<S, K>(s, gr, n, &e);
+                    if !fix.is_null() {
+                        *fix -= g32;
+                    }
+                    fix = gr.add(t);
+                }
+            }
+            r0 += m;
+        }
+        if rows > 0 {
+            acc.0 += lin + prod.ln();
+        }
+        if !fix.is_null() {
+            *fix -= g32;
+        }
+    }
 }
 
 /// Rows per `ln` of the grouped loss of [`ce_short_rows`].
