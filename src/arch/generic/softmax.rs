@@ -850,8 +850,8 @@ unsafe fn try_short<S: Simd>(
     // slower with it). Both ways run the one inlined copy of `run!` below, so the results are
     // the same bits, NaN payloads included (two copies may order an operation's operands
     // differently, and x86 propagates the first NaN operand).
-    // The chunk of `short_rows`'s dense softmax too, so that in place and out of place cut
-    // the rows the same way.
+    // The buffer holds one chunk of `short_rows`'s dense softmax ([`DENSE`] floats), so that
+    // in place and out of place cut the rows into the same chunks.
     const BUF: usize = DENSE;
     let via_buf = kind != ShortKind::LogSumExp
         && std::ptr::eq(x, y)
