@@ -15,8 +15,9 @@
 
 use super::exp::{exp_nonpos, softcap};
 use super::softmax::{
-    exp_short, exp_sum, exp_sum_then_max, exp_sum_with, load_rows, load_short, row_max, scale,
-    scale_then_max, store_short, SHORT_VECS, UNSHIFTED_CLAMP, UNSHIFTED_MAX,
+    exp_short, exp_sum, exp_sum_then_max, exp_sum_with, lane_sum, load_padded, load_rows,
+    load_short, row_max, scale, scale_then_max, store_short, SHORT_VECS, UNSHIFTED_CLAMP,
+    UNSHIFTED_MAX,
 };
 use crate::arch::vector::Simd;
 
@@ -942,15 +943,11 @@ unsafe fn ce_short_rows_plain<S: Simd, const K: usize>(
         unsafe { ce_plain_dense::<S, K>(s, x, grad, rows, n, g, classes, acc) };
         return;
     }
-    // The row scale in f32: the factor's numerator, and the target's fix-up (`g w_t`, `w_t = 1`).
-    let g32 = g as f32;
-    // The target entry of the last gradient row stored, not yet fixed up.
-    let mut fix: *mut f32 = std::ptr::null_mut();
-    // Row `r`'s logits (its vectors, their lane-wise max, its target logit; any logit for an
-    // ignored row). In place, a row read right after the previous row's store (whose masked
-    // span covers the start of the next row when `n < LANES`) waits for that store to reach
-    // the cache: 64x10 in place took 2.2 us against 0.75 out of place. So each row is read
-    // one row ahead, before the previous row is stored.
+    // Row `r`'s vectors and target logit (any logit for an ignored row). In place, a row read
+    // right after the previous row's store (whose masked span covers the start of the next
+    // row when `n < LANES`) waits for that store to reach the cache: 64x10 in place took
+    // 2.2 us against 0.75 out of place. So each row is read one row ahead, before the
+    // previous row is stored.
     // (A function, not a closure: a closure is not compiled with the tier's target features
     // unless it is inlined.)
     /// # Safety
@@ -962,94 +959,181 @@ unsafe fn ce_short_rows_plain<S: Simd, const K: usize>(
         classes: *const u32,
         r: usize,
         n: usize,
-    ) -> ([S::V; K], S::V, f32) {
+    ) -> ([S::V; K], f32) {
         // SAFETY: the row lies inside `x`; its class is `< n` or ignored (then entry 0 is
-        // read); `load_rows` touches exactly `0..n` of the row.
+        // read); `load_padded` touches exactly `0..n` of the row.
         unsafe {
             let xr = x.add(r * n);
             let class = *classes.add(r);
             let t = if class == u32::MAX { 0 } else { class as usize };
-            let (v, mx) = load_rows::<S, K>(s, xr, n);
-            (v, mx, *xr.add(t))
+            let v = load_padded::<S, K>(s, xr, n, f32::NEG_INFINITY);
+            (v, *xr.add(t))
         }
     }
+    let mut st = PlainRows::new(g);
     let mut ahead = if rows > 0 {
         // SAFETY: `0 < rows`.
         unsafe { read::<S, K>(s, x, classes, 0, n) }
     } else {
-        ([s.splat(0.0); K], s.splat(0.0), 0.0)
+        ([s.splat(0.0); K], 0.0)
     };
     let mut r0 = 0;
     while r0 < rows {
+        // The loss group checked once per group, not per row (which made rows of 2 to 4
+        // vectors 6-9% slower here).
         let end = rows.min(r0 + LOSS_GROUP);
-        let (mut lin, mut prod) = (0.0f64, 1.0f64);
+        st.start_row(r0, acc);
         for r in r0..end {
-            let (v, mx, zt) = ahead;
+            let (v, zt) = ahead;
             if r + 1 < rows {
                 // SAFETY: `r + 1 < rows`.
                 ahead = unsafe { read::<S, K>(s, x, classes, r + 1, n) };
             }
             // SAFETY: row `r < rows` lies inside `x` (and `grad`); the class is `< n` unless
-            // ignored; the row was read above, before anything was stored to it;
-            // `store_short` touches exactly `0..n` of the row.
+            // ignored; the row was read above, before anything was stored to it.
             unsafe {
-                let gr = if grad.is_null() {
-                    grad
-                } else {
-                    grad.add(r * n)
-                };
                 let class = *classes.add(r);
-                if class == u32::MAX {
-                    if !gr.is_null() {
-                        crate::arch::special::fill(gr, n, 0.0);
-                    }
-                    continue;
-                }
-                let t = class as usize;
-                let (e, sum) = match exp_from_target::<S, K>(s, &v, zt) {
-                    // The loss is `ln sum` (`m = z_t` below).
-                    Some(es) => es,
-                    None => {
-                        let m = s.reduce_max(mx);
-                        if !m.is_finite() {
-                            lin = f64::NAN;
-                            if !gr.is_null() {
-                                crate::arch::special::fill(gr, n, f32::NAN);
-                            }
-                            continue;
-                        }
-                        lin += m as f64 - zt as f64;
-                        exp_short::<S, K>(s, &v, m)
-                    }
+                let shifted = if class == u32::MAX {
+                    None
+                } else {
+                    exp_from_target::<S, K>(s, &v, zt)
                 };
-                prod *= sum as f64;
-                if !gr.is_null() {
-                    // `(g32 as f64 / sum as f64) as f32` in one f32 division: both are f32,
-                    // and a quotient rounded to f64 then to f32 is the correctly rounded f32
-                    // quotient (53 >= 2 * 24 + 2 bits: the double rounding is innocuous), so
-                    // the bits are those of the general path's f64 division.
-                    let factor = g32 / sum;
-                    let vf = s.splat(factor);
-                    let mut e = e;
-                    for ej in e.iter_mut() {
-                        *ej = s.mul(*ej, vf);
-                    }
-                    store_short::<S, K>(s, gr, n, &e);
-                    // The target's `- g32` one row later: right after the vector store, the
-                    // scalar read of the same row waits for the store to reach the cache.
-                    if !fix.is_null() {
-                        *fix -= g32;
-                    }
-                    fix = gr.add(t);
-                }
+                let (taken, e, sum) = match shifted {
+                    Some((e, sum)) => (true, e, sum),
+                    None => (false, v, 0.0),
+                };
+                let gr = row_of(grad, r, n);
+                st.row::<S, K>(s, class, taken, e, sum, x.add(r * n), zt, gr, n);
             }
         }
-        acc.0 += lin + prod.ln();
         r0 = end;
     }
-    if !fix.is_null() {
-        // SAFETY: `fix` points into the last gradient row written above.
-        unsafe { *fix -= g32 };
+    // SAFETY: the rows above were all written.
+    unsafe { st.finish(rows, acc) };
+}
+
+/// Row `r` of a `[rows, n]` gradient, or null for none.
+#[inline(always)]
+fn row_of(grad: *mut f32, r: usize, n: usize) -> *mut f32 {
+    if grad.is_null() {
+        grad
+    } else {
+        grad.wrapping_add(r * n)
+    }
+}
+
+/// What the plain short-row paths ([`ce_short_rows_plain`] and [`ce_plain_dense`]) carry from
+/// row to row: the current loss group's `sum (m - z_t)` and `prod s`, and the target entry of
+/// the last gradient row stored, not yet fixed up.
+struct PlainRows {
+    /// The row scale in f32: the factor's numerator, and the target's fix-up (`g w_t`, `w_t = 1`).
+    g32: f32,
+    lin: f64,
+    prod: f64,
+    fix: *mut f32,
+}
+
+impl PlainRows {
+    #[inline(always)]
+    fn new(g: f64) -> Self {
+        PlainRows {
+            g32: g as f32,
+            lin: 0.0,
+            prod: 1.0,
+            fix: std::ptr::null_mut(),
+        }
+    }
+
+    /// Before row `r`: closes the loss group at every [`LOSS_GROUP`]-th row of the call.
+    #[inline(always)]
+    fn start_row(&mut self, r: usize, acc: &mut (f64, usize)) {
+        if r > 0 && r.is_multiple_of(LOSS_GROUP) {
+            acc.0 += self.lin + self.prod.ln();
+            (self.lin, self.prod) = (0.0, 1.0);
+        }
+    }
+
+    /// One row of class `class` (`u32::MAX`: ignored) with target logit `zt`: when `taken`,
+    /// `e` and `sum` are its exps shifted by `zt` and their sum, else the row's logits at `xr`
+    /// are shifted by their maximum. Adds the row to the loss group and
+    /// writes its gradient to `gr` (null for none), the target's `- g` one row later.
+    ///
+    /// # Safety
+    /// `xr` valid for `n` reads and not yet overwritten by this row's gradient; `gr` null or
+    /// valid for `n` writes (equal to `xr` or not overlapping it); `class < n` unless ignored.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn row<S: Simd, const K: usize>(
+        &mut self,
+        s: S,
+        class: u32,
+        taken: bool,
+        e: [S::V; K],
+        sum: f32,
+        xr: *const f32,
+        zt: f32,
+        gr: *mut f32,
+        n: usize,
+    ) {
+        // SAFETY: the caller's contract; `load_rows`/`store_short` touch exactly `0..n`.
+        unsafe {
+            if class == u32::MAX {
+                if !gr.is_null() {
+                    crate::arch::special::fill(gr, n, 0.0);
+                }
+                return;
+            }
+            let (mut e, sum) = match taken {
+                // The loss is `ln sum` (`m = z_t`).
+                true => (e, sum),
+                false => {
+                    let (v, mx) = load_rows::<S, K>(s, xr, n);
+                    let m = s.reduce_max(mx);
+                    if !m.is_finite() {
+                        self.lin = f64::NAN;
+                        if !gr.is_null() {
+                            crate::arch::special::fill(gr, n, f32::NAN);
+                        }
+                        return;
+                    }
+                    self.lin += m as f64 - zt as f64;
+                    exp_short::<S, K>(s, &v, m)
+                }
+            };
+            self.prod *= sum as f64;
+            if !gr.is_null() {
+                // `(g32 as f64 / sum as f64) as f32` in one f32 division: both are f32, and a
+                // quotient rounded to f64 then to f32 is the correctly rounded f32 quotient
+                // (53 >= 2 * 24 + 2 bits: the double rounding is innocuous), so the bits are
+                // those of the general path's f64 division.
+                let vf = s.splat(self.g32 / sum);
+                for ej in e.iter_mut() {
+                    *ej = s.mul(*ej, vf);
+                }
+                store_short::<S, K>(s, gr, n, &e);
+                // The target's `- g32` one row later: right after the vector store, the
+                // scalar read of the same row waits for the store to reach the cache.
+                if !self.fix.is_null() {
+                    *self.fix -= self.g32;
+                }
+                self.fix = gr.add(class as usize);
+            }
+        }
+    }
+
+    /// After the last of `rows` rows: closes the last loss group, applies the last fix-up.
+    ///
+    /// # Safety
+    /// The rows' gradient is still valid for writes.
+    #[inline(always)]
+    unsafe fn finish(self, rows: usize, acc: &mut (f64, usize)) {
+        if rows > 0 {
+            acc.0 += self.lin + self.prod.ln();
+        }
+        if !self.fix.is_null() {
+            // SAFETY: `fix` points into the last gradient row written.
+            unsafe { *self.fix -= self.g32 };
+        }
     }
 }
 
@@ -1080,12 +1164,10 @@ fn exp_from_target<S: Simd, const K: usize>(
 ) -> Option<([S::V; K], f32)> {
     let vt = s.splat(zt);
     let mut e = *v;
-    let mut acc = s.splat(0.0);
     for ej in e.iter_mut() {
         *ej = exp_shifted_exact(s, *ej, vt);
-        acc = s.add(acc, *ej);
     }
-    let sum = s.reduce_sum(acc);
+    let sum = lane_sum(s, &e);
     (sum <= UNSHIFTED_MAX).then_some((e, sum))
 }
 
@@ -1142,7 +1224,6 @@ unsafe fn ce_plain_dense<S: Simd, const K: usize>(
     acc: &mut (f64, usize),
 ) {
     let w = S::LANES;
-    let g32 = g as f32;
     let mut shift = std::mem::MaybeUninit::<[f32; CE_DENSE]>::uninit();
     let mut ebuf = std::mem::MaybeUninit::<[f32; CE_DENSE]>::uninit();
     let (sp, ep) = (
@@ -1154,8 +1235,7 @@ unsafe fn ce_plain_dense<S: Simd, const K: usize>(
     let zp = zts.as_mut_ptr().cast::<f32>();
     // `n <= SHORT_VECS * LANES <= 64`: a chunk holds at least 8 rows.
     let per = CE_DENSE / n;
-    let mut fix: *mut f32 = std::ptr::null_mut();
-    let (mut lin, mut prod) = (0.0f64, 1.0f64);
+    let mut st = PlainRows::new(g);
     let mut r0 = 0;
     // SAFETY: rows `r0 .. r0 + m` lie inside `x` (and `grad`); the buffers hold `m * n <=
     // CE_DENSE` floats and overlap neither; classes are `< n` or ignored; the dense passes
@@ -1190,77 +1270,18 @@ unsafe fn ce_plain_dense<S: Simd, const K: usize>(
             }
             for i in 0..m {
                 let r = r0 + i;
-                if r > 0 && r % LOSS_GROUP == 0 {
-                    acc.0 += lin + prod.ln();
-                    (lin, prod) = (0.0, 1.0);
-                }
-                let gr = if grad.is_null() {
-                    grad
-                } else {
-                    grad.add(r * n)
-                };
+                st.start_row(r, acc);
                 let class = *classes.add(r);
-                if class == u32::MAX {
-                    if !gr.is_null() {
-                        crate::arch::special::fill(gr, n, 0.0);
-                    }
-                    continue;
-                }
-                let t = class as usize;
-                let zt = *zp.add(i);
-                let er = ep.add(i * n);
-                let mut e = [s.splat(0.0); K];
-                for (j, ej) in e.iter_mut().enumerate().take(K - 1) {
-                    *ej = s.load(er.add(j * w));
-                }
-                let rest = n - (K - 1) * w;
-                e[K - 1] = if rest == w {
-                    s.load(er.add((K - 1) * w))
-                } else {
-                    s.load_partial(er.add((K - 1) * w), rest, 0.0)
-                };
-                let mut va = s.splat(0.0);
-                for ej in e.iter() {
-                    va = s.add(va, *ej);
-                }
-                let mut sum = s.reduce_sum(va);
+                let e = load_padded::<S, K>(s, ep.add(i * n), n, 0.0);
+                let sum = lane_sum(s, &e);
                 // NaN fails the test too.
-                let taken = sum <= UNSHIFTED_MAX;
-                if !taken {
-                    // As the register path's fallback: the maximum.
-                    let (v, mx) = load_rows::<S, K>(s, x.add(r * n), n);
-                    let mm = s.reduce_max(mx);
-                    if !mm.is_finite() {
-                        lin = f64::NAN;
-                        if !gr.is_null() {
-                            crate::arch::special::fill(gr, n, f32::NAN);
-                        }
-                        continue;
-                    }
-                    lin += mm as f64 - zt as f64;
-                    (e, sum) = exp_short::<S, K>(s, &v, mm);
-                }
-                prod *= sum as f64;
-                if !gr.is_null() {
-                    let vf = s.splat(g32 / sum);
-                    for ej in e.iter_mut() {
-                        *ej = s.mul(*ej, vf);
-                    }
-                    store_short::<S, K>(s, gr, n, &e);
-                    if !fix.is_null() {
-                        *fix -= g32;
-                    }
-                    fix = gr.add(t);
-                }
+                let taken = class != u32::MAX && sum <= UNSHIFTED_MAX;
+                let (xr, gr) = (x.add(r * n), row_of(grad, r, n));
+                st.row::<S, K>(s, class, taken, e, sum, xr, *zp.add(i), gr, n);
             }
             r0 += m;
         }
-        if rows > 0 {
-            acc.0 += lin + prod.ln();
-        }
-        if !fix.is_null() {
-            *fix -= g32;
-        }
+        st.finish(rows, acc);
     }
 }
 

@@ -400,8 +400,29 @@ pub(crate) unsafe fn load_rows<S: Simd, const K: usize>(
     x: *const f32,
     n: usize,
 ) -> ([S::V; K], S::V) {
+    // SAFETY: forwarded.
+    let v = unsafe { load_padded::<S, K>(s, x, n, f32::NEG_INFINITY) };
+    let mut mx = v[0];
+    for vj in v.iter().skip(1) {
+        mx = s.max(mx, *vj);
+    }
+    (v, mx)
+}
+
+/// The row of `n` floats at `x`, `(K - 1) * LANES < n <= K * LANES`, as `K` vectors, lanes past
+/// its end holding `fill`.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+#[inline(always)]
+pub(crate) unsafe fn load_padded<S: Simd, const K: usize>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    fill: f32,
+) -> [S::V; K] {
     let w = S::LANES;
-    let mut v = [s.splat(f32::NEG_INFINITY); K];
+    let mut v = [s.splat(fill); K];
     // SAFETY: vectors `0..K-1` are full and inside `0..n`; the last covers `(K-1)w .. n`,
     // a full load only when it ends exactly at `n`.
     unsafe {
@@ -412,14 +433,20 @@ pub(crate) unsafe fn load_rows<S: Simd, const K: usize>(
         v[K - 1] = if rest == w {
             s.load(x.add((K - 1) * w))
         } else {
-            s.load_partial(x.add((K - 1) * w), rest, f32::NEG_INFINITY)
+            s.load_partial(x.add((K - 1) * w), rest, fill)
         };
     }
-    let mut mx = v[0];
-    for vj in v.iter().skip(1) {
-        mx = s.max(mx, *vj);
+    v
+}
+
+/// The f32 sum of every lane of `e`: the vectors added lane-wise in order, then the lanes.
+#[inline(always)]
+pub(crate) fn lane_sum<S: Simd, const K: usize>(s: S, e: &[S::V; K]) -> f32 {
+    let mut acc = s.splat(0.0);
+    for ej in e.iter() {
+        acc = s.add(acc, *ej);
     }
-    (v, mx)
+    s.reduce_sum(acc)
 }
 
 /// [`load_rows`] and the row's maximum.
@@ -468,12 +495,10 @@ pub(crate) unsafe fn store_short<S: Simd, const K: usize>(
 pub(crate) fn exp_short<S: Simd, const K: usize>(s: S, v: &[S::V; K], m: f32) -> ([S::V; K], f32) {
     let vm = s.splat(m);
     let mut e = *v;
-    let mut acc = s.splat(0.0);
     for ej in e.iter_mut() {
         *ej = exp_nonpos(s, s.sub(*ej, vm));
-        acc = s.add(acc, *ej);
     }
-    (e, s.reduce_sum(acc))
+    (e, lane_sum(s, &e))
 }
 
 /// The sums [`exp_unshifted`] accepts: `[2^-26, 2^60]`.
@@ -505,12 +530,10 @@ pub(crate) fn exp_unshifted<S: Simd, const K: usize>(
 ) -> Option<([S::V; K], f32)> {
     let hi = s.splat(UNSHIFTED_CLAMP);
     let mut e = *v;
-    let mut acc = s.splat(0.0);
     for ej in e.iter_mut() {
         *ej = exp_nonpos(s, s.ceil_at(*ej, hi));
-        acc = s.add(acc, *ej);
     }
-    let sum = s.reduce_sum(acc);
+    let sum = lane_sum(s, &e);
     (UNSHIFTED_MIN..=UNSHIFTED_MAX)
         .contains(&sum)
         .then_some((e, sum))
@@ -617,22 +640,8 @@ unsafe fn softmax_dense<S: Simd, const K: usize>(
         for (i, r) in rows.enumerate() {
             let (xr, yr) = (x.add(r * cols), y.add(r * cols));
             if unshifted_likely(*xr) {
-                let br = buf.add(i * cols);
-                let mut e = [s.splat(0.0); K];
-                for (j, ej) in e.iter_mut().enumerate().take(K - 1) {
-                    *ej = s.load(br.add(j * w));
-                }
-                let rest = cols - (K - 1) * w;
-                e[K - 1] = if rest == w {
-                    s.load(br.add((K - 1) * w))
-                } else {
-                    s.load_partial(br.add((K - 1) * w), rest, 0.0)
-                };
-                let mut acc = s.splat(0.0);
-                for ej in e.iter() {
-                    acc = s.add(acc, *ej);
-                }
-                let sum = s.reduce_sum(acc);
+                let mut e = load_padded::<S, K>(s, buf.add(i * cols), cols, 0.0);
+                let sum = lane_sum(s, &e);
                 if (UNSHIFTED_MIN..=UNSHIFTED_MAX).contains(&sum) {
                     let inv = s.splat(1.0 / sum);
                     for ej in e.iter_mut() {
