@@ -16,8 +16,8 @@
 //! | [`bias_grad`]             | `db = beta db + alpha sum_rows delta` | column sums             |
 //! | [`sgd_step`]              | `W -= (lr / B) delta^T A`, bias too   | one GEMM, beta = 1      |
 //! | [`Sgd`]                   | `torch.optim.SGD` (momentum, ...)     | gradient + velocity     |
-//! | [`linear_forward`]        | `Z = A W^T + b`                       | sgemm                   |
-//! | [`linear_backward_input`] | `dA = delta W`                        | sgemm                   |
+//! | [`linear_forward`]        | `Z = A W^T + b`                       | streaming (small B), sgemm |
+//! | [`linear_backward_input`] | `dA = delta W`                        | streaming (small B), sgemm |
 //!
 //! **Parallelism and determinism.** Large calls are cut into blocks by rayon in the caller's
 //! current pool: row blocks of W for the streaming kernels, tiles of the output (rows, and
@@ -30,10 +30,16 @@
 //! threads). The GEMMs are single-threaded `matrixmultiply::sgemm` calls (its own threading
 //! stays off); each call allocates its packing buffers inside `matrixmultiply`.
 //!
-//! **Small batches.** For `B` at most [`Kernels::rank_k_max`] (48 on AVX-512, 32 on AVX2, 8 on
+//! **Small batches.** For `B` at most [`Kernels::rank_k_max`] (64 on AVX-512, 32 on AVX2, 8 on
 //! the portable tier: the crossovers measured on Zen 4 against `matrixmultiply`'s sgemm),
 //! [`weight_grad`], [`sgd_step`] and [`Sgd::step`] use the streaming rank-k kernel, which reads
-//! and writes `W` once with no packing; above it, sgemm. The reference (`Scalar`) tier always
+//! and writes `W` once with no packing; above it, sgemm. Likewise [`linear_forward`] and
+//! [`linear_backward_input`] use streaming kernels for `B <= 64` on the AVX2 and AVX-512 tiers
+//! (`W` read once from its rows, no packing; `A` packed, a few KiB): these form every
+//! output element with exactly sgemm's operations (blocks of 256 products, each a chain of
+//! fused multiply-adds), so the choice never changes a bit, and a chunk of rows gets the
+//! logits of the whole batch. The portable tier (no FMA on a default build) always uses
+//! sgemm. The reference (`Scalar`) tier always
 //! computes f64 dot products. When `D * 4` bytes is a multiple of a large power of two (as for
 //! `D` = 1024, 2048, 4096) and `B > 4`, the rank-k path copies `A` to a padded row stride first
 //! (one allocation of about `B * D` floats), so that its rows do not collide in the L1 sets.
@@ -46,10 +52,11 @@
 
 use std::ops::Range;
 
+use crate::arch::generic::gemm_stream::{pack_nt, StreamKernels, StreamNn, StreamNt};
 use crate::arch::generic::linear::{ColSums, Gemm, Rank1, RankK, SgdParams, SgdSlices};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, Error, Result};
-use crate::parallel::{for_each_index, SyncPtr};
+use crate::parallel::{for_each_index, run_inline, SyncPtr};
 
 /// The layout of a strided row-major matrix (the weight matrix `W` or its gradient): `rows`
 /// rows (classes) of `cols` floats (features), row `r` starting at `r * ld`.
@@ -258,6 +265,127 @@ impl Tiles {
     }
 }
 
+/// Classes per task of [`forward_stream`] at least (a multiple of every tier's tile).
+const STREAM_NT_MIN_CLASSES: usize = 240;
+
+/// [`Kernels::linear_forward`] on the streaming kernel: `A` packed once, the classes split
+/// over rayon (about four ranges per thread; the split never changes a result, see
+/// `arch::generic::gemm_stream`).
+///
+/// # Safety
+/// `w` holds `layout`, `a` is `[nb, d]`, `z` is `[nb, c]`, `b` (if any) has `c` floats, and
+/// `nb`, `c = layout.rows`, `d = layout.cols` are all positive.
+unsafe fn forward_stream(
+    st: &StreamKernels,
+    a: &[f32],
+    w: &[f32],
+    layout: MatrixLayout,
+    b: Option<&[f32]>,
+    z: &mut [f32],
+    nb: usize,
+) {
+    let MatrixLayout {
+        rows: c,
+        cols: d,
+        ld,
+    } = layout;
+    let pw = st.panel_width(nb);
+    let pk = pack_nt(a, d, nb, d, pw);
+    let per = c
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(STREAM_NT_MIN_CLASSES)
+        .div_ceil(STREAM_NT_MIN_CLASSES)
+        * STREAM_NT_MIN_CLASSES;
+    let (pkp, wp, zp) = (
+        SyncPtr(pk.as_ptr() as *mut f32),
+        SyncPtr(w.as_ptr() as *mut f32),
+        SyncPtr(z.as_mut_ptr()),
+    );
+    let bp = SyncPtr(b.map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut f32));
+    let nt = st.nt;
+    let work = nb.saturating_mul(c).saturating_mul(d);
+    for_each_index(c.div_ceil(per), work, move |t| {
+        let j0 = t * per;
+        let args = StreamNt {
+            m: nb,
+            k: d,
+            n: per.min(c - j0),
+            pk: pkp.get().cast_const(),
+            pw,
+            w: wp.get().cast_const().wrapping_add(j0 * ld),
+            ldw: ld,
+            bias: if bp.get().is_null() {
+                std::ptr::null()
+            } else {
+                bp.get().cast_const().wrapping_add(j0)
+            },
+            z: zp.get().wrapping_add(j0),
+            ldz: c,
+        };
+        // SAFETY: `pk` was packed for `nb` rows of `d` with panel width `pw`; classes `j0 ..
+        // j0 + n <= c` of W (rows of `d` floats at stride `ld`, checked), of `b` and of the
+        // rows of Z (`[nb, c]`); the ranges of distinct tasks are disjoint columns of Z, a
+        // unique borrow that overlaps no input. The table proves the CPU features.
+        unsafe { nt(&args) }
+    });
+}
+
+/// [`Kernels::linear_backward_input`] on the streaming kernel: the columns of `dA` split over
+/// rayon (whole vectors; one range per thread at most).
+///
+/// # Safety
+/// `w` holds `layout`, `delta` is `[nb, c]`, `da` is `[nb, d]`, and `nb`, `c = layout.rows`,
+/// `d = layout.cols` are all positive.
+unsafe fn backward_input_stream(
+    st: &StreamKernels,
+    delta: &[f32],
+    w: &[f32],
+    layout: MatrixLayout,
+    beta: f32,
+    da: &mut [f32],
+    nb: usize,
+) {
+    let MatrixLayout {
+        rows: c,
+        cols: d,
+        ld,
+    } = layout;
+    let work = nb.saturating_mul(c).saturating_mul(d);
+    let vecs = d.div_ceil(st.lanes);
+    let tasks = if run_inline(work) {
+        1
+    } else {
+        rayon::current_num_threads().min(vecs)
+    };
+    let per = vecs.div_ceil(tasks) * st.lanes;
+    let (gp, wp, ap) = (
+        SyncPtr(delta.as_ptr() as *mut f32),
+        SyncPtr(w.as_ptr() as *mut f32),
+        SyncPtr(da.as_mut_ptr()),
+    );
+    let nn = st.nn;
+    for_each_index(d.div_ceil(per), work, move |t| {
+        let c0 = t * per;
+        let args = StreamNn {
+            m: nb,
+            n: c,
+            cols: per.min(d - c0),
+            g: gp.get().cast_const(),
+            ldg: c,
+            w: wp.get().cast_const().wrapping_add(c0),
+            ldw: ld,
+            da: ap.get().wrapping_add(c0),
+            ldda: d,
+            beta,
+        };
+        // SAFETY: rows of `delta` (`[nb, c]`), columns `c0 .. c0 + cols <= d` of W's `c` rows
+        // (stride `ld`, checked) and of `dA`'s `nb` rows (`[nb, d]`); distinct tasks write
+        // disjoint columns of `dA`, a unique borrow that overlaps no input. The table proves
+        // the CPU features.
+        unsafe { nn(&args) }
+    });
+}
+
 /// `w[r, ..cols] *= beta` for every row (`beta == 0` writes zeros, `beta == 1` does nothing).
 fn scale_rows(w: &mut [f32], layout: MatrixLayout, beta: f32) {
     if beta == 1.0 {
@@ -275,7 +403,7 @@ fn scale_rows(w: &mut [f32], layout: MatrixLayout, beta: f32) {
 
 impl Kernels {
     /// The largest batch for which [`Kernels::weight_grad`] (and the SGD steps) use the
-    /// streaming rank-k kernel instead of sgemm on this tier: 48 on AVX-512, 32 on AVX2, 8 on
+    /// streaming rank-k kernel instead of sgemm on this tier: 64 on AVX-512, 32 on AVX2, 8 on
     /// the portable tier, `usize::MAX` on the reference tier (which never uses sgemm).
     ///
     /// ```
@@ -723,8 +851,9 @@ impl Kernels {
     ///
     /// `a` is `[B, D]`, `w` is `layout` = `[C, D]` with its leading dimension, `b` (optional)
     /// has `C` floats, `z` is `[B, C]` and is overwritten. One single-threaded sgemm per tile
-    /// of `Z` (rows of `Z` first, columns too when the batch is small), spread over rayon;
-    /// deterministic for any number of threads.
+    /// of `Z` (rows of `Z` first, columns too when the batch is small), spread over rayon; for
+    /// `B <= 64` on the AVX2 and AVX-512 tiers the streaming kernel over ranges of classes
+    /// instead (same bits, see the module docs). Deterministic for any number of threads.
     ///
     /// # Errors
     /// [`Error::LeadingDim`], [`Error::MatrixLength`] for `w`; [`Error::NotMultiple`] if
@@ -771,6 +900,12 @@ impl Kernels {
         };
         if d == 0 {
             fill(z);
+            return Ok(());
+        }
+        if let Some(st) = self.linear.stream.filter(|st| st.serves(nb)) {
+            // SAFETY: `w` was checked against `layout`, `a` is `[nb, d]`, `z` is `[nb, c]`,
+            // `b` has `c` floats; `nb, c, d > 0`.
+            unsafe { forward_stream(st, a, w, layout, b, z, nb) };
             return Ok(());
         }
         let tiles = Tiles::new(nb, c, d);
@@ -824,7 +959,8 @@ impl Kernels {
     /// Linear backward to the input: `dA = delta W`, `da[n, j] = sum_c delta[n, c] W[c, j]`.
     ///
     /// `delta` is `[B, C]`, `w` is `layout` = `[C, D]` with its leading dimension, `da` is
-    /// `[B, D]` and is overwritten. sgemm tiles as in [`Kernels::linear_forward`].
+    /// `[B, D]` and is overwritten. sgemm tiles as in [`Kernels::linear_forward`], or for
+    /// `B <= 64` on the AVX2 and AVX-512 tiers the streaming kernel over ranges of columns.
     ///
     /// # Errors
     /// As [`Kernels::linear_forward`] (`delta` for `a`, `da` for `z`).
@@ -869,6 +1005,12 @@ impl Kernels {
         }
         if c == 0 {
             scale_rows(da, MatrixLayout::new(1, da.len()), beta);
+            return Ok(());
+        }
+        if let Some(st) = self.linear.stream.filter(|st| st.serves(nb)) {
+            // SAFETY: `w` was checked against `layout`, `delta` is `[nb, c]`, `da` is
+            // `[nb, d]`; `nb, c, d > 0`.
+            unsafe { backward_input_stream(st, delta, w, layout, beta, da, nb) };
             return Ok(());
         }
         let tiles = Tiles::new(nb, d, c);

@@ -342,6 +342,11 @@ fn linear_forward_and_backward_match_f64() {
             (1, 1000, 2048),
             (5, 1000, 2048),
             (300, 37, 130),
+            // The streaming kernels (batches up to 64): a partial second panel of rows, class
+            // tiles with a tail, a second inner block of one element, column tails.
+            (33, 301, 257),
+            (17, 50, 40),
+            (48, 530, 300),
         ]);
         shapes.extend([(0, 4, 4), (4, 0, 4), (4, 4, 0)]);
         for (n, &(b, c, d)) in shapes.iter().enumerate() {
@@ -407,6 +412,66 @@ fn linear_forward_and_backward_match_f64() {
                 check_matrix(&ctx, da.slice(), MatrixLayout::new(b, d), &exact, &tol),
             );
             da.assert_guards(&ctx);
+        }
+    }
+}
+
+/// `linear_forward` and `linear_backward_input` take the streaming kernels for batches of up
+/// to 64 rows and sgemm above (on the SIMD tiers): an element of the output must have the same
+/// bits either way, so that a chunk of rows (as the fused linear cross-entropy forms) sees the
+/// logits of the whole batch. Batches of 70 to 130 rows against each of their rows alone and
+/// against chunks of 16, 32 and 64 rows, with several inner blocks (`D`, `C` > 256), strided W
+/// and bias on and off.
+#[test]
+fn streaming_and_sgemm_give_the_same_bits() {
+    let mut r = rng(21);
+    for k in common::tiers() {
+        for (n, &(b, c, d)) in [(70usize, 37usize, 600usize), (130, 530, 300), (65, 300, 17)]
+            .iter()
+            .enumerate()
+        {
+            let ld = d + [0, 3, 16][n % 3];
+            let w = strided(&mut r, c, d, ld, n % 2 == 1);
+            let lay = MatrixLayout::new(c, d).with_ld(ld);
+            let a = uniform(&mut r, b * d, 1.0);
+            let delta = uniform(&mut r, b * c, 1.0);
+            let bias = uniform(&mut r, c, 1.0);
+            for with_bias in [false, true] {
+                let bref = with_bias.then_some(&bias[..]);
+                let mut z = vec![0.0f32; b * c];
+                k.linear_forward(&a, &w, lay, bref, &mut z).unwrap();
+                let mut da = vec![0.0f32; b * d];
+                k.linear_backward_input(&delta, &w, lay, &mut da).unwrap();
+                for rows in [1usize, 16, 32, 64] {
+                    let mut r0 = 0;
+                    while r0 < b {
+                        let m = rows.min(b - r0);
+                        let ctx = format!(
+                            "{} B {b} C {c} D {d} ld {ld} bias {with_bias}: rows {r0}+{m}",
+                            k.isa()
+                        );
+                        let mut zc = vec![0.0f32; m * c];
+                        k.linear_forward(&a[r0 * d..(r0 + m) * d], &w, lay, bref, &mut zc)
+                            .unwrap();
+                        let want = &z[r0 * c..(r0 + m) * c];
+                        assert!(
+                            zc.iter().zip(want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "forward {ctx}"
+                        );
+                        let mut dac = vec![0.0f32; m * d];
+                        let dc = &delta[r0 * c..(r0 + m) * c];
+                        k.linear_backward_input(dc, &w, lay, &mut dac).unwrap();
+                        let want = &da[r0 * d..(r0 + m) * d];
+                        assert!(
+                            dac.iter()
+                                .zip(want)
+                                .all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "backward input {ctx}"
+                        );
+                        r0 += m;
+                    }
+                }
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) static LINEAR: LinearKernels = LinearKernels {
     gemm,
     // The oracle always computes the weight gradient as f64 dot products, never through sgemm.
     rank_k_max: usize::MAX,
+    stream: None,
 };
 
 /// `W[r, j] += alpha x[r] y[j]`, in f64.

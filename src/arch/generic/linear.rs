@@ -21,6 +21,7 @@
 //! any blocks (and run them on any threads) and get bit-identical results. (sgemm's result does
 //! depend on its call's shape, so the GEMM tiling is a function of the problem's shape only.)
 
+use crate::arch::generic::gemm_stream::prefetch;
 use crate::arch::vector::Simd;
 
 /// Arguments of a rank-1 update over `rows` rows of W: `W[r, j] += (alpha x[r]) y[j]`.
@@ -171,16 +172,20 @@ pub(crate) struct LinearKernels {
     /// many rows and [`LinearKernels::gemm`] above (the measured crossover; `usize::MAX` for the
     /// reference tier, which always computes in f64).
     pub(crate) rank_k_max: usize,
+    /// The streaming forward and input-gradient GEMMs for short batches (none for the
+    /// reference tier).
+    pub(crate) stream: Option<&'static crate::arch::generic::gemm_stream::StreamKernels>,
 }
 
 /// The batch size at and below which the AVX-512 tier's weight gradient uses the streaming
-/// rank-k kernel instead of sgemm: the measured crossover on Zen 4 against `matrixmultiply`'s
-/// AVX-512 sgemm, for `[C, D]` = `[1000, 2048]` and `[4096, 4096]` (see `benches/linear.rs`,
-/// group `rank_k_vs_sgemm_1t`: the two tie between `k` = 48 and 64 from run to run, sgemm wins
-/// from 96). sgemm pays for packing and for a C tile loaded and stored per `k`-block, which a
-/// small `k` does not amortize; the streaming kernel is an unpacked micro-kernel that runs near
-/// the FMA peak as soon as `k` is about 16.
-pub(crate) const RANK_K_MAX_AVX512: usize = 48;
+/// rank-k kernel instead of sgemm: measured on Zen 4 against `matrixmultiply`'s AVX-512
+/// sgemm. Before the kernel prefetched the next strip of W, the two tied between `k` = 48 and
+/// 64 (`[C, D]` = `[1000, 2048]`, `[4096, 4096]`; `benches/linear.rs`, group
+/// `rank_k_vs_sgemm_1t`); with it, `k` = 64 on `[128256, 256]` and `[32000, 1024]` runs at
+/// 92-100 GFLOP/s against sgemm's 58-80. sgemm pays for packing and for a C tile loaded and
+/// stored per `k`-block, which a small `k` does not amortize; the streaming kernel is an
+/// unpacked micro-kernel that runs near the FMA peak as soon as `k` is about 16.
+pub(crate) const RANK_K_MAX_AVX512: usize = 64;
 
 /// The same crossover for the AVX2 tier (8-lane tiles of 4 x 2 vectors; measured against the
 /// same AVX-512 sgemm, which `matrixmultiply` picks on this CPU, so on an AVX2-only CPU the
@@ -309,7 +314,7 @@ const SCALE: u8 = 2;
 /// # Safety
 /// `p .. p + m` valid for reads; `0 < m <= LANES`.
 #[inline(always)]
-unsafe fn load_n<S: Simd, const TAIL: bool>(s: S, p: *const f32, m: usize) -> S::V {
+pub(crate) unsafe fn load_n<S: Simd, const TAIL: bool>(s: S, p: *const f32, m: usize) -> S::V {
     // SAFETY: forwarded: `m` floats at `p` are readable.
     unsafe {
         if TAIL {
@@ -325,7 +330,7 @@ unsafe fn load_n<S: Simd, const TAIL: bool>(s: S, p: *const f32, m: usize) -> S:
 /// # Safety
 /// `p .. p + m` valid for writes; `0 < m <= LANES`.
 #[inline(always)]
-unsafe fn store_n<S: Simd, const TAIL: bool>(s: S, p: *mut f32, m: usize, v: S::V) {
+pub(crate) unsafe fn store_n<S: Simd, const TAIL: bool>(s: S, p: *mut f32, m: usize, v: S::V) {
     // SAFETY: forwarded: `m` floats at `p` are writable.
     unsafe {
         if TAIL {
@@ -372,6 +377,14 @@ unsafe fn rank_k_tile<
     // SAFETY: the caller's contract: rows `r0 .. r0 + MR`, columns `j .. j + NV * l` (or
     // `j .. j + m` for a tail) of W and `delta`, and `k` rows of `a` over those columns.
     unsafe {
+        // The next strip's rows of this tile, needed one pass over the columns from now (the
+        // hardware prefetcher does not follow `MR` rows of W at once).
+        for r in 0..MR {
+            let next = p.w.wrapping_add((r0 + MR + r) * p.ld + j);
+            for v in 0..NV {
+                prefetch(next.wrapping_add(v * l));
+            }
+        }
         let dp = p.delta.add(r0);
         for i in 0..p.k {
             let ai = a.add(i * lda);
@@ -788,6 +801,61 @@ macro_rules! stamp_linear {
             unsafe { $crate::arch::generic::linear::sgd_update(<$token>::new_unchecked(), x, q) }
         }
 
+        /// # Safety
+        /// The tier's CPU features; pointer contract of `generic::gemm_stream::stream_nt`.
+        $(#[$attr])*
+        unsafe fn lin_stream_nt(p: &$crate::arch::generic::gemm_stream::StreamNt) {
+            use $crate::arch::generic::gemm_stream as gs;
+            use $crate::arch::vector::Simd as _;
+            // SAFETY: as in `lin_rank1`. Tiles: 24 x 1 or 12 x 2 vectors with 32 registers
+            // (24 accumulators), 12 x 1 or 6 x 2 with 16, 4 x 1 for `wide` (two SSE
+            // registers a vector); each fits the kernel's 512-float buffer.
+            unsafe {
+                let s = <$token>::new_unchecked();
+                if $portable {
+                    gs::stream_nt::<_, 4, 2>(s, p)
+                } else if <$token>::LANES >= 16 {
+                    gs::stream_nt::<_, 24, 12>(s, p)
+                } else {
+                    gs::stream_nt::<_, 12, 6>(s, p)
+                }
+            }
+        }
+
+        /// # Safety
+        /// The tier's CPU features; pointer contract of `generic::gemm_stream::stream_nn`.
+        $(#[$attr])*
+        unsafe fn lin_stream_nn(p: &$crate::arch::generic::gemm_stream::StreamNn) {
+            use $crate::arch::generic::gemm_stream as gs;
+            use $crate::arch::vector::Simd as _;
+            // SAFETY: as in `lin_rank1`. Tiles of 8 x 3 vectors with 32 registers, 6 x 2
+            // with 16, 2 x 2 for `wide`.
+            unsafe {
+                let s = <$token>::new_unchecked();
+                if $portable {
+                    gs::stream_nn::<_, 2, 2>(s, p)
+                } else if <$token>::LANES >= 16 {
+                    gs::stream_nn::<_, 8, 3>(s, p)
+                } else {
+                    gs::stream_nn::<_, 6, 2>(s, p)
+                }
+            }
+        }
+
+        /// This tier's streaming GEMMs.
+        static STREAM: $crate::arch::generic::gemm_stream::StreamKernels =
+            $crate::arch::generic::gemm_stream::StreamKernels {
+                nt: lin_stream_nt,
+                nn: lin_stream_nn,
+                lanes: <$token as $crate::arch::vector::Simd>::LANES,
+                pw_max: if $portable {
+                    <$token as $crate::arch::vector::Simd>::LANES
+                } else {
+                    2 * <$token as $crate::arch::vector::Simd>::LANES
+                },
+                max_rows: $crate::arch::generic::gemm_stream::SIMD_MAX_ROWS,
+            };
+
         /// This tier's linear kernels.
         pub(crate) static LINEAR: $crate::arch::generic::linear::LinearKernels =
             $crate::arch::generic::linear::LinearKernels {
@@ -797,6 +865,8 @@ macro_rules! stamp_linear {
                 sgd_update: lin_sgd_update,
                 gemm: $crate::arch::generic::linear::sgemm,
                 rank_k_max: $kmax,
+                // `wide` without FMA cannot form sgemm's fused sums (see `gemm_stream`).
+                stream: if $portable { None } else { Some(&STREAM) },
             };
     };
 }

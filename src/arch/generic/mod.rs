@@ -3,5 +3,6 @@
 //! inside each tier's `#[target_feature]` entry point.
 pub(crate) mod cross_entropy;
 pub(crate) mod exp;
+pub(crate) mod gemm_stream;
 pub(crate) mod linear;
 pub(crate) mod softmax;
