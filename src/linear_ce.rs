@@ -7,10 +7,10 @@
 //! **row chunks** of `Bc` rows. For each chunk:
 //!
 //! ```text
-//! Z_c  = A_c W^T + b          sgemm tiles over rayon (linear_forward)
+//! Z_c  = A_c W^T + b          linear_forward (streaming kernel for Bc <= 64, else sgemm)
 //! G_c  = dL/dZ_c              the fused cross-entropy, written in place over Z_c
-//! dA_c = G_c W                sgemm (linear_backward_input)
-//! dW  += G_c^T A_c            sgemm, beta = 1 after the first chunk (weight_grad)
+//! dA_c = G_c W                linear_backward_input (streaming kernel, or sgemm)
+//! dW  += G_c^T A_c            weight_grad, beta = 1 after the first chunk (rank-k or sgemm)
 //! db  += colsum G_c           fixed-order column sums (bias_grad)
 //! ```
 //!
@@ -20,16 +20,25 @@
 //! one pass over the labels before the first chunk, so every chunk's gradient is final.
 //!
 //! **Chunk shape.** By default one chunk of logits takes at most
-//! [`LinearCeOptions::chunk_bytes`] (16 MiB). When that budget holds at least
-//! [`ROW_MODE_MIN_ROWS`] whole rows (or the whole batch), chunks are whole rows as above.
-//! Otherwise (large `C`) the **class-chunked** mode below runs over as many rows as the budget
-//! allows with class blocks of at least [`CLASS_BLOCK_MIN`] classes. The reason is the cost of
-//! a row chunk: each one streams `W` twice (forward and `dA`, each packed again by
-//! `matrixmultiply`) and `dW` once, so short chunks of long rows spend their time moving `W`;
-//! the class-chunked mode streams `W` a fixed number of times instead and pays for it with one
-//! more forward GEMM. (A chunk sized to the L2 cache, as one might first try, would be 2 rows
-//! at `C = 128256`.) [`LinearCeOptions::chunk_rows`] and [`LinearCeOptions::chunk_classes`]
-//! set the shape by hand.
+//! [`LinearCeOptions::chunk_bytes`] (16 MiB). Each row chunk reads `W` twice (forward and
+//! `dA`) and reads and writes `dW` once, so what a chunk costs beyond its arithmetic depends on
+//! how the GEMMs read `W`:
+//!
+//! * On the AVX2 and AVX-512 tiers, chunks of up to 64 rows take the streaming GEMMs of
+//!   [`crate::linear`] (`W` read once from its rows, no packing, prefetched ahead of the
+//!   micro-kernels), which hide that traffic behind their arithmetic from about
+//!   [`STREAM_MIN_ROWS`] rows. So when the budget holds that many rows (or the whole batch),
+//!   chunks are whole rows, at most 64 of them, a multiple of 16 when there are 16 or more.
+//!   At `(B, C, D)` = `(1024, 128256, 256)` that is 32 rows, 16 MiB.
+//! * Otherwise (the portable and reference tiers, or a budget below 16 rows), whole rows when
+//!   the budget holds at least [`ROW_MODE_MIN_ROWS`] of them (or the whole batch): sgemm packs
+//!   `W` again for each chunk, so short chunks of long rows would spend their time moving it.
+//!   Below that, the **class-chunked** mode runs over as many rows as the budget allows with
+//!   class blocks of at least [`CLASS_BLOCK_MIN`] classes: it reads `W` a fixed number of
+//!   times and pays for it with one more forward GEMM.
+//!
+//! [`LinearCeOptions::chunk_rows`] and [`LinearCeOptions::chunk_classes`] set the shape by
+//! hand.
 //!
 //! **Class chunks.** Each row chunk is cut into class blocks of `Ck` classes, in two passes:
 //! pass 1 computes every block's logits and merges the rows' `(max, sum)` states online (the
@@ -43,9 +52,10 @@
 //!
 //! **Determinism.** The chunks and the class blocks are functions of the shape and the
 //! options only, GEMM tiles never change a result (see [`crate::linear`]), and chunks are
-//! accumulated in order, so loss and gradients are bit-identical for any number of threads. They equal the unfused composition (forward,
-//! cross-entropy, the two backward GEMMs) up to float rounding: the `dW` and `db` sums are
-//! associated by chunk.
+//! accumulated in order, so loss and gradients are bit-identical for any number of threads.
+//! They equal the unfused composition (forward, cross-entropy, the two backward GEMMs) up to
+//! float rounding: the logits have the same bits (the streaming GEMMs form sgemm's sums), the
+//! loss the same per-row values, and the `dW` and `db` sums are associated by chunk.
 
 use crate::arch::generic::cross_entropy::{CeArgs, CeRowOut};
 use crate::cross_entropy::{
@@ -60,12 +70,21 @@ use crate::parallel::{for_each_row_block, SyncPtr};
 /// The default budget for one chunk of logits: 16 MiB.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 
-/// Automatic chunking uses whole rows only when the budget holds this many rows (or the whole
-/// batch); below, class blocks. Each row chunk streams `W` twice and `dW` once through
-/// `matrixmultiply`'s packing, about 2.4 ns per element of `W` on the machine this was
-/// measured on (Zen 4, one thread), while the class-chunked mode pays one more forward GEMM,
-/// about 0.027 ns per multiply-add: whole rows win from about 90 rows per chunk.
+/// Without streaming GEMMs (or below [`STREAM_MIN_ROWS`] rows), automatic chunking uses whole
+/// rows only when the budget holds this many rows (or the whole batch); below, class blocks.
+/// Each row chunk streams `W` twice and `dW` once through `matrixmultiply`'s packing, about
+/// 2.4 ns per element of `W` on the machine this was measured on (Zen 4, one thread), while
+/// the class-chunked mode pays one more forward GEMM, about 0.027 ns per multiply-add: whole
+/// rows win from about 90 rows per chunk.
 pub const ROW_MODE_MIN_ROWS: usize = 96;
+
+/// On tiers with streaming GEMMs (AVX2, AVX-512: see [`crate::linear`]), automatic chunking
+/// uses whole rows, in chunks of up to 64 rows, whenever the budget holds this many rows (or
+/// the whole batch). A row chunk then reads `W` twice and `dW` once straight from memory,
+/// which the micro-kernels hide behind their arithmetic from about this many rows (at
+/// `(1024, 128256, 256)`, Zen 4, one thread: chunks of 16 rows took 3.29 s against 3.34 s
+/// for class blocks of 4096, 32 rows 2.74 s, 64 rows 2.46 s).
+pub const STREAM_MIN_ROWS: usize = 16;
 
 /// The smallest class block the automatic chunking forms (the `dW` GEMM of a block has this
 /// many rows), unless `C` is smaller.
@@ -89,10 +108,11 @@ pub struct LinearCeOptions<'a> {
     /// Rows per chunk (`>= 1`); `None` sizes it from [`LinearCeOptions::chunk_bytes`].
     pub chunk_rows: Option<usize>,
     /// Classes per block (`>= 1`); `None` chooses: whole rows when
-    /// [`LinearCeOptions::chunk_bytes`] holds at least [`ROW_MODE_MIN_ROWS`] of them (or the
-    /// whole batch), or [`LinearCeOptions::chunk_rows`] is set, or the targets are
-    /// probabilities; class blocks otherwise. A value below `C` turns on the two-pass
-    /// class-chunked mode.
+    /// [`LinearCeOptions::chunk_bytes`] holds at least [`STREAM_MIN_ROWS`] of them on a tier
+    /// with streaming GEMMs (chunks of at most 64 rows then) or [`ROW_MODE_MIN_ROWS`] on
+    /// another (or the whole batch), or [`LinearCeOptions::chunk_rows`] is set, or the targets
+    /// are probabilities; class blocks otherwise (see the module docs). A value below `C` turns
+    /// on the two-pass class-chunked mode.
     pub chunk_classes: Option<usize>,
     /// The budget in bytes for one chunk of logits (default [`DEFAULT_CHUNK_BYTES`]).
     pub chunk_bytes: usize,
@@ -140,7 +160,16 @@ impl<'a> LinearCeOptions<'a> {
     }
 
     /// The chunk shape `(rows, classes)` for a `[b, c]` problem.
-    fn chunks(&self, b: usize, c: usize, probs: bool) -> Result<(usize, usize)> {
+    ///
+    /// `stream` is the largest batch the tier's streaming GEMMs serve (`None` when it has
+    /// none): automatic chunking then prefers whole rows in chunks of at most that many rows.
+    fn chunks(
+        &self,
+        b: usize,
+        c: usize,
+        probs: bool,
+        stream: Option<usize>,
+    ) -> Result<(usize, usize)> {
         let bad = |name, v: usize| {
             Err(Error::InvalidOption {
                 name,
@@ -173,6 +202,11 @@ impl<'a> LinearCeOptions<'a> {
                     // Probability targets are `[B, C]` themselves: whole rows, as many as fit
                     // (at least one).
                     (fit.clamp(1, b1), c)
+                } else if let Some(sm) = stream.filter(|_| fit >= STREAM_MIN_ROWS.min(b1)) {
+                    // Whole rows through the streaming GEMMs, in chunks of a multiple of 16
+                    // rows (whole vector panels) when they hold 16 or more.
+                    let bc = fit.min(sm).min(b1);
+                    (if bc >= 16 { bc / 16 * 16 } else { bc }, c)
                 } else if fit >= ROW_MODE_MIN_ROWS.min(b1) {
                     (fit.min(b1), c)
                 } else {
@@ -362,7 +396,8 @@ impl Kernels {
             check_len("db", db.len(), c)?;
         }
         let probs = matches!(targets, Targets::Probs(_));
-        let (bc, ck) = opts.chunks(b, c, probs)?;
+        let stream = self.linear.stream.map(|st| st.max_rows);
+        let (bc, ck) = opts.chunks(b, c, probs, stream)?;
         if ck < c && probs {
             return Err(Error::InvalidOption {
                 name: "chunk_classes",
