@@ -74,7 +74,8 @@ const DEFAULT_SHAPES: &[Shape] = &[
     },
 ];
 
-/// The shapes of `--quick`: whole rows and, for the second, automatic class blocks.
+/// The shapes of `--quick` (automatic chunking takes whole rows for both on the SIMD tiers; the
+/// `classes` method runs the class-blocked mode).
 const QUICK_SHAPES: &[Shape] = &[
     Shape {
         b: 256,
