@@ -34,7 +34,8 @@
 //! the portable tier: the crossovers measured on Zen 4 against `matrixmultiply`'s sgemm),
 //! [`weight_grad`], [`sgd_step`] and [`Sgd::step`] use the streaming rank-k kernel, which reads
 //! and writes `W` once with no packing; above it, sgemm. Likewise [`linear_forward`] and
-//! [`linear_backward_input`] use streaming kernels for `B <= 64` on the AVX2 and AVX-512 tiers
+//! [`linear_backward_input`] use streaming kernels for `B <= 64` (the forward from 96 classes,
+//! below which packing `A` costs more than it saves) on the AVX2 and AVX-512 tiers
 //! (`W` read once from its rows, no packing; `A` packed, a few KiB): these form every
 //! output element with exactly sgemm's operations (blocks of 256 products, each a chain of
 //! fused multiply-adds), so the choice never changes a bit, and a chunk of rows gets the
@@ -266,7 +267,7 @@ impl Tiles {
 }
 
 /// Classes per task of [`forward_stream`] at least (a multiple of every tier's tile).
-const STREAM_NT_MIN_CLASSES: usize = 240;
+const STREAM_NT_TASK_CLASSES: usize = 240;
 
 /// [`Kernels::linear_forward`] on the streaming kernel: `A` packed once, the classes split
 /// over rayon (about four ranges per thread; the split never changes a result, see
@@ -293,9 +294,9 @@ unsafe fn forward_stream(
     let pk = pack_nt(a, d, nb, d, pw);
     let per = c
         .div_ceil(4 * rayon::current_num_threads())
-        .max(STREAM_NT_MIN_CLASSES)
-        .div_ceil(STREAM_NT_MIN_CLASSES)
-        * STREAM_NT_MIN_CLASSES;
+        .max(STREAM_NT_TASK_CLASSES)
+        .div_ceil(STREAM_NT_TASK_CLASSES)
+        * STREAM_NT_TASK_CLASSES;
     let (pkp, wp, zp) = (
         SyncPtr(pk.as_ptr() as *mut f32),
         SyncPtr(w.as_ptr() as *mut f32),
@@ -852,8 +853,9 @@ impl Kernels {
     /// `a` is `[B, D]`, `w` is `layout` = `[C, D]` with its leading dimension, `b` (optional)
     /// has `C` floats, `z` is `[B, C]` and is overwritten. One single-threaded sgemm per tile
     /// of `Z` (rows of `Z` first, columns too when the batch is small), spread over rayon; for
-    /// `B <= 64` on the AVX2 and AVX-512 tiers the streaming kernel over ranges of classes
-    /// instead (same bits, see the module docs). Deterministic for any number of threads.
+    /// `B <= 64` and `C >= 96` on the AVX2 and AVX-512 tiers the streaming kernel over ranges
+    /// of classes instead (same bits, see the module docs). Deterministic for any number of
+    /// threads.
     ///
     /// # Errors
     /// [`Error::LeadingDim`], [`Error::MatrixLength`] for `w`; [`Error::NotMultiple`] if
@@ -902,7 +904,7 @@ impl Kernels {
             fill(z);
             return Ok(());
         }
-        if let Some(st) = self.linear.stream.filter(|st| st.serves(nb)) {
+        if let Some(st) = self.linear.stream.filter(|st| st.serves_nt(nb, c)) {
             // SAFETY: `w` was checked against `layout`, `a` is `[nb, d]`, `z` is `[nb, c]`,
             // `b` has `c` floats; `nb, c, d > 0`.
             unsafe { forward_stream(st, a, w, layout, b, z, nb) };

@@ -113,11 +113,21 @@ impl StreamKernels {
         }
     }
 
-    /// Whether a batch of `m` rows takes the streaming kernels.
+    /// Whether `dA = G W` with a batch of `m` rows takes [`stream_nn`].
     pub(crate) fn serves(&self, m: usize) -> bool {
         m <= self.max_rows
     }
+
+    /// Whether `Z = A W^T + b` with a batch of `m` rows and `c` classes takes [`stream_nt`].
+    pub(crate) fn serves_nt(&self, m: usize, c: usize) -> bool {
+        m <= self.max_rows && c >= NT_MIN_CLASSES
+    }
 }
+
+/// [`stream_nt`] packs all of `A` (`m * D` floats) per call, which few classes do not
+/// amortize: at `m = 64`, `D = 784` it measured slower than sgemm up to `C = 64` (46 against 56
+/// GFLOP/s) and faster from 96 (60 against 50), on Zen 4.
+pub(crate) const NT_MIN_CLASSES: usize = 96;
 
 /// The largest batch the AVX2 and AVX-512 tiers send to the streaming kernels (measured on
 /// Zen 4 at `[C, D]` = `[128256, 256]` and `[32000, 1024]`: at 64 rows they beat sgemm on
