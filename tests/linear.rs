@@ -421,7 +421,8 @@ fn linear_forward_and_backward_match_f64() {
 /// bits either way, so that a chunk of rows (as the fused linear cross-entropy forms) sees the
 /// logits of the whole batch. Batches of 70 to 130 rows against each of their rows alone and
 /// against chunks of 16, 32 and 64 rows, with several inner blocks (`D`, `C` > 256), strided W
-/// and bias on and off.
+/// and bias on and off, and (third shape) NaN, infinite, huge and subnormal entries (NaN
+/// compared as NaN: which payload survives depends on operand order).
 #[test]
 fn streaming_and_sgemm_give_the_same_bits() {
     let mut r = rng(21);
@@ -433,8 +434,20 @@ fn streaming_and_sgemm_give_the_same_bits() {
             let ld = d + [0, 3, 16][n % 3];
             let w = strided(&mut r, c, d, ld, n % 2 == 1);
             let lay = MatrixLayout::new(c, d).with_ld(ld);
-            let a = uniform(&mut r, b * d, 1.0);
-            let delta = uniform(&mut r, b * c, 1.0);
+            let mut a = uniform(&mut r, b * d, 1.0);
+            let mut delta = uniform(&mut r, b * c, 1.0);
+            let mut w = w;
+            if n == 2 {
+                // Special values, as sgemm meets them: NaN, infinities, huge and subnormal
+                // entries in A, W and delta (the outputs they touch must agree too).
+                let specials = [f32::NAN, f32::INFINITY, -f32::INFINITY, 3e38, -1e-40, 1e30];
+                for (i, &v) in specials.iter().enumerate() {
+                    a[(i * 97 + 5) % (b * d)] = v;
+                    w[((i * 31 + 2) % c) * ld + (i * 7) % d] = v;
+                    delta[(i * 53 + 11) % (b * c)] = v;
+                }
+            }
+            let same = |x: &f32, y: &f32| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
             let bias = uniform(&mut r, c, 1.0);
             for with_bias in [false, true] {
                 let bref = with_bias.then_some(&bias[..]);
@@ -455,7 +468,7 @@ fn streaming_and_sgemm_give_the_same_bits() {
                             .unwrap();
                         let want = &z[r0 * c..(r0 + m) * c];
                         assert!(
-                            zc.iter().zip(want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            zc.iter().zip(want).all(|(x, y)| same(x, y)),
                             "forward {ctx}"
                         );
                         let mut dac = vec![0.0f32; m * d];
