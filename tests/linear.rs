@@ -489,6 +489,53 @@ fn streaming_and_sgemm_give_the_same_bits() {
     }
 }
 
+/// A one-row W with a leading dimension near `isize::MAX / 4` (valid: the slice holds the row
+/// alone). The kernels prefetch rows ahead of the one they read; those addresses must be
+/// formed without overflow (a `cargo fuzz` run with overflow checks caught `16 * ld`
+/// overflowing in the streaming `dA` kernel; `cargo test` without `--release` checks it here).
+#[test]
+fn huge_leading_dimension_one_row() {
+    let ld = isize::MAX as usize / 4;
+    let (b, d) = (3usize, 5usize);
+    let lay = MatrixLayout::new(1, d).with_ld(ld);
+    let w = [0.5f32, -1.0, 2.0, 0.25, 1.5];
+    let a: Vec<f32> = (0..b * d).map(|i| i as f32 * 0.5 - 2.0).collect();
+    let delta = [1.0f32, -2.0, 0.5];
+    for k in common::tiers() {
+        let ctx = k.isa();
+        let mut da = vec![f32::NAN; b * d];
+        k.linear_backward_input(&delta, &w, lay, &mut da).unwrap();
+        for i in 0..b {
+            for l in 0..d {
+                assert_eq!(da[i * d + l], delta[i] * w[l], "{ctx} dA[{i}, {l}]");
+            }
+        }
+        let mut dw = [f32::NAN; 5];
+        k.weight_grad(1.0, &delta, &a, 0.0, &mut dw, lay).unwrap();
+        for l in 0..d {
+            let want: f64 = (0..b).map(|i| delta[i] as f64 * a[i * d + l] as f64).sum();
+            assert!(
+                (dw[l] as f64 - want).abs() <= 1e-5,
+                "{ctx} dW[{l}] {} vs {want}",
+                dw[l]
+            );
+        }
+        let mut z = [f32::NAN; 3];
+        k.linear_forward(&a, &w, lay, Some(&[0.5]), &mut z).unwrap();
+        for i in 0..b {
+            let want: f64 = 0.5
+                + (0..d)
+                    .map(|l| a[i * d + l] as f64 * w[l] as f64)
+                    .sum::<f64>();
+            assert!(
+                (z[i] as f64 - want).abs() <= 1e-5,
+                "{ctx} z[{i}] {} vs {want}",
+                z[i]
+            );
+        }
+    }
+}
+
 /// Every function once on small odd shapes with a strided, trimmed W in guarded buffers: the
 /// quick pass (also meant for Miri: `cargo +nightly miri test --test linear small_strided`).
 #[test]

@@ -321,7 +321,8 @@ unsafe fn nt_panels<S: Simd, const MV: usize, const NR: usize>(s: S, p: &StreamN
                 // The first panel prefetches this block of the tile after next, a line per
                 // inner index (a burst at the copy measured slower: its prefetches are lost).
                 let ahead = Prefetch {
-                    p: p.w.wrapping_add((j0 + PF_TILES * NR) * p.ldw + l0),
+                    p: p.w
+                        .wrapping_add((j0 + PF_TILES * NR).wrapping_mul(p.ldw).wrapping_add(l0)),
                     ld: p.ldw,
                     len: kl,
                     rows: if j0 + PF_TILES * NR < p.n { NR } else { 0 },
@@ -422,7 +423,7 @@ unsafe fn nn_tile<S: Simd, const MR: usize, const NV: usize, const TAIL: bool, c
             let mut wv = [zero; NV];
             for (v, x) in wv.iter_mut().enumerate() {
                 *x = load_n::<S, TAIL>(s, wj.add(v * l), mc);
-                prefetch(wj.wrapping_add(NN_PF_ROWS * p.ldw + v * l));
+                prefetch(wj.wrapping_add(NN_PF_ROWS.wrapping_mul(p.ldw).wrapping_add(v * l)));
             }
             for (r, accr) in acc.iter_mut().enumerate() {
                 let g = s.splat(*gp.add(r * p.ldg + j));

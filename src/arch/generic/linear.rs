@@ -380,7 +380,8 @@ unsafe fn rank_k_tile<
         // The next strip's rows of this tile, needed one pass over the columns from now (the
         // hardware prefetcher does not follow `MR` rows of W at once).
         for r in 0..MR {
-            let next = p.w.wrapping_add((r0 + MR + r) * p.ld + j);
+            let next =
+                p.w.wrapping_add((r0 + MR + r).wrapping_mul(p.ld).wrapping_add(j));
             for v in 0..NV {
                 prefetch(next.wrapping_add(v * l));
             }
