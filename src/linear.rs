@@ -1009,7 +1009,7 @@ impl Kernels {
             scale_rows(da, MatrixLayout::new(1, da.len()), beta);
             return Ok(());
         }
-        if let Some(st) = self.linear.stream.filter(|st| st.serves(nb)) {
+        if let Some(st) = self.linear.stream.filter(|st| st.serves_nn(nb)) {
             // SAFETY: `w` was checked against `layout`, `delta` is `[nb, c]`, `da` is
             // `[nb, d]`; `nb, c, d > 0`.
             unsafe { backward_input_stream(st, delta, w, layout, beta, da, nb) };

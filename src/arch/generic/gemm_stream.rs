@@ -114,7 +114,7 @@ impl StreamKernels {
     }
 
     /// Whether `dA = G W` with a batch of `m` rows takes [`stream_nn`].
-    pub(crate) fn serves(&self, m: usize) -> bool {
+    pub(crate) fn serves_nn(&self, m: usize) -> bool {
         m <= self.max_rows
     }
 
@@ -166,8 +166,9 @@ pub(crate) fn pack_nt(a: &[f32], lda: usize, m: usize, k: usize, pw: usize) -> V
 /// multiply-adds from zero and adds it to the output (`ab + c`, the first block `ab + beta c`);
 /// these kernels form the same sums in the same order, so an element of the output has the
 /// same bits whichever of the two computed it, and [`crate::linear`] may pick one by batch
-/// size without changing results. (`tests/linear_ce.rs`, `forward_is_the_same_on_sub_problems`
-/// and `backward_input_is_the_same_on_sub_problems`, check this on every tier.)
+/// size without changing results. (`tests/linear.rs`, `streaming_and_sgemm_give_the_same_bits`,
+/// and `tests/linear_ce.rs`, `forward_is_the_same_on_sub_problems`, check this on every
+/// tier.)
 pub(crate) const GEMM_KC: usize = 256;
 
 /// The partial sums of one class tile over all panels, in floats: `panels * NR * pw` must fit
@@ -261,19 +262,18 @@ unsafe fn nt_block<S: Simd, const MV: usize, const NR: usize>(
             }
         }
         for r in 0..NR {
-            let c = if first && !bias.is_null() {
-                s.splat(*bias.add(r.min(nr - 1)))
+            // The first block's `c`: the class's bias, or nothing.
+            let b = if first && !bias.is_null() {
+                Some(s.splat(*bias.add(r.min(nr - 1))))
             } else {
-                zero
+                None
             };
             for v in 0..MV {
                 let q = zb.add(r * pw + v * l);
-                let out = if !first {
-                    s.add(acc[r][v], s.load(q))
-                } else if !bias.is_null() {
-                    s.add(acc[r][v], c)
-                } else {
-                    acc[r][v]
+                let out = match (first, b) {
+                    (false, _) => s.add(acc[r][v], s.load(q)),
+                    (true, Some(b)) => s.add(acc[r][v], b),
+                    (true, None) => acc[r][v],
                 };
                 s.store(q, out);
             }
@@ -284,8 +284,8 @@ unsafe fn nt_block<S: Simd, const MV: usize, const NR: usize>(
 /// [`stream_nt`] with panels of `MV` vectors and tiles of `NR` classes. Per tile and block of
 /// [`GEMM_KC`] inner indices, the tile's rows of `W` are first copied to a contiguous stack
 /// buffer, so that the micro-kernel's broadcasts come from one pointer at fixed offsets
-/// (`NR` row pointers would not fit the general registers), and the next tile's rows are
-/// prefetched. The panels of `A` come from L1 or L2.
+/// (`NR` row pointers would not fit the general registers), and the rows of the tile
+/// [`PF_TILES`] ahead are prefetched. The panels of `A` come from L1 or L2.
 ///
 /// # Safety
 /// As [`stream_nt`], with `p.pw == MV * LANES`, `NR <= NT_NR_MAX` and `m.div_ceil(pw) * NR *
@@ -376,8 +376,8 @@ pub(crate) unsafe fn stream_nt<S: Simd, const NR1: usize, const NR2: usize>(s: S
     }
 }
 
-/// The bytes of `W` (over a call's columns) per class block of [`stream_nn`]: half of a
-/// 1 MiB L2, leaving room for the rows of `G` and the tiles of `dA`.
+/// The bytes of `W` in one block of [`stream_nn`] ([`GEMM_KC`] classes by a chunk of
+/// columns): a quarter of a 1 MiB L2, leaving room for the rows of `G` and the tiles of `dA`.
 const NN_BLOCK_BYTES: usize = 256 * 1024;
 
 /// How many rows of `W` ahead [`stream_nn`] prefetches.
