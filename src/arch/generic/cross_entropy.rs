@@ -19,6 +19,7 @@ use super::softmax::{
     load_short, row_max, scale, scale_then_max, store_short, SHORT_VECS, UNSHIFTED_CLAMP,
     UNSHIFTED_MAX,
 };
+use crate::arch::ln::ln_group;
 use crate::arch::vector::Simd;
 
 /// Vectors each accumulator adds in f32 before moving the block total to f64.
@@ -798,7 +799,7 @@ pub(crate) unsafe fn ce_short_rows<S: Simd, const K: usize>(
     let mut fix: Option<(*mut f32, f32)> = None;
     for r in 0..rows {
         if grouped && r > 0 && r % LOSS_GROUP == 0 {
-            acc.0 += lin + prod.ln();
+            acc.0 += lin + ln_group(prod);
             (lin, prod) = (0.0, 1.0);
         }
         // SAFETY: row `r < rows` lies inside `x` (and `grad`); `t < n`; the per-row pointers
@@ -911,7 +912,7 @@ pub(crate) unsafe fn ce_short_rows<S: Simd, const K: usize>(
         }
     }
     if grouped && rows > 0 {
-        acc.0 += lin + prod.ln();
+        acc.0 += lin + ln_group(prod);
     }
     if let Some((p, f)) = fix {
         // SAFETY: `p` points into the last gradient row written above.
@@ -1048,7 +1049,7 @@ impl PlainRows {
     #[inline(always)]
     fn start_row(&mut self, r: usize, acc: &mut (f64, usize)) {
         if r > 0 && r.is_multiple_of(LOSS_GROUP) {
-            acc.0 += self.lin + self.prod.ln();
+            acc.0 += self.lin + ln_group(self.prod);
             (self.lin, self.prod) = (0.0, 1.0);
         }
     }
@@ -1128,7 +1129,7 @@ impl PlainRows {
     #[inline(always)]
     unsafe fn finish(self, rows: usize, acc: &mut (f64, usize)) {
         if rows > 0 {
-            acc.0 += self.lin + self.prod.ln();
+            acc.0 += self.lin + ln_group(self.prod);
         }
         if !self.fix.is_null() {
             // SAFETY: `fix` points into the last gradient row written.
