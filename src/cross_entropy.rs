@@ -342,35 +342,41 @@ impl Kernels {
         opts: &CrossEntropyOptions<'_>,
         outputs: &mut CrossEntropyOutputs<'_>,
     ) -> Result<CrossEntropyStats> {
-        let len = match &logits {
-            Logits::Read(x) | Logits::Grad(x, _) => x.len(),
-            Logits::InPlace(x) => x.len(),
+        let (len, grad_len) = match &logits {
+            Logits::Read(x) => (x.len(), x.len()),
+            Logits::Grad(x, gr) => (x.len(), gr.len()),
+            Logits::InPlace(x) => (x.len(), x.len()),
         };
-        let rows = rows_of("logits", len, cols)?;
-        if let Logits::Grad(_, gr) = &logits {
-            check_len("grad", gr.len(), len)?;
-        }
         let (xp, gp): (*const f32, *mut f32) = match logits {
             Logits::Read(x) => (x.as_ptr(), std::ptr::null_mut()),
             Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
             Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
         };
+        // A small call first, before the checks of the general path, which cost as much as
+        // the kernel on a 1x10 call: the shape is checked here without a division (any call
+        // this test turns away takes the general path and its errors).
         if let Targets::Classes(t) = targets {
-            if t.len() == rows
-                && rows <= PLAIN_ROWS
-                && rows * cols <= BLOCK_BYTES / 4
+            if t.len() <= PLAIN_ROWS
+                && cols != 0
+                && cols <= BLOCK_BYTES / 4
+                // Neither product overflows: both factors are bounded above.
+                && t.len() * cols == len
+                && len <= BLOCK_BYTES / 4
+                && grad_len == len
                 && opts.is_plain()
                 && outputs.row_loss.is_none()
                 && outputs.lse.is_none()
                 && outputs.argmax.is_none()
             {
-                // SAFETY: as `ce_rows` below: `xp`/`gp` as checked above, `t` holds `rows`
-                // labels.
-                if let Some(st) = unsafe { self.ce_plain_small(xp, gp, rows, cols, t, opts)? } {
+                // SAFETY: `xp` holds `len = t.len() * cols` floats; `gp` is null, or `xp`
+                // itself (in place), or a distinct buffer of `len` floats (the borrows above).
+                if let Some(st) = unsafe { self.ce_plain_small(xp, gp, t.len(), cols, t, opts)? } {
                     return Ok(st);
                 }
             }
         }
+        let rows = rows_of("logits", len, cols)?;
+        check_len("grad", grad_len, len)?;
         let plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
         // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
         // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
@@ -401,10 +407,17 @@ impl Kernels {
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<Option<CrossEntropyStats>> {
         debug_assert!(t.len() == rows && rows <= PLAIN_ROWS && opts.is_plain());
-        let mut classes = [0u32; PLAIN_ROWS];
+        if rows == 1 {
+            // SAFETY: the caller's contract (one row).
+            if let Some(st) = unsafe { self.ce_plain_one_row(xp, gp, cols, t, opts)? } {
+                return Ok(Some(st));
+            }
+        }
+        let mut classes = std::mem::MaybeUninit::<[u32; PLAIN_ROWS]>::uninit();
+        let cp = classes.as_mut_ptr().cast::<u32>();
         let mut used = 0usize;
-        for (r, (&l, c)) in t.iter().zip(classes.iter_mut()).enumerate() {
-            *c = match class_of(l, cols, opts.ignore_index) {
+        for (r, &l) in t.iter().enumerate() {
+            let c = match class_of(l, cols, opts.ignore_index) {
                 // `c < cols <= BLOCK_BYTES / 4` fits a u32.
                 Ok(Some(c)) => {
                     used += 1;
@@ -419,37 +432,46 @@ impl Kernels {
                     })
                 }
             };
+            // SAFETY: `r < rows <= PLAIN_ROWS`.
+            unsafe { cp.add(r).write(c) };
         }
         // As `ce_plan` and `Ctx::class_block` (every target weight is 1).
-        let plan = CePlan {
-            denominator: used as f64,
-            rows_used: used,
-            red_scale: match opts.reduction {
-                Reduction::Mean => 1.0 / used as f64,
-                Reduction::Sum | Reduction::None => 1.0,
-            },
-            wsum: cols as f64,
-        };
-        let b = CeShortBatch {
-            classes: classes.as_ptr(),
-            weights: std::ptr::null(),
-            base_g: plan.red_scale * opts.scale as f64,
-            row_scale: std::ptr::null(),
-            zl: 0.0,
-            zl2: 0.0,
-            want_argmax: false,
-            row_loss: std::ptr::null_mut(),
-            lse: std::ptr::null_mut(),
-            argmax: std::ptr::null_mut(),
-        };
+        let denominator = used as f64;
+        let base_g = match opts.reduction {
+            Reduction::Mean => 1.0 / denominator,
+            Reduction::Sum | Reduction::None => 1.0,
+        } * opts.scale as f64;
         let mut acc = (0.0f64, 0usize);
-        // SAFETY: the caller's contract; `classes` holds `rows` validated classes (or
-        // `u32::MAX` for ignored rows); the batch has no per-row pointers.
-        if !unsafe { (self.ce.short_rows)(xp, gp, rows, cols, &b, &mut acc) } {
+        // SAFETY: the caller's contract; `cp` holds `rows` validated classes (or `u32::MAX`
+        // for ignored rows), written above.
+        let done = unsafe {
+            (self.ce.plain_regs)(xp, gp, rows, cols, base_g, cp, &mut acc) || {
+                let b = CeShortBatch {
+                    classes: cp,
+                    weights: std::ptr::null(),
+                    base_g,
+                    row_scale: std::ptr::null(),
+                    zl: 0.0,
+                    zl2: 0.0,
+                    want_argmax: false,
+                    row_loss: std::ptr::null_mut(),
+                    lse: std::ptr::null_mut(),
+                    argmax: std::ptr::null_mut(),
+                };
+                (self.ce.short_rows)(xp, gp, rows, cols, &b, &mut acc)
+            }
+        };
+        if !done {
             return Ok(None);
         }
         // `0.0 +` as `sum_row_blocks` (which turns a -0.0 sum into 0.0).
         let total = 0.0 + acc.0;
+        let plan = CePlan {
+            denominator,
+            rows_used: used,
+            red_scale: 0.0,
+            wsum: 0.0,
+        };
         Ok(Some(plan.finish(
             opts,
             total,
@@ -457,6 +479,59 @@ impl Kernels {
             false,
             &Targets::Classes(t),
         )))
+    }
+
+    /// [`Kernels::ce_plain_small`] for one row: the label, the kernel's class and the loss stay
+    /// in registers, and the reduction's divisions by 1 are skipped (`x / 1 == x`), since the
+    /// time of a 1-row call is the latency from the label to the loss. The same bits as the
+    /// batched path. `Ok(None)` when the tier has no one-row kernel for `cols`.
+    ///
+    /// # Safety
+    /// As [`Kernels::ce_plain_small`] with one row.
+    unsafe fn ce_plain_one_row<L: Label>(
+        &self,
+        xp: *const f32,
+        gp: *mut f32,
+        cols: usize,
+        t: &[L],
+        opts: &CrossEntropyOptions<'_>,
+    ) -> Result<Option<CrossEntropyStats>> {
+        let (class, used) = match class_of(t[0], cols, opts.ignore_index) {
+            // `c < cols <= BLOCK_BYTES / 4` fits a u32.
+            Ok(Some(c)) => (c as u32, 1),
+            Ok(None) => (u32::MAX, 0),
+            Err(label) => {
+                return Err(Error::BadLabel {
+                    row: 0,
+                    label,
+                    classes: cols,
+                })
+            }
+        };
+        // `1 / used` for Mean, as `ce_plan` (1 for one used row; an ignored row's gradient is
+        // zero whatever the scale).
+        let red = match opts.reduction {
+            Reduction::Mean if used == 1 => 1.0,
+            Reduction::Mean => 1.0 / used as f64,
+            Reduction::Sum | Reduction::None => 1.0,
+        };
+        // SAFETY: the caller's contract (one row); `class` is validated.
+        let Some(v) =
+            (unsafe { (self.ce.plain_one)(xp, gp, cols, class, red * opts.scale as f64) })
+        else {
+            return Ok(None);
+        };
+        // The other paths sum `0.0 + (0.0 + v)` (the accumulator, then `sum_row_blocks`'s
+        // `0.0 +`), which is `v` itself, bit for bit: `v` is `+0.0`, positive or NaN
+        // (`ce_plain_one`).
+        debug_assert!(!(v.to_bits() == (-0.0f64).to_bits() || v < 0.0));
+        let plan = CePlan {
+            denominator: used as f64,
+            rows_used: used,
+            red_scale: 0.0,
+            wsum: 0.0,
+        };
+        Ok(Some(plan.finish(opts, v, 0, false, &Targets::Classes(t))))
     }
 
     /// Checks everything but the logits for a cross-entropy over `rows x cols` (options,
@@ -798,6 +873,8 @@ impl CePlan {
     ) -> CrossEntropyStats {
         let loss = match opts.reduction {
             Reduction::Mean if self.rows_used == 0 && opts.all_ignored == AllIgnored::Zero => 0.0,
+            // `x / 1 == x` exactly: a one-row call skips the division's latency.
+            Reduction::Mean if self.denominator == 1.0 => total,
             Reduction::Mean => total / self.denominator,
             Reduction::Sum | Reduction::None => total,
         };

@@ -1723,3 +1723,156 @@ fn short_rows_target_shift_edges() {
         }
     }
 }
+
+/// One-row calls take their own path (`Kernels::ce_plain_one_row`: the label and the loss in
+/// registers, the fix-up of the target inside the vector, the reduction's division by 1
+/// skipped). Every tier, every row length from 1 to 70 (past the short rows too), the target at
+/// the first, a middle and the last class, and rows with special values: each 1-row call (out
+/// of place, in place, loss only) must give the same loss and gradient bits as the same call
+/// asking for an argmax (which takes the general path), and, for finite rows, the f64 loss
+/// and gradient written here.
+#[test]
+fn one_row_calls_match_the_general_path() {
+    let mut g = StdRng::seed_from_u64(0x0001_0a11);
+    let mut checked = 0usize;
+    for k in tiers() {
+        for cols in 1..=70usize {
+            let mut targets = vec![0, cols / 2, cols - 1];
+            targets.dedup();
+            for &t in &targets {
+                for case in 0..9 {
+                    let mut x: Vec<f32> = (0..cols).map(|_| g.gen_range(-5.0f32..5.0)).collect();
+                    let off = (t + 1) % cols;
+                    let mut ignore = None;
+                    match case {
+                        1 => x.iter_mut().for_each(|v| *v *= 30.0),
+                        // Far above the target: the sum passes 2^60, the row is shifted by its
+                        // maximum instead.
+                        2 if off != t => x[off] = x[t] + 50.0,
+                        3 if off != t => x[off] = f32::NEG_INFINITY,
+                        4 => x[t] = f32::NEG_INFINITY,
+                        5 => x[off] = f32::NAN,
+                        6 => x[off] = f32::INFINITY,
+                        7 => x[t] = 1e30,
+                        8 => ignore = Some(t as i64),
+                        _ => {}
+                    }
+                    for (red, scale, all) in [
+                        (Reduction::Mean, 1.0f32, AllIgnored::Nan),
+                        (Reduction::Sum, 0.5, AllIgnored::Nan),
+                        (Reduction::Mean, 2.0, AllIgnored::Zero),
+                    ] {
+                        let opts = CrossEntropyOptions::default()
+                            .reduction(red)
+                            .scale(scale)
+                            .ignore_index(ignore)
+                            .all_ignored(all);
+                        let ctx =
+                            format!("{:?} 1x{cols} t {t} case {case} {red:?} {scale}", k.isa());
+                        let labels = [t as i64];
+                        // The general path: an argmax output turns the small-call paths away.
+                        let mut g_ref = vec![UNWRITTEN; cols];
+                        let mut am = [0u32];
+                        let want = k
+                            .cross_entropy_ext(
+                                Logits::Grad(&x, &mut g_ref),
+                                Targets::Classes(&labels),
+                                cols,
+                                &opts,
+                                &mut CrossEntropyOutputs {
+                                    argmax: Some(&mut am),
+                                    ..Default::default()
+                                },
+                            )
+                            .unwrap();
+                        let mut g1 = vec![UNWRITTEN; cols];
+                        let got = k
+                            .cross_entropy_ext(
+                                Logits::Grad(&x, &mut g1),
+                                Targets::Classes(&labels),
+                                cols,
+                                &opts,
+                                &mut CrossEntropyOutputs::default(),
+                            )
+                            .unwrap();
+                        let mut z = x.clone();
+                        let inplace = k
+                            .cross_entropy_ext(
+                                Logits::InPlace(&mut z),
+                                Targets::Classes(&labels),
+                                cols,
+                                &opts,
+                                &mut CrossEntropyOutputs::default(),
+                            )
+                            .unwrap();
+                        let read = k
+                            .cross_entropy_ext(
+                                Logits::Read(&x),
+                                Targets::Classes(&labels),
+                                cols,
+                                &opts,
+                                &mut CrossEntropyOutputs::default(),
+                            )
+                            .unwrap();
+                        for (name, st) in [("grad", &got), ("in place", &inplace), ("read", &read)]
+                        {
+                            // NaN is NaN: the paths set a NaN loss's sign differently (an
+                            // explicit NaN, or `-inf - -inf`).
+                            assert!(
+                                st.loss_f64.to_bits() == want.loss_f64.to_bits()
+                                    || (st.loss_f64.is_nan() && want.loss_f64.is_nan()),
+                                "{ctx} {name}: loss {:e} against {:e}",
+                                st.loss_f64,
+                                want.loss_f64
+                            );
+                            assert!(
+                                st.loss.to_bits() == want.loss.to_bits()
+                                    || (st.loss.is_nan() && want.loss.is_nan()),
+                                "{ctx} {name}"
+                            );
+                            assert_eq!(
+                                (st.rows_used, st.denominator.to_bits()),
+                                (want.rows_used, want.denominator.to_bits()),
+                                "{ctx} {name}"
+                            );
+                        }
+                        assert_eq!(
+                            same_bits(&g1, &g_ref),
+                            None,
+                            "{ctx}: gradient {g1:?} {g_ref:?}"
+                        );
+                        assert_eq!(
+                            same_bits(&z, &g_ref),
+                            None,
+                            "{ctx}: in place {z:?} {g_ref:?}"
+                        );
+                        // f64 math for finite rows with a finite target logit.
+                        if ignore.is_none() && x.iter().all(|v| v.is_finite()) {
+                            let m = x.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+                            let s: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum();
+                            let loss = (m - x[t] as f64) + s.ln();
+                            let gs = scale as f64;
+                            // One row used: Mean and Sum give the row's loss; `scale` moves
+                            // only the gradient.
+                            assert!(
+                                (got.loss_f64 - loss).abs() <= 2e-6 * loss.abs().max(1.0),
+                                "{ctx}: loss {:e}, f64 {loss:e}",
+                                got.loss_f64
+                            );
+                            for (c, &v) in g1.iter().enumerate() {
+                                let p = (x[c] as f64 - m).exp() / s;
+                                let want = gs * (p - (c == t) as u8 as f64);
+                                assert!(
+                                    (v as f64 - want).abs() <= 2e-6 * gs,
+                                    "{ctx}: grad[{c}] = {v:e}, f64 {want:e}"
+                                );
+                            }
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("one-row calls: {checked} cases");
+}

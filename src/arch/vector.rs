@@ -67,6 +67,17 @@ pub(crate) trait Simd: Copy {
         crate::arch::generic::exp::exp_nonpos_generic(self, x)
     }
 
+    /// `v` with `x` subtracted from lane `lane` alone (one f32 subtraction, as a scalar
+    /// `v[lane] - x`); `v` unchanged when `lane >= LANES`. The default compares the lane
+    /// indices; a tier may override it with a mask it builds without a compare.
+    #[inline(always)]
+    fn sub_lane(self, v: Self::V, lane: usize, x: f32) -> Self::V {
+        // `lane as f32` is exact below 2^24; a larger `lane` (never a lane) stays far from
+        // every index after rounding.
+        let d = self.abs(self.sub(self.iota(), self.splat(lane as f32)));
+        self.select_gt(self.splat(0.5), d, self.sub(v, self.splat(x)), v)
+    }
+
     /// Loads `LANES` floats from `p` (no alignment needed).
     ///
     /// # Safety

@@ -7,6 +7,8 @@ pub(crate) static CE: CeKernels = CeKernels {
     row: ce_row,
     prob_row: ce_prob_row,
     short_rows: no_short_rows,
+    plain_regs: no_plain_regs,
+    plain_one: no_plain_one,
     scale: scale_row,
 };
 
@@ -20,6 +22,30 @@ unsafe fn scale_row(y: *mut f32, n: usize, r: f32) {
         // SAFETY: `i < n`, inside the caller's range.
         unsafe { *y.add(i) *= r };
     }
+}
+
+/// The oracle has no plain register path either.
+///
+/// # Safety
+/// None needed (nothing is read or written); `unsafe` for the table's signature.
+unsafe fn no_plain_regs(
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: f64,
+    _: *const u32,
+    _: &mut (f64, usize),
+) -> bool {
+    false
+}
+
+/// Nor a one-row path.
+///
+/// # Safety
+/// None needed (nothing is read or written); `unsafe` for the table's signature.
+unsafe fn no_plain_one(_: *const f32, _: *mut f32, _: usize, _: u32, _: f64) -> Option<f64> {
+    None
 }
 
 /// The oracle has no batched short-row path: every row goes through [`ce_row`].

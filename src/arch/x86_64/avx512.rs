@@ -108,6 +108,13 @@ impl Simd for Avx512 {
         }
     }
     #[inline(always)]
+    fn sub_lane(self, v: __m512, lane: usize, x: f32) -> __m512 {
+        // A one-bit mask from a shift: no compare.
+        let m: __mmask16 = if lane < 16 { 1 << lane } else { 0 };
+        // SAFETY: see the note above the impl.
+        unsafe { _mm512_mask_sub_ps(v, m, v, _mm512_set1_ps(x)) }
+    }
+    #[inline(always)]
     fn iota(self) -> __m512 {
         // SAFETY: see the note above the impl.
         unsafe {
