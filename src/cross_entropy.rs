@@ -49,7 +49,13 @@
 //! argument's rounding is corrected exactly, so the probabilities are at least as accurate as
 //! with the maximum); the loss is then `ln s`. Other rows take the maximum. Without weights and
 //! z-loss, each group of 16 such rows adds its loss as `sum (m - z_t) + ln prod s` (one `ln`
-//! per group). The path a row takes depends on the row alone.
+//! per group, inline: `arch::ln`). The path a row takes depends on the row alone.
+//!
+//! Small calls with class targets and default-like options (at most 64 short rows, no
+//! weights, smoothing, z-loss, cap, row scales or per-row outputs) skip the general path's
+//! plan and row blocks; a call of one row keeps its label, class and loss in registers and
+//! skips the reduction's divisions by 1. The bits are those of the general path
+//! (`one_row_calls_match_the_general_path` in `tests/cross_entropy.rs`).
 
 use crate::arch::generic::cross_entropy::{CeArgs, CeProbArgs, CeRowOut, CeShortBatch};
 use crate::dispatch::Kernels;

@@ -10,6 +10,12 @@
 //!    fix-up `grad[t] -= g (1 - eps) w_t`. No per-element label compare, no per-element divide,
 //!    one exp per element.
 //!
+//! Short rows (at most 4 vectors, class targets, no smoothing or cap) stay in registers
+//! ([`ce_short_rows`]); in a row loop the fix-up is the scalar one, one row later. A call of
+//! one such row ([`ce_plain_one`]) subtracts `g` in the target's lane before the store instead
+//! ([`Simd::sub_lane`]: on AVX-512 a one-bit mask from a shift, no compare), because the scalar
+//! read-modify-write right after the masked store waits for the store to reach the cache.
+//!
 //! With soft-capping (`z = cap tanh(x / cap)`), pass 2 stores the capped logits instead and
 //! pass 3 recomputes their exp and applies the chain rule `1 - (z / cap)^2`.
 
