@@ -68,14 +68,22 @@ pub(crate) trait Simd: Copy {
     }
 
     /// `v` with `x` subtracted from lane `lane` alone (one f32 subtraction, as a scalar
-    /// `v[lane] - x`); `v` unchanged when `lane >= LANES`. The default compares the lane
-    /// indices; a tier may override it with a mask it builds without a compare.
+    /// `v[lane] - x`); `v` unchanged when `lane >= LANES`. The default selects by a window of
+    /// a one-hot table (no compare of the lane index with each lane's); a tier may override
+    /// it with a cheaper mask.
     #[inline(always)]
     fn sub_lane(self, v: Self::V, lane: usize, x: f32) -> Self::V {
-        // `lane as f32` is exact below 2^24; a larger `lane` (never a lane) stays far from
-        // every index after rounding.
-        let d = self.abs(self.sub(self.iota(), self.splat(lane as f32)));
-        self.select_gt(self.splat(0.5), d, self.sub(v, self.splat(x)), v)
+        /// 1.0 at index 16 only: the `LANES` entries from `16 - lane` hold 1.0 in lane `lane`
+        /// (`lane < LANES`), none from `16 - min(lane, 16)` when `lane >= LANES`.
+        static ONE_HOT: [f32; 32] = {
+            let mut t = [0.0f32; 32];
+            t[16] = 1.0;
+            t
+        };
+        const { assert!(Self::LANES <= 16) };
+        // SAFETY: `16 - min(lane, 16) + LANES <= 32`: the load stays inside the table.
+        let w = unsafe { self.load(ONE_HOT.as_ptr().add(16 - lane.min(16))) };
+        self.select_gt(w, self.splat(0.5), self.sub(v, self.splat(x)), v)
     }
 
     /// Loads `LANES` floats from `p` (no alignment needed).
