@@ -1,6 +1,6 @@
 //! Regression tests for crate bugs found by the fuzz targets (`fuzz/`) and the garbage test
 //! (`tests/garbage.rs`). Each test is a minimized reproduction; it failed when the bug was
-//! found and passes since the fix (all three are fixed in `src/`). While a bug is open, the
+//! found and passes since the fix (every one is fixed in `src/`). While a bug is open, the
 //! fuzz target carries a narrowly scoped exclusion for it (marked `KNOWN CRATE BUG`), so that
 //! fuzzing keeps finding other problems; none is needed now. The minimized fuzz inputs are
 //! committed under `fuzz/corpus/<target>/regress-*`.
@@ -210,5 +210,61 @@ fn smoothing_with_zero_weights_and_max_spread_logits() {
             .unwrap();
         assert_eq!(loss, 0.0, "[{}] loss", k.isa());
         assert!(g.iter().all(|v| v.is_finite()), "[{}] grad {g:?}", k.isa());
+    }
+}
+
+/// Found by `.ci/fuzz.sh` (target `cross_entropy`, portable tier; the input:
+/// `fuzz/corpus/cross_entropy/regress-prob-tiny-weight-neg-inf`).
+///
+/// With probability targets and class weights, the SIMD tiers summed `(w_c y'_c) (z_c - m)`
+/// with the product `w_c y'_c` in f32. For a class of weight 1e-44 and target 3.57e-43 the
+/// product underflows to 0, and at a `-inf` logit `0 * -inf` made the loss NaN, while the f64
+/// reference (and PyTorch, which multiplies `log p * y * w` in that order) gives `+inf`.
+/// Fixed by summing `y'_c (w_c (z_c - m))`. A zero weight or a zero target at a `-inf` logit
+/// still gives NaN, as `0 * -inf` in PyTorch and in the reference.
+#[test]
+fn prob_targets_tiny_weight_at_neg_inf_logit() {
+    let r = Kernels::for_isa(Isa::Scalar).unwrap();
+    let x = [1.0f32, 1.0, f32::NEG_INFINITY, 1.0, -1.25];
+    for (w2, y2, want_nan) in [
+        (1e-44f32, 3.57e-43f32, false),
+        (1e-44, 1e-45, false),
+        (f32::from_bits(1), f32::from_bits(1), false),
+        (0.0, 3.57e-43, true),
+        (1e-44, 0.0, true),
+    ] {
+        let w = [0.5f32, 0.0, w2, 0.0, 1.99];
+        let y = [1.5f32, 5.5e-41, y2, 0.0, 0.0];
+        let opts = CrossEntropyOptions::default().weight(&w);
+        let mut gr = [0.0f32; 5];
+        let want = r
+            .cross_entropy_probs_fwd_bwd(&x, &y, &mut gr, 5, &opts)
+            .unwrap();
+        assert_eq!(
+            want.is_nan(),
+            want_nan,
+            "reference loss {want:e} (w {w2:e}, y {y2:e})"
+        );
+        if !want_nan {
+            assert_eq!(want, f32::INFINITY, "reference loss (w {w2:e}, y {y2:e})");
+        }
+        for k in tiers() {
+            let mut g = [0.0f32; 5];
+            let got = k
+                .cross_entropy_probs_fwd_bwd(&x, &y, &mut g, 5, &opts)
+                .unwrap();
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "[{}] w {w2:e} y {y2:e}: loss {got:e}, reference {want:e}",
+                k.isa()
+            );
+            for j in 0..5 {
+                assert!(
+                    (g[j] - gr[j]).abs() <= 1e-6 || (g[j].is_nan() && gr[j].is_nan()),
+                    "[{}] w {w2:e} y {y2:e}: grad {g:?}, reference {gr:?}",
+                    k.isa()
+                );
+            }
+        }
     }
 }

@@ -666,22 +666,29 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                     let lanes = s.iota();
                     ys = s.select_gt(s.splat(k as f32), lanes, ys, zero);
                 }
-                if !wp.is_null() {
-                    let wv = load_n(s, wp.add(i), k, 0.0);
-                    ys = s.mul(ys, wv);
-                }
-                a0 = s.add(a0, ys);
                 // (z - m) / 2, which cannot overflow for finite logits (see `ce_sweep`); the
                 // total is doubled at the end. Lanes past the row hold z = -inf and ys = 0:
                 // zero them first (a real `-inf` logit with a zero target gives NaN, as
                 // PyTorch's `0 * -inf`).
                 let h = s.fma(z, s.splat(0.5), s.splat(-0.5 * m));
-                let zf = if k < w {
+                let mut zf = if k < w {
                     s.select_gt(s.splat(k as f32), s.iota(), h, zero)
                 } else {
                     h
                 };
-                b0 = s.fma(ys, zf, b0);
+                // With weights, the dot takes `y' (w (z - m) / 2)`, not `(w y') (z - m) / 2`:
+                // `w y'` can underflow to 0 in f32 for tiny nonzero `w` and `y'`, and at a
+                // `-inf` logit `0 * -inf` made the loss NaN where it is `+inf` (the reference,
+                // f64, and PyTorch, which multiplies `log p * y * w` in that order). A zero
+                // `w` or `y'` still gives NaN there, as PyTorch.
+                let yu = ys;
+                if !wp.is_null() {
+                    let wv = load_n(s, wp.add(i), k, 0.0);
+                    ys = s.mul(ys, wv);
+                    zf = s.mul(zf, wv);
+                }
+                a0 = s.add(a0, ys);
+                b0 = s.fma(yu, zf, b0);
                 i += k;
             }
             total += s.reduce_sum(s0) as f64;
