@@ -213,15 +213,20 @@ fn smoothing_with_zero_weights_and_max_spread_logits() {
     }
 }
 
-/// Found by `.ci/fuzz.sh` (target `cross_entropy`, portable tier; the input:
-/// `fuzz/corpus/cross_entropy/regress-prob-tiny-weight-neg-inf`).
+/// Found by `.ci/fuzz.sh` (target `cross_entropy`, portable tier; the inputs:
+/// `fuzz/corpus/cross_entropy/regress-prob-tiny-weight-neg-inf` and
+/// `regress-prob-huge-weight-zero-target`).
 ///
 /// With probability targets and class weights, the SIMD tiers summed `(w_c y'_c) (z_c - m)`
 /// with the product `w_c y'_c` in f32. For a class of weight 1e-44 and target 3.57e-43 the
 /// product underflows to 0, and at a `-inf` logit `0 * -inf` made the loss NaN, while the f64
-/// reference (and PyTorch, which multiplies `log p * y * w` in that order) gives `+inf`.
-/// Fixed by summing `y'_c (w_c (z_c - m))`. A zero weight or a zero target at a `-inf` logit
-/// still gives NaN, as `0 * -inf` in PyTorch and in the reference.
+/// reference (and PyTorch, which multiplies `log p * y * w` in that order) gives `+inf`. A
+/// first fix summed `y'_c (w_c (z_c - m))` instead, and the next fuzz run found its mirror
+/// image: a weight of -1.7e38 times `(z - m) / 2 = -5e29` overflows, and a zero target made
+/// that `0 * inf = NaN` where the reference gives 0. The fix kept: `(w y') (z - m)` as before,
+/// and at `-inf` logits alone, an underflowed product of two nonzero factors counts as the
+/// smallest subnormal of its sign. A zero weight or a zero target at a `-inf` logit still gives
+/// NaN, as `0 * -inf` in PyTorch and in the reference.
 #[test]
 fn prob_targets_tiny_weight_at_neg_inf_logit() {
     let r = Kernels::for_isa(Isa::Scalar).unwrap();
@@ -266,5 +271,29 @@ fn prob_targets_tiny_weight_at_neg_inf_logit() {
                 );
             }
         }
+    }
+    // Huge weights at finite logits with zero targets: each term is 0 (the reference's f64
+    // product `w y'` is 0), not `0 * inf`.
+    let x = [4.0f32, 1e30, 0.0, 0.0, 0.0];
+    let y = [0.0f32, 8.3e-44, 0.0, 2.511e-42, 0.0];
+    let w = [-1.7014118e38f32, -1.7146522e38, 1.83312e-40, 0.0, 0.0];
+    let opts = CrossEntropyOptions::default()
+        .weight(&w)
+        .reduction(softmax_kernels::Reduction::Sum);
+    let mut gr = [0.0f32; 5];
+    let want = r
+        .cross_entropy_probs_fwd_bwd(&x, &y, &mut gr, 5, &opts)
+        .unwrap();
+    assert!(want.is_finite(), "reference loss {want:e}");
+    for k in tiers() {
+        let mut g = [0.0f32; 5];
+        let got = k
+            .cross_entropy_probs_fwd_bwd(&x, &y, &mut g, 5, &opts)
+            .unwrap();
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "[{}] huge weights: loss {got:e}, reference {want:e}",
+            k.isa()
+        );
     }
 }

@@ -671,24 +671,32 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                 // zero them first (a real `-inf` logit with a zero target gives NaN, as
                 // PyTorch's `0 * -inf`).
                 let h = s.fma(z, s.splat(0.5), s.splat(-0.5 * m));
-                let mut zf = if k < w {
+                let zf = if k < w {
                     s.select_gt(s.splat(k as f32), s.iota(), h, zero)
                 } else {
                     h
                 };
-                // With weights, the dot takes `y' (w (z - m) / 2)`, not `(w y') (z - m) / 2`:
-                // `w y'` can underflow to 0 in f32 for tiny nonzero `w` and `y'`, and at a
-                // `-inf` logit `0 * -inf` made the loss NaN where it is `+inf` (the reference,
-                // f64, and PyTorch, which multiplies `log p * y * w` in that order). A zero
-                // `w` or `y'` still gives NaN there, as PyTorch.
-                let yu = ys;
+                let mut yz = ys;
                 if !wp.is_null() {
                     let wv = load_n(s, wp.add(i), k, 0.0);
                     ys = s.mul(ys, wv);
-                    zf = s.mul(zf, wv);
+                    // `w y'` can underflow to 0 in f32 for tiny nonzero `w` and `y'`; at a
+                    // `-inf` logit `0 * -inf` then made the loss NaN where it is `+inf` (the
+                    // f64 reference, and PyTorch, which multiplies `log p * y * w`). There
+                    // alone, with both factors nonzero, the dot takes the smallest subnormal of
+                    // the product's sign (an underflowed product keeps its sign), so the term
+                    // is infinite; a zero `w` or `y'` still gives NaN (`0 * -inf`, as
+                    // PyTorch). Elsewhere the dot is `(w y') (z - m) / 2` as before: weighting
+                    // `(z - m) / 2` instead overflows for huge weights (1.7e38 * -5e29) and
+                    // turns a zero target into `0 * inf = NaN` (fuzz, `regress-prob-huge-
+                    // weight-zero-target`).
+                    let tiny = s.copysign(s.splat(f32::from_bits(1)), ys);
+                    let both =
+                        s.select_gt(s.abs(yz), zero, s.select_gt(s.abs(wv), zero, tiny, ys), ys);
+                    yz = s.select_gt(s.splat(-f32::MAX), zf, both, ys);
                 }
                 a0 = s.add(a0, ys);
-                b0 = s.fma(yu, zf, b0);
+                b0 = s.fma(yz, zf, b0);
                 i += k;
             }
             total += s.reduce_sum(s0) as f64;
