@@ -442,42 +442,29 @@ impl Kernels {
             unsafe { cp.add(r).write(c) };
         }
         // As `ce_plan` and `Ctx::class_block` (every target weight is 1).
-        let denominator = used as f64;
-        let base_g = match opts.reduction {
-            Reduction::Mean => 1.0 / denominator,
-            Reduction::Sum | Reduction::None => 1.0,
-        } * opts.scale as f64;
+        let plan = CePlan::plain(opts, used, cols);
+        let base_g = plan.red_scale * opts.scale as f64;
         let mut acc = (0.0f64, 0usize);
-        // SAFETY: the caller's contract; `cp` holds `rows` validated classes (or `u32::MAX`
-        // for ignored rows), written above.
-        let done = unsafe {
-            (self.ce.plain_regs)(xp, gp, rows, cols, base_g, cp, &mut acc) || {
-                let b = CeShortBatch {
-                    classes: cp,
-                    weights: std::ptr::null(),
-                    base_g,
-                    row_scale: std::ptr::null(),
-                    zl: 0.0,
-                    zl2: 0.0,
-                    want_argmax: false,
-                    row_loss: std::ptr::null_mut(),
-                    lse: std::ptr::null_mut(),
-                    argmax: std::ptr::null_mut(),
-                };
-                (self.ce.short_rows)(xp, gp, rows, cols, &b, &mut acc)
-            }
+        let b = CeShortBatch {
+            classes: cp,
+            weights: std::ptr::null(),
+            base_g,
+            row_scale: std::ptr::null(),
+            zl: 0.0,
+            zl2: 0.0,
+            want_argmax: false,
+            row_loss: std::ptr::null_mut(),
+            lse: std::ptr::null_mut(),
+            argmax: std::ptr::null_mut(),
         };
+        // SAFETY: the caller's contract; `cp` holds `rows` validated classes (or `u32::MAX`
+        // for ignored rows), written above; the batch has no per-row pointers.
+        let done = unsafe { (self.ce.short_rows)(xp, gp, rows, cols, &b, &mut acc) };
         if !done {
             return Ok(None);
         }
         // `0.0 +` as `sum_row_blocks` (which turns a -0.0 sum into 0.0).
         let total = 0.0 + acc.0;
-        let plan = CePlan {
-            denominator,
-            rows_used: used,
-            red_scale: 0.0,
-            wsum: 0.0,
-        };
         Ok(Some(plan.finish(
             opts,
             total,
@@ -514,29 +501,17 @@ impl Kernels {
                 })
             }
         };
-        // `1 / used` for Mean, as `ce_plan` (1 for one used row; an ignored row's gradient is
-        // zero whatever the scale).
-        let red = match opts.reduction {
-            Reduction::Mean if used == 1 => 1.0,
-            Reduction::Mean => 1.0 / used as f64,
-            Reduction::Sum | Reduction::None => 1.0,
-        };
+        // (An ignored row's gradient is zero whatever the scale.)
+        let plan = CePlan::plain(opts, used, cols);
+        let g = plan.red_scale * opts.scale as f64;
         // SAFETY: the caller's contract (one row); `class` is validated.
-        let Some(v) =
-            (unsafe { (self.ce.plain_one)(xp, gp, cols, class, red * opts.scale as f64) })
-        else {
+        let Some(v) = (unsafe { (self.ce.plain_one)(xp, gp, cols, class, g) }) else {
             return Ok(None);
         };
         // The other paths sum `0.0 + (0.0 + v)` (the accumulator, then `sum_row_blocks`'s
         // `0.0 +`), which is `v` itself, bit for bit: `v` is `+0.0`, positive or NaN
         // (`ce_plain_one`).
         debug_assert!(!(v.to_bits() == (-0.0f64).to_bits() || v < 0.0));
-        let plan = CePlan {
-            denominator: used as f64,
-            rows_used: used,
-            red_scale: 0.0,
-            wsum: 0.0,
-        };
         Ok(Some(plan.finish(opts, v, 0, false, &Targets::Classes(t))))
     }
 
@@ -868,6 +843,22 @@ pub(crate) struct CePlan {
 }
 
 impl CePlan {
+    /// The plan of a call without weights (what [`Kernels::ce_plan`] finds then): `used` rows
+    /// not ignored, each of weight 1. `1 / used` for Mean is skipped for one row (`1 / 1 == 1`
+    /// exactly): a one-row call waits on it.
+    fn plain(opts: &CrossEntropyOptions<'_>, used: usize, cols: usize) -> CePlan {
+        CePlan {
+            denominator: used as f64,
+            rows_used: used,
+            red_scale: match opts.reduction {
+                Reduction::Mean if used == 1 => 1.0,
+                Reduction::Mean => 1.0 / used as f64,
+                Reduction::Sum | Reduction::None => 1.0,
+            },
+            wsum: cols as f64,
+        }
+    }
+
     /// The call's statistics from the summed row losses.
     pub(crate) fn finish<L: Label>(
         &self,

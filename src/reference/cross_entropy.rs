@@ -7,7 +7,6 @@ pub(crate) static CE: CeKernels = CeKernels {
     row: ce_row,
     prob_row: ce_prob_row,
     short_rows: no_short_rows,
-    plain_regs: no_plain_regs,
     plain_one: no_plain_one,
     scale: scale_row,
 };
@@ -24,23 +23,7 @@ unsafe fn scale_row(y: *mut f32, n: usize, r: f32) {
     }
 }
 
-/// The oracle has no plain register path either.
-///
-/// # Safety
-/// None needed (nothing is read or written); `unsafe` for the table's signature.
-unsafe fn no_plain_regs(
-    _: *const f32,
-    _: *mut f32,
-    _: usize,
-    _: usize,
-    _: f64,
-    _: *const u32,
-    _: &mut (f64, usize),
-) -> bool {
-    false
-}
-
-/// Nor a one-row path.
+/// The oracle has no one-row path.
 ///
 /// # Safety
 /// None needed (nothing is read or written); `unsafe` for the table's signature.

@@ -1448,46 +1448,6 @@ pub(crate) unsafe fn try_ce_short_rows<S: Simd>(
     true
 }
 
-/// Runs [`ce_short_rows_plain`]'s register path with `K = ceil(n / LANES)`; returns false
-/// (doing nothing) when a row needs more than [`SHORT_VECS`] vectors or when the rows would
-/// take the dense path (one vector, [`CE_DENSE_MIN_ROWS`] rows or more), so that the caller
-/// runs [`try_ce_short_rows`] instead: the same bits either way.
-///
-/// # Safety
-/// As [`ce_short_rows`], with `g`, `classes` as [`CeShortBatch::base_g`] and
-/// [`CeShortBatch::classes`].
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(crate) unsafe fn try_ce_plain_regs<S: Simd>(
-    s: S,
-    x: *const f32,
-    grad: *mut f32,
-    rows: usize,
-    n: usize,
-    g: f64,
-    classes: *const u32,
-    acc: &mut (f64, usize),
-) -> bool {
-    // SAFETY: forwarded; `K` matches `n`.
-    unsafe {
-        match n.div_ceil(S::LANES) {
-            1 if rows < CE_DENSE_MIN_ROWS => {
-                ce_plain_regs::<S, 1>(s, x, grad, rows, n, g, classes, acc)
-            }
-            2 => ce_plain_regs::<S, 2>(s, x, grad, rows, n, g, classes, acc),
-            3 => ce_plain_regs::<S, 3>(s, x, grad, rows, n, g, classes, acc),
-            4 => ce_plain_regs::<S, 4>(s, x, grad, rows, n, g, classes, acc),
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// The plain register path ([`try_ce_plain_regs`]): (x, grad or null, rows, n, gradient
-/// scale, classes, accumulator) -> false when it does not take these rows.
-pub(crate) type PlainRegsFn =
-    unsafe fn(*const f32, *mut f32, usize, usize, f64, *const u32, &mut (f64, usize)) -> bool;
-
 /// The plain one-row kernel ([`try_ce_plain_one`]): (x, grad or null, n, class, gradient
 /// scale) -> the row's loss term, or `None` when the row is too long.
 pub(crate) type PlainOneFn = unsafe fn(*const f32, *mut f32, usize, u32, f64) -> Option<f64>;
@@ -1508,10 +1468,6 @@ pub(crate) struct CeKernels {
     /// accumulator) -> false when `n` is too long for the tier's short-row path (the
     /// reference never takes it).
     pub(crate) short_rows: ShortRowsFn,
-    /// The plain short rows' register path alone, for small calls: a kernel of its own, so
-    /// that a call of a few rows does not set up the dense path's stack buffers (7 KiB of
-    /// frame in `short_rows`; 1x10 went from 62 to 55 ns with this alone).
-    pub(crate) plain_regs: PlainRegsFn,
     /// One plain short row, its class and loss in registers (the shortest path for a 1-row
     /// call, whose time is the latency from the label to the loss).
     pub(crate) plain_one: PlainOneFn,
@@ -1596,28 +1552,6 @@ macro_rules! stamp_ce {
 
         /// # Safety
         /// The tier's CPU features; pointer contract of
-        /// `generic::cross_entropy::try_ce_plain_regs`.
-        $(#[$attr])*
-        unsafe fn ce_plain_regs(
-            x: *const f32,
-            grad: *mut f32,
-            rows: usize,
-            n: usize,
-            g: f64,
-            classes: *const u32,
-            acc: &mut (f64, usize),
-        ) -> bool {
-            // SAFETY: as in `ce_row`.
-            unsafe {
-                let s = <$token>::new_unchecked();
-                $crate::arch::generic::cross_entropy::try_ce_plain_regs(
-                    s, x, grad, rows, n, g, classes, acc,
-                )
-            }
-        }
-
-        /// # Safety
-        /// The tier's CPU features; pointer contract of
         /// `generic::cross_entropy::try_ce_plain_one`.
         $(#[$attr])*
         unsafe fn ce_plain_one(
@@ -1640,7 +1574,6 @@ macro_rules! stamp_ce {
                 row: ce_row,
                 prob_row: ce_prob_row,
                 short_rows: ce_short_rows,
-                plain_regs: ce_plain_regs,
                 plain_one: ce_plain_one,
                 scale: ce_scale,
             };

@@ -100,24 +100,6 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
-    fn sub_lane(self, v: __m256, lane: usize, x: f32) -> __m256 {
-        // The lane's mask is an 8-lane window of a one-hot table, loaded at `8 - lane`
-        // (`lane >= 8` reads the all-zero window at 0): a load instead of moving `lane` to a
-        // vector register, broadcasting it and comparing.
-        static ONE_HOT: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0];
-        let at = 8 - lane.min(8);
-        // SAFETY: `at <= 8`, so the 8 lanes read lie inside the 16-entry table; the token
-        // proves AVX2 (see the note above the impl).
-        unsafe {
-            let m = _mm256_loadu_si256(ONE_HOT.as_ptr().add(at).cast());
-            _mm256_blendv_ps(
-                v,
-                _mm256_sub_ps(v, _mm256_set1_ps(x)),
-                _mm256_castsi256_ps(m),
-            )
-        }
-    }
-    #[inline(always)]
     fn iota(self) -> __m256 {
         // SAFETY: see the note above the impl.
         unsafe { _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0) }
