@@ -221,11 +221,57 @@ unsafe fn max_argmax<S: Simd, const CAP: bool>(
             }
             return (s.reduce_max(s.max(a0, a1)), 0);
         }
-        let mut am = ninf;
-        let mut ai = s.iota();
-        let mut idx = s.iota();
-        let step = s.splat(w as f32);
-        let mut i = 0;
+        // Indices ride in f32 lanes, exact below 2^24: a longer row is scanned in blocks of
+        // `ARGMAX_BLOCK` elements with block-relative lane indices, and the blocks' winners are
+        // merged as `usize` (a later block wins only with a strictly larger value, so the first
+        // index of the maximum is kept).
+        let (mut m, mut best) = (f32::NEG_INFINITY, 0usize);
+        let mut start = 0;
+        loop {
+            let len = ARGMAX_BLOCK.min(n - start);
+            let (bm, bi) = lane_argmax::<S, CAP>(s, x.add(start), len, cap, icap);
+            if start == 0 || bm > m {
+                m = bm;
+                best = start + bi as usize;
+            }
+            start += len;
+            if start >= n {
+                break;
+            }
+        }
+        // Callers validate `n <= MAX_CLASSES`, so the index fits a u32.
+        (m, best as u32)
+    }
+}
+
+/// Elements per block of [`max_argmax`]'s index scan: a multiple of every lane width, and far
+/// below 2^24, where f32 lane indices stop being exact.
+const ARGMAX_BLOCK: usize = 1 << 20;
+
+/// The maximum of the (capped) `x[..n]` and its first index, for `n <= 2^24`: lane-wise
+/// maxima with f32 lane indices, then the smallest index among the lanes holding the maximum.
+/// Lanes' maxima ignore NaN; a NaN makes the row NaN later through the exp sum. An all-`-inf`
+/// (or NaN) block reports index 0.
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `n <= 2^24`.
+#[inline(always)]
+unsafe fn lane_argmax<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    cap: S::V,
+    icap: S::V,
+) -> (f32, u32) {
+    debug_assert!(n <= 1 << 24);
+    let w = S::LANES;
+    let mut am = s.splat(f32::NEG_INFINITY);
+    let mut ai = s.iota();
+    let mut idx = s.iota();
+    let step = s.splat(w as f32);
+    let mut i = 0;
+    // SAFETY: full vectors while `i + w <= n`, then one partial load of `n - i` elements.
+    unsafe {
         while i + w <= n {
             let v = load_z::<S, CAP>(s, x.add(i), cap, icap);
             ai = s.select_gt(v, am, idx, ai);
@@ -238,22 +284,23 @@ unsafe fn max_argmax<S: Simd, const CAP: bool>(
             ai = s.select_gt(v, am, idx, ai);
             am = s.select_gt(v, am, v, am);
         }
-        let (mut vm, mut vi) = ([0.0f32; 64], [0.0f32; 64]);
+    }
+    let (mut vm, mut vi) = ([0.0f32; 64], [0.0f32; 64]);
+    // SAFETY: the buffers hold 64 >= LANES floats.
+    unsafe {
         s.store(vm.as_mut_ptr(), am);
         s.store(vi.as_mut_ptr(), ai);
-        let (mut m, mut best) = (f32::NEG_INFINITY, 0.0f32);
-        let mut found = false;
-        for l in 0..w {
-            if vm[l] > m || (vm[l] == m && (!found || vi[l] < best)) {
-                m = vm[l];
-                best = vi[l];
-                found = true;
-            }
-        }
-        // Lanes' maxima ignore NaN; a NaN makes the row NaN later through the exp sum, and a
-        // row with NaN reports a maximum that is not finite only if nothing else is.
-        (s.reduce_max(am).max(m), best as u32)
     }
+    let (mut m, mut best) = (f32::NEG_INFINITY, 0.0f32);
+    let mut found = false;
+    for l in 0..w {
+        if vm[l] > m || (vm[l] == m && (!found || vi[l] < best)) {
+            m = vm[l];
+            best = vi[l];
+            found = true;
+        }
+    }
+    (s.reduce_max(am).max(m), best as u32)
 }
 
 /// Pass 2 of [`ce_row`] with a cap or a dot product: returns `(sum exp(z - m), sum w (z - m))`.
