@@ -66,6 +66,11 @@ use crate::parallel::{sum_row_blocks, SyncPtr, BLOCK_BYTES};
 /// [`Ctx::class_block_short`] calls it).
 const PLAIN_ROWS: usize = 64;
 
+/// The largest class count (`cols`, or `C` of the fused layer) the cross-entropy family
+/// accepts: class indices are `u32` inside the kernels and in the argmax output. A larger
+/// count is [`Error::TooManyClasses`], reported before anything is allocated or computed.
+pub const MAX_CLASSES: usize = u32::MAX as usize;
+
 /// How the rows' losses are combined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Reduction {
@@ -526,6 +531,12 @@ impl Kernels {
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
     ) -> Result<CePlan> {
+        if cols > MAX_CLASSES {
+            return Err(Error::TooManyClasses {
+                classes: cols,
+                max: MAX_CLASSES,
+            });
+        }
         opts.validate(rows, cols)?;
         if let Some(o) = &outputs.row_loss {
             check_len("row_loss", o.len(), rows)?;

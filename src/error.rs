@@ -101,6 +101,14 @@ pub enum Error {
         /// The slice's length.
         actual: usize,
     },
+    /// A class count above [`MAX_CLASSES`](crate::MAX_CLASSES): class indices (labels,
+    /// argmax outputs) are `u32` inside the kernels.
+    TooManyClasses {
+        /// The class count given.
+        classes: usize,
+        /// The largest class count supported.
+        max: usize,
+    },
     /// An optimizer's state (its velocity buffer) belongs to a parameter of another shape.
     StateShape {
         /// The parameter's name.
@@ -182,6 +190,11 @@ impl fmt::Display for Error {
                 } else {
                     (rows - 1).saturating_mul(*ld).saturating_add(*cols)
                 }
+            ),
+            Error::TooManyClasses { classes, max } => write!(
+                f,
+                "{classes} classes is more than the {max} the kernels support \
+                 (class indices are u32)"
             ),
             Error::StateShape {
                 arg,

@@ -8,6 +8,7 @@
 
 use crate::cross_entropy::{
     CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label, Logits, Targets,
+    MAX_CLASSES,
 };
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
@@ -64,7 +65,8 @@ impl OutputLayer {
     /// A layer with zero weights and bias on the active tier ([`Kernels::active`]).
     ///
     /// # Errors
-    /// [`Error::ZeroDim`] if `inputs` or `classes` is 0, [`Error::SizeOverflow`],
+    /// [`Error::ZeroDim`] if `inputs` or `classes` is 0, [`Error::TooManyClasses`] above
+    /// [`MAX_CLASSES`], [`Error::SizeOverflow`],
     /// [`Error::InvalidOption`] from the optimizer options, [`Error::BadIsaEnv`].
     pub fn new(inputs: usize, classes: usize, opt: SgdOptions) -> Result<Self> {
         Self::with_kernels(Kernels::active()?, inputs, classes, opt)
@@ -85,6 +87,12 @@ impl OutputLayer {
         }
         if classes == 0 {
             return Err(Error::ZeroDim { arg: "classes" });
+        }
+        if classes > MAX_CLASSES {
+            return Err(Error::TooManyClasses {
+                classes,
+                max: MAX_CLASSES,
+            });
         }
         let n = classes
             .checked_mul(inputs)
@@ -225,16 +233,29 @@ impl OutputLayer {
         if let Some(da) = da.as_deref() {
             check_len("da", da.len(), a.len())?;
         }
-        // Validates `lr` before anything changes.
-        self.opt.set_lr(lr)?;
+        // Everything that can fail is checked before anything changes: the learning rate, the
+        // labels, options and outputs (the cross-entropy call below then cannot fail), and the
+        // gradient's scale times B.
+        Sgd::check_lr(lr)?;
+        self.kernels
+            .ce_plan(Targets::Classes(targets), b, c, ce, outputs)?;
+        // The optimizer divides the summed per-sample errors by B; scale the loss's gradient
+        // by B so that the step follows the gradient of the reduced loss exactly.
+        let passed = ce.scale;
+        let mut ce = *ce;
+        ce.scale *= b as f32;
+        if !ce.scale.is_finite() {
+            return Err(Error::InvalidOption {
+                name: "scale",
+                value: passed.to_string(),
+                expected: "finite also when multiplied by the batch size (a training step \
+                           scales the loss's gradient by B and the optimizer divides by B)",
+            });
+        }
         self.ensure_workspace(b)?;
         let z = &mut self.logits[..b * c];
         self.kernels
             .linear_forward(a, &self.weight, self.layout, Some(&self.bias), z)?;
-        // The optimizer divides the summed per-sample errors by B; scale the loss's gradient
-        // by B so that the step follows the gradient of the reduced loss exactly.
-        let mut ce = *ce;
-        ce.scale *= b as f32;
         let stats = self.kernels.cross_entropy_ext(
             Logits::InPlace(z),
             Targets::Classes(targets),
@@ -242,6 +263,7 @@ impl OutputLayer {
             &ce,
             outputs,
         )?;
+        self.opt.set_lr(lr)?;
         if let Some(da) = da {
             // dL/da = G W / B: G carries the factor B for the optimizer.
             self.kernels

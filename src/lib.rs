@@ -102,7 +102,7 @@ pub use softmax::{
 pub use cross_entropy::{
     cross_entropy, cross_entropy_ext, cross_entropy_fwd_bwd, cross_entropy_fwd_bwd_inplace,
     cross_entropy_probs, cross_entropy_probs_fwd_bwd, AllIgnored, CrossEntropyOptions,
-    CrossEntropyOutputs, CrossEntropyStats, Label, Logits, Reduction, Targets,
+    CrossEntropyOutputs, CrossEntropyStats, Label, Logits, Reduction, Targets, MAX_CLASSES,
 };
 // Re-exports of the output-layer family (crate::linear).
 pub use layer::OutputLayer;

@@ -1282,9 +1282,14 @@ impl Sgd {
     /// # Errors
     /// [`Error::InvalidOption`] if `lr` is negative or not finite.
     pub fn set_lr(&mut self, lr: f32) -> Result<()> {
-        check_option("lr", lr, lr >= 0.0, "a finite number >= 0")?;
+        Self::check_lr(lr)?;
         self.opts.lr = lr;
         Ok(())
+    }
+
+    /// [`Sgd::set_lr`]'s check, without the change.
+    pub(crate) fn check_lr(lr: f32) -> Result<()> {
+        check_option("lr", lr, lr >= 0.0, "a finite number >= 0")
     }
 
     /// Steps taken since creation or the last [`Sgd::reset`].

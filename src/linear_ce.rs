@@ -522,18 +522,19 @@ impl Kernels {
         let want_grad = out.da.is_some() || out.dw.is_some() || out.db.is_some();
         let want_argmax = out.ce.argmax.is_some();
         let param_beta = |first: bool| if first && !opts.accumulate { 0.0 } else { 1.0 };
-        let blocks: Vec<(usize, usize)> = (0..c.div_ceil(ck))
-            .map(|i| (i * ck, ck.min(c - i * ck)))
-            .collect();
+        // The per-block tables below are sized by the block count, which no buffer bounds when
+        // `D = 0` and there is no bias: they are allocated fallibly.
+        let mut blocks: Vec<(usize, usize)> = filled("class blocks", c.div_ceil(ck), (0, 0))?;
+        for (i, bl) in blocks.iter_mut().enumerate() {
+            *bl = (i * ck, ck.min(c - i * ck));
+        }
         // Per block: the sum of its class weights (for the smoothing term).
-        let block_wsum: Vec<f64> = blocks
-            .iter()
-            .map(|&(k0, kn)| {
-                o.weight.map_or(kn as f64, |wv| {
-                    wv[k0..k0 + kn].iter().map(|&v| v as f64).sum()
-                })
-            })
-            .collect();
+        let mut block_wsum: Vec<f64> = filled("class blocks", blocks.len(), 0.0)?;
+        for (ws, &(k0, kn)) in block_wsum.iter_mut().zip(&blocks) {
+            *ws = o.weight.map_or(kn as f64, |wv| {
+                wv[k0..k0 + kn].iter().map(|&v| v as f64).sum()
+            });
+        }
         // A block's rows of W (trimmed: the last row without its padding) and its layout.
         let w_block = |k0: usize, kn: usize| {
             let lay = MatrixLayout {
@@ -553,7 +554,10 @@ impl Kernels {
         let (mut total, mut correct) = (0.0f64, 0usize);
         let mut state = vec![RowState::EMPTY; bc];
         // Per row and block: the block's own logsumexp (pass 1), reused in pass 2.
-        let mut block_lse = vec![(0.0f64, 0.0f64); bc * blocks.len()];
+        let nbl = bc.checked_mul(blocks.len()).ok_or(Error::SizeOverflow {
+            arg: "class blocks",
+        })?;
+        let mut block_lse = filled("class blocks", nbl, (0.0f64, 0.0f64))?;
         let nb = blocks.len();
         let mut r0 = 0;
         while r0 < b {
@@ -789,18 +793,23 @@ impl Kernels {
 
 /// A zeroed buffer of `rows * cols` floats, or [`Error::SizeOverflow`] (never an abort).
 fn alloc_chunk(rows: usize, cols: usize) -> Result<Vec<f32>> {
-    let n = rows
-        .checked_mul(cols)
-        .filter(|&n| n <= isize::MAX as usize / 4)
-        .ok_or(Error::SizeOverflow {
-            arg: "logits chunk",
-        })?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::SizeOverflow {
+    let n = rows.checked_mul(cols).ok_or(Error::SizeOverflow {
         arg: "logits chunk",
     })?;
-    v.resize(n, 0.0);
-    Ok(v)
+    filled("logits chunk", n, 0.0)
+}
+
+/// `n` copies of `v`, or [`Error::SizeOverflow`] naming `arg` when they cannot be allocated
+/// (never an abort).
+fn filled<T: Clone>(arg: &'static str, n: usize, v: T) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    n.checked_mul(std::mem::size_of::<T>())
+        .filter(|&bytes| bytes <= isize::MAX as usize)
+        .ok_or(Error::SizeOverflow { arg })?;
+    out.try_reserve_exact(n)
+        .map_err(|_| Error::SizeOverflow { arg })?;
+    out.resize(n, v);
+    Ok(out)
 }
 
 /// The targets and options of rows `r0 .. r0 + n` of a call over `[B, c]`.
