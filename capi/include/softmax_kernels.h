@@ -20,7 +20,12 @@
  *    size overflows is SK_ERROR_SIZE_OVERFLOW. Optional arrays are "absent" when NULL with
  *    length 0.
  *  - An output may not overlap any other argument (SK_OVERLAP), except where a function says
- *    that it runs in place when the output IS an input (same pointer, same length).
+ *    that it runs in place when the output IS an input (same pointer, same length). This holds
+ *    for every output: arrays, and the pointers that receive one value or one struct (loss,
+ *    stats, the out-pointer of a create function, the getters' out-pointers). "Any other
+ *    argument" includes the options and outputs structs themselves and, for a handle, the
+ *    handle's own memory (its struct and the buffers the library owns for it: a layer's
+ *    weights, bias and velocities, an optimizer's velocities).
  *  - Enumerated arguments (`int32_t`) are checked: an unknown value is SK_ERROR_INVALID_OPTION.
  *  - Every function that can fail returns an sk_status. On failure a message naming the
  *    function, the status and the argument at fault is stored for the calling thread
@@ -37,7 +42,8 @@
  *
  * Status codes common to all array functions (not repeated below): SK_OK, SK_NULL_POINTER,
  * SK_MISALIGNED, SK_ERROR_SIZE_OVERFLOW, SK_OVERLAP, SK_ERROR_BAD_ISA_ENV (no tier forced and
- * SOFTMAX_KERNELS_ISA is unusable), SK_PANIC.
+ * SOFTMAX_KERNELS_ISA is unusable), SK_PANIC. Every function that takes a handle can also
+ * return SK_OVERLAP for an out-pointer into the handle's memory.
  */
 #ifndef SOFTMAX_KERNELS_H
 #define SOFTMAX_KERNELS_H
@@ -519,9 +525,10 @@ typedef struct sk_sgd_optimizer sk_sgd_optimizer;
 /* Fills *opts with PyTorch's defaults. Returns SK_OK, SK_NULL_POINTER. */
 sk_status sk_sgd_options_default(sk_sgd_options *opts);
 
-/* Creates an optimizer (opts NULL: the defaults); *out receives it, or NULL on failure. Free it
- * with sk_sgd_optimizer_free. Returns SK_OK, SK_NULL_POINTER (out), SK_ERROR_INVALID_OPTION,
- * SK_ERROR_BAD_ISA_ENV, SK_PANIC. */
+/* Creates an optimizer (opts NULL: the defaults); *out receives it, or NULL on failure (except
+ * when out itself is unusable: NULL, misaligned, or overlapping *opts, SK_OVERLAP; *out is then
+ * not written). Free it with sk_sgd_optimizer_free. Returns SK_OK, SK_NULL_POINTER (out),
+ * SK_MISALIGNED, SK_OVERLAP, SK_ERROR_INVALID_OPTION, SK_ERROR_BAD_ISA_ENV, SK_PANIC. */
 sk_status sk_sgd_optimizer_create(const sk_sgd_options *opts, sk_sgd_optimizer **out);
 
 /* Frees an optimizer; NULL does nothing. */
@@ -556,12 +563,13 @@ sk_status sk_sgd_optimizer_set_lr(sk_sgd_optimizer *opt, float lr);
 sk_status sk_sgd_optimizer_reset(sk_sgd_optimizer *opt);
 
 /* *steps receives the steps taken since creation or the last reset. Returns SK_OK,
- * SK_NULL_POINTER. */
+ * SK_NULL_POINTER, SK_MISALIGNED, SK_OVERLAP (steps in the optimizer's memory). */
 sk_status sk_sgd_optimizer_steps(sk_sgd_optimizer *opt, uint64_t *steps);
 
 /* *velocity and *len receive W's velocity buffer (dense [rows, cols], owned by the optimizer,
  * valid until its next call) once a momentum step has run, else NULL and 0. Returns SK_OK,
- * SK_NULL_POINTER. */
+ * SK_NULL_POINTER, SK_MISALIGNED, SK_OVERLAP (velocity and len overlapping each other or the
+ * optimizer's memory). */
 sk_status sk_sgd_optimizer_velocity(sk_sgd_optimizer *opt, const float **velocity, size_t *len);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -573,9 +581,11 @@ sk_status sk_sgd_optimizer_velocity(sk_sgd_optimizer *opt, const float **velocit
 typedef struct sk_output_layer sk_output_layer;
 
 /* Creates a layer with zero weights and bias (opts NULL: sk_sgd_options defaults; train_step's
- * lr replaces opts->lr). *out receives it, or NULL on failure. Returns SK_OK, SK_NULL_POINTER
- * (out), SK_ERROR_ZERO_DIM (inputs or classes 0), SK_ERROR_SIZE_OVERFLOW,
- * SK_ERROR_INVALID_OPTION, SK_ERROR_BAD_ISA_ENV, SK_PANIC. */
+ * lr replaces opts->lr). *out receives it, or NULL on failure (except when out itself is
+ * unusable: NULL, misaligned, or overlapping *opts, SK_OVERLAP; *out is then not written).
+ * Returns SK_OK, SK_NULL_POINTER (out), SK_MISALIGNED, SK_OVERLAP, SK_ERROR_ZERO_DIM (inputs or
+ * classes 0), SK_ERROR_SIZE_OVERFLOW, SK_ERROR_INVALID_OPTION, SK_ERROR_BAD_ISA_ENV,
+ * SK_PANIC. */
 sk_status sk_output_layer_create(size_t inputs, size_t classes, const sk_sgd_options *opts,
                                  sk_output_layer **out);
 
@@ -586,18 +596,22 @@ void sk_output_layer_free(sk_output_layer *layer);
  * (deterministic); zero bias. Returns SK_OK, SK_NULL_POINTER. */
 sk_status sk_output_layer_init_xavier(sk_output_layer *layer, uint64_t seed);
 
-/* *inputs and *classes (either may be NULL) receive the shape. Returns SK_OK, SK_NULL_POINTER. */
+/* *inputs and *classes (either may be NULL) receive the shape. Returns SK_OK, SK_NULL_POINTER,
+ * SK_MISALIGNED, SK_OVERLAP (inputs and classes overlapping each other or the layer's
+ * memory). */
 sk_status sk_output_layer_shape(sk_output_layer *layer, size_t *inputs, size_t *classes);
 
 /* *weights and *len receive the weight buffer ([classes, inputs] row-major, len = classes *
  * inputs), owned by the layer: read or write it between calls; valid until the layer is freed.
- * Returns SK_OK, SK_NULL_POINTER. */
+ * Returns SK_OK, SK_NULL_POINTER, SK_MISALIGNED, SK_OVERLAP (weights and len overlapping each
+ * other or the layer's memory). */
 sk_status sk_output_layer_weights(sk_output_layer *layer, float **weights, size_t *len);
 
 /* *bias and *len receive the bias buffer (classes floats), as sk_output_layer_weights. */
 sk_status sk_output_layer_bias(sk_output_layer *layer, float **bias, size_t *len);
 
-/* *steps receives the training steps taken. Returns SK_OK, SK_NULL_POINTER. */
+/* *steps receives the training steps taken. Returns SK_OK, SK_NULL_POINTER, SK_MISALIGNED,
+ * SK_OVERLAP (steps in the layer's memory). */
 sk_status sk_output_layer_steps(sk_output_layer *layer, uint64_t *steps);
 
 /* z = a W^T + b for a batch a ([B, inputs]) into z ([B, classes]). Returns SK_ERROR_NOT_MULTIPLE

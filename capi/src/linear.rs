@@ -5,7 +5,8 @@
 use sk::{Kernels, MatrixLayout, Sgd, SgdOptions};
 
 use crate::args::{
-    arg, disjoint, one, opt_arg, opt_slice, opt_slice_mut, put, slice, slice_mut, Arg,
+    arg, disjoint, one, one_arg, opt_arg, opt_one, opt_slice, opt_slice_mut, put, slice, slice_mut,
+    Arg,
 };
 use crate::runtime::{in_pool, kernels, run};
 use crate::status::{guard, CResult, SkStatus};
@@ -345,8 +346,9 @@ pub unsafe extern "C" fn sk_sgd_optimizer_create(
     out: *mut *mut SkSgdOptimizer,
 ) -> SkStatus {
     guard("sk_sgd_optimizer_create", || {
-        one("out", out.cast_const())?;
-        // SAFETY: non-NULL, aligned, writable by the caller's contract.
+        let oa = one_arg("out", out.cast_const())?;
+        disjoint(&[&oa], &opt_one("opts", opts)?.iter().collect::<Vec<_>>())?;
+        // SAFETY: non-NULL, aligned, overlapping nothing, writable by the caller's contract.
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: the caller's contract.
         let o = unsafe { read_sgd_options(opts)? };
@@ -374,9 +376,11 @@ pub unsafe extern "C" fn sk_sgd_optimizer_free(sgd: *mut SkSgdOptimizer) {
     });
 }
 
-/// The optimizer's velocity buffers (written by every step), which no argument may overlap.
-fn sgd_buffers(s: &Sgd) -> Vec<Arg> {
-    let mut v = Vec::new();
+/// The optimizer's own memory (the handle's struct and the velocity buffers, written by every
+/// step), which no argument may overlap.
+fn sgd_buffers(h: &SkSgdOptimizer) -> Vec<Arg> {
+    let s = &h.inner;
+    let mut v = vec![Arg::of_ref("the optimizer's handle", h)];
     if let Some(b) = s.velocity() {
         v.push(Arg::of_slice("velocity", b));
     }
@@ -413,8 +417,8 @@ pub unsafe extern "C" fn sk_sgd_optimizer_step(
         let (da, aa) = (arg("delta", delta, delta_len)?, arg("a", a, a_len)?);
         let wa = arg("w", w.cast_const(), w_len)?;
         let ba = opt_arg("bias", bias.cast_const(), bias_len)?;
-        // The optimizer writes its velocity buffers: they count as outputs.
-        let bufs = sgd_buffers(&s.inner);
+        // The optimizer writes its handle and velocity buffers: they count as outputs.
+        let bufs = sgd_buffers(s);
         let outs: Vec<&Arg> = std::iter::once(&wa).chain(&ba).chain(&bufs).collect();
         disjoint(&outs, &[&da, &aa])?;
         // SAFETY: checked by `arg`/`opt_arg` and `disjoint`; the caller's contract.
@@ -453,7 +457,7 @@ pub unsafe extern "C" fn sk_sgd_optimizer_apply_grad(
         let s = unsafe { handle("sgd", sgd)? };
         let wa = arg("w", w.cast_const(), w_len)?;
         let ga = arg("grad", grad, grad_len)?;
-        let bufs = sgd_buffers(&s.inner);
+        let bufs = sgd_buffers(s);
         let outs: Vec<&Arg> = std::iter::once(&wa).chain(&bufs).collect();
         disjoint(&outs, &[&ga])?;
         // SAFETY: checked by `arg` and `disjoint`; the caller's contract.
@@ -481,7 +485,7 @@ pub unsafe extern "C" fn sk_sgd_optimizer_apply_bias_grad(
         let s = unsafe { handle("sgd", sgd)? };
         let ba = arg("bias", bias.cast_const(), bias_len)?;
         let ga = arg("grad", grad, grad_len)?;
-        let bufs = sgd_buffers(&s.inner);
+        let bufs = sgd_buffers(s);
         let outs: Vec<&Arg> = std::iter::once(&ba).chain(&bufs).collect();
         disjoint(&outs, &[&ga])?;
         // SAFETY: checked by `arg` and `disjoint`; the caller's contract.
@@ -530,7 +534,9 @@ pub unsafe extern "C" fn sk_sgd_optimizer_steps(
     guard("sk_sgd_optimizer_steps", || {
         // SAFETY: the caller's contract.
         let s = unsafe { handle("sgd", sgd)? };
-        // SAFETY: the caller's contract.
+        let sa = one_arg("steps", steps.cast_const())?;
+        disjoint(&[&sa], &sgd_buffers(s).iter().collect::<Vec<_>>())?;
+        // SAFETY: checked (aligned, overlapping nothing); the caller's contract.
         unsafe { crate::args::put_required("steps", steps, s.inner.steps()) }
     })
 }
@@ -549,13 +555,20 @@ pub unsafe extern "C" fn sk_sgd_optimizer_velocity(
     guard("sk_sgd_optimizer_velocity", || {
         // SAFETY: the caller's contract.
         let s = unsafe { handle("sgd", sgd)? };
-        one("velocity", velocity.cast_const())?;
-        one("len", len.cast_const())?;
+        let outs = [
+            one_arg("velocity", velocity.cast_const())?,
+            one_arg("len", len.cast_const())?,
+        ];
+        disjoint(
+            &[&outs[0], &outs[1]],
+            &sgd_buffers(s).iter().collect::<Vec<_>>(),
+        )?;
         let (p, n) = s
             .inner
             .velocity()
             .map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len()));
-        // SAFETY: checked non-NULL and aligned; writable by the caller's contract.
+        // SAFETY: checked non-NULL, aligned and overlapping nothing; writable by the caller's
+        // contract.
         unsafe {
             put("velocity", velocity, p)?;
             put("len", len, n)?;
