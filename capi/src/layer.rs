@@ -8,14 +8,24 @@ use crate::args::{
     Arg,
 };
 use crate::cross_entropy::{read_options, read_outputs, SkCeOptions, SkCeOutputs, SkCeStats};
-use crate::linear::{handle, read_sgd_options, SkSgdOptions};
+use crate::handle::{free, handle, into_handle, Tagged};
+use crate::linear::{read_sgd_options, SkSgdOptions};
 use crate::runtime::{in_pool, kernels};
 use crate::status::{guard, CResult, SkStatus};
 
-/// The `sk_output_layer` handle.
+/// The `sk_output_layer` handle: the tag (see [`crate::handle`]), then the layer.
+#[repr(C)]
 #[derive(Debug)]
 pub struct SkOutputLayer {
+    tag: u64,
     inner: OutputLayer,
+}
+
+// SAFETY: `#[repr(C)]` with the `u64` tag first; set to `LIVE` in `sk_output_layer_create` and
+// written afterwards only by `handle::free`.
+unsafe impl Tagged for SkOutputLayer {
+    const LIVE: u64 = u64::from_be_bytes(*b"sk:layer");
+    const C_NAME: &'static str = "sk_output_layer";
 }
 
 /// The layer's own memory (the handle's struct, the weights, the bias, the velocities), which
@@ -56,7 +66,10 @@ pub unsafe extern "C" fn sk_output_layer_create(
         // SAFETY: the caller's contract.
         let o = unsafe { read_sgd_options(opts)? };
         let inner = OutputLayer::with_kernels(kernels()?, inputs, classes, o)?;
-        let h = Box::into_raw(Box::new(SkOutputLayer { inner }));
+        let h = into_handle(SkOutputLayer {
+            tag: SkOutputLayer::LIVE,
+            inner,
+        });
         // SAFETY: as above.
         unsafe { out.write(h) };
         Ok(())
@@ -64,6 +77,8 @@ pub unsafe extern "C" fn sk_output_layer_create(
 }
 
 /// Frees a layer (NULL: nothing). Pointers from `sk_output_layer_weights`/`_bias` die with it.
+/// A pointer that is not a live layer (freed already, say) frees nothing and leaves an
+/// `SK_BAD_HANDLE` message (best effort: see [`crate::handle`]).
 ///
 /// # Safety
 /// `layer` is NULL or a live handle from [`sk_output_layer_create`], not used afterwards.
@@ -72,12 +87,8 @@ pub unsafe extern "C" fn sk_output_layer_free(layer: *mut SkOutputLayer) {
     if layer.is_null() {
         return;
     }
-    let _ = guard("sk_output_layer_free", || {
-        // SAFETY: a live handle made by `Box::into_raw` in `sk_output_layer_create`, released
-        // once.
-        drop(unsafe { Box::from_raw(layer) });
-        Ok(())
-    });
+    // SAFETY: the caller's contract.
+    let _ = guard("sk_output_layer_free", || unsafe { free("layer", layer) });
 }
 
 /// Xavier/Glorot-uniform weights from `seed` (deterministic); zero bias.

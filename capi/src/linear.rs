@@ -8,6 +8,7 @@ use crate::args::{
     arg, disjoint, one, one_arg, opt_arg, opt_one, opt_slice, opt_slice_mut, put, slice, slice_mut,
     Arg,
 };
+use crate::handle::{free, handle, into_handle, Tagged};
 use crate::runtime::{in_pool, kernels, run};
 use crate::status::{guard, CResult, SkStatus};
 
@@ -318,21 +319,20 @@ pub unsafe extern "C" fn sk_sgd_options_default(opts: *mut SkSgdOptions) -> SkSt
     })
 }
 
-/// The `sk_sgd_optimizer` handle: an [`Sgd`] optimizer bound to the tier current at its creation.
+/// The `sk_sgd_optimizer` handle: the tag (see [`crate::handle`]), then an [`Sgd`] optimizer
+/// bound to the tier current at its creation.
+#[repr(C)]
 #[derive(Debug)]
 pub struct SkSgdOptimizer {
+    tag: u64,
     inner: Sgd,
 }
 
-/// The object behind a handle.
-///
-/// # Safety
-/// `p` is NULL (an error) or a live handle from this library's `create` function, not used
-/// by another thread during the call.
-pub(crate) unsafe fn handle<'a, T>(name: &'static str, p: *mut T) -> CResult<&'a mut T> {
-    one(name, p.cast_const())?;
-    // SAFETY: non-NULL and aligned (checked); a live, unshared handle by the caller's contract.
-    Ok(unsafe { &mut *p })
+// SAFETY: `#[repr(C)]` with the `u64` tag first; set to `LIVE` in `sk_sgd_optimizer_create` and
+// written afterwards only by `handle::free`.
+unsafe impl Tagged for SkSgdOptimizer {
+    const LIVE: u64 = u64::from_be_bytes(*b"sk:sgdop");
+    const C_NAME: &'static str = "sk_sgd_optimizer";
 }
 
 /// Creates an optimizer (`opts` NULL: the defaults) on the current tier; `*out` receives the
@@ -353,14 +353,19 @@ pub unsafe extern "C" fn sk_sgd_optimizer_create(
         // SAFETY: the caller's contract.
         let o = unsafe { read_sgd_options(opts)? };
         let inner = kernels()?.sgd(o)?;
-        let h = Box::into_raw(Box::new(SkSgdOptimizer { inner }));
+        let h = into_handle(SkSgdOptimizer {
+            tag: SkSgdOptimizer::LIVE,
+            inner,
+        });
         // SAFETY: as above.
         unsafe { out.write(h) };
         Ok(())
     })
 }
 
-/// Frees an optimizer (NULL: nothing).
+/// Frees an optimizer (NULL: nothing). A pointer that is not a live optimizer (freed already,
+/// say) frees nothing and leaves an `SK_BAD_HANDLE` message (best effort: see
+/// [`crate::handle`]).
 ///
 /// # Safety
 /// `sgd` is NULL or a live handle from [`sk_sgd_optimizer_create`], not used afterwards.
@@ -369,11 +374,8 @@ pub unsafe extern "C" fn sk_sgd_optimizer_free(sgd: *mut SkSgdOptimizer) {
     if sgd.is_null() {
         return;
     }
-    let _ = guard("sk_sgd_optimizer_free", || {
-        // SAFETY: a live handle made by `Box::into_raw` in `sk_sgd_optimizer_create`, released once.
-        drop(unsafe { Box::from_raw(sgd) });
-        Ok(())
-    });
+    // SAFETY: the caller's contract.
+    let _ = guard("sk_sgd_optimizer_free", || unsafe { free("sgd", sgd) });
 }
 
 /// The optimizer's own memory (the handle's struct and the velocity buffers, written by every
