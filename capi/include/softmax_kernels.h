@@ -20,7 +20,23 @@
  *    size overflows is SK_ERROR_SIZE_OVERFLOW. Optional arrays are "absent" when NULL with
  *    length 0.
  *  - An output may not overlap any other argument (SK_OVERLAP), except where a function says
- *    that it runs in place when the output IS an input (same pointer, same length).
+ *    that it runs in place when the output IS an input (same pointer, same length). This holds
+ *    for every output: arrays, and the pointers that receive one value or one struct (loss,
+ *    stats, the out-pointer of a create function, the getters' out-pointers). "Any other
+ *    argument" includes the options and outputs structs themselves and, for a handle, the
+ *    handle's own memory (its struct and the buffers the library owns for it: a layer's
+ *    weights, bias and velocities, an optimizer's velocities).
+ *  - Handles (sk_output_layer, sk_sgd_optimizer) carry a tag that every function taking one
+ *    checks first (one load and compare). A NULL handle is SK_NULL_POINTER and a misaligned one
+ *    SK_MISALIGNED, as for any pointer. A pointer to readable memory that is not a live handle
+ *    of the right type (zeroed or random memory, a handle of the other type) is SK_BAD_HANDLE,
+ *    and nothing is read beyond its first 8 bytes or written. A freed handle is SK_BAD_HANDLE
+ *    too, and freeing it again frees nothing (the free function stores an SK_BAD_HANDLE
+ *    message), as long as its memory has not been reused: the free functions overwrite the
+ *    tag before releasing the memory, but the allocator may hand that memory out again (or
+ *    unmap it), so detecting a use after free or a double free is best effort, not a
+ *    guarantee; a pointer to unmapped memory still crashes. Using a freed handle remains a
+ *    bug (memory checkers report the tag's read as an invalid read).
  *  - Enumerated arguments (`int32_t`) are checked: an unknown value is SK_ERROR_INVALID_OPTION.
  *  - Every function that can fail returns an sk_status. On failure a message naming the
  *    function, the status and the argument at fault is stored for the calling thread
@@ -37,7 +53,8 @@
  *
  * Status codes common to all array functions (not repeated below): SK_OK, SK_NULL_POINTER,
  * SK_MISALIGNED, SK_ERROR_SIZE_OVERFLOW, SK_OVERLAP, SK_ERROR_BAD_ISA_ENV (no tier forced and
- * SOFTMAX_KERNELS_ISA is unusable), SK_PANIC.
+ * SOFTMAX_KERNELS_ISA is unusable), SK_PANIC. Every function that takes a handle can also
+ * return SK_BAD_HANDLE (and SK_OVERLAP for an out-pointer into the handle's memory).
  */
 #ifndef SOFTMAX_KERNELS_H
 #define SOFTMAX_KERNELS_H
@@ -93,6 +110,9 @@ typedef enum sk_status {
     SK_MISALIGNED = 102,
     /* A panic inside the library was caught at the boundary (a bug: please report it). */
     SK_PANIC = 103,
+    /* A handle is not a live handle of its type: freed, not made by its create function, of
+     * the other handle type, or overwritten (best effort for freed handles: see CONVENTIONS). */
+    SK_BAD_HANDLE = 104,
     /* An error without a code of its own (a newer Rust error variant, or a thread pool that
      * could not be created). The message says what. */
     SK_ERROR_OTHER = 199,
@@ -519,49 +539,56 @@ typedef struct sk_sgd_optimizer sk_sgd_optimizer;
 /* Fills *opts with PyTorch's defaults. Returns SK_OK, SK_NULL_POINTER. */
 sk_status sk_sgd_options_default(sk_sgd_options *opts);
 
-/* Creates an optimizer (opts NULL: the defaults); *out receives it, or NULL on failure. Free it
- * with sk_sgd_optimizer_free. Returns SK_OK, SK_NULL_POINTER (out), SK_ERROR_INVALID_OPTION,
- * SK_ERROR_BAD_ISA_ENV, SK_PANIC. */
+/* Creates an optimizer (opts NULL: the defaults); *out receives it, or NULL on failure (except
+ * when out itself is unusable: NULL, misaligned, or overlapping *opts, SK_OVERLAP; *out is then
+ * not written). Free it with sk_sgd_optimizer_free. Returns SK_OK, SK_NULL_POINTER (out),
+ * SK_MISALIGNED, SK_OVERLAP, SK_ERROR_INVALID_OPTION, SK_ERROR_BAD_ISA_ENV, SK_PANIC. */
 sk_status sk_sgd_optimizer_create(const sk_sgd_options *opts, sk_sgd_optimizer **out);
 
-/* Frees an optimizer; NULL does nothing. */
+/* Frees an optimizer; NULL does nothing. A pointer that is not a live optimizer (one already
+ * freed, while its memory is not reused; see CONVENTIONS) frees nothing and stores an
+ * SK_BAD_HANDLE message. */
 void sk_sgd_optimizer_free(sk_sgd_optimizer *opt);
 
 /* One step from the batch error: grad = (1/B) delta^T A for W and (1/B) sum_rows delta for the
  * bias (if given), then the torch.optim.SGD update. Arguments as sk_sgd_step. Status codes as
- * sk_sgd_step, SK_NULL_POINTER (opt), SK_ERROR_STATE_SHAPE (W or bias of another shape than the
- * state's). */
+ * sk_sgd_step, SK_NULL_POINTER (opt), SK_BAD_HANDLE, SK_ERROR_STATE_SHAPE (W or bias of
+ * another shape than the state's). */
 sk_status sk_sgd_optimizer_step(sk_sgd_optimizer *opt, const float *delta, size_t delta_len,
                                 const float *a, size_t a_len, float *w, size_t w_len,
                                 size_t rows, size_t cols, size_t ld, float *bias,
                                 size_t bias_len);
 
 /* One step of W ([rows, cols] with ld) with a dense [rows, cols] gradient you computed. Returns
- * the W codes, SK_ERROR_LENGTH_MISMATCH (grad), SK_ERROR_STATE_SHAPE, SK_NULL_POINTER, and the
- * common codes. */
+ * the W codes, SK_ERROR_LENGTH_MISMATCH (grad), SK_ERROR_STATE_SHAPE, SK_NULL_POINTER,
+ * SK_BAD_HANDLE, and the common codes. */
 sk_status sk_sgd_optimizer_apply_grad(sk_sgd_optimizer *opt, float *w, size_t w_len, size_t rows,
                                       size_t cols, size_t ld, const float *grad,
                                       size_t grad_len);
 
 /* One step of a bias with a gradient you computed (grad_len == bias_len). Returns
- * SK_ERROR_LENGTH_MISMATCH, SK_ERROR_STATE_SHAPE, SK_NULL_POINTER, and the common codes. */
+ * SK_ERROR_LENGTH_MISMATCH, SK_ERROR_STATE_SHAPE, SK_NULL_POINTER, SK_BAD_HANDLE, and the
+ * common codes. */
 sk_status sk_sgd_optimizer_apply_bias_grad(sk_sgd_optimizer *opt, float *bias, size_t bias_len,
                                            const float *grad, size_t grad_len);
 
 /* Changes the learning rate, keeping the state. Returns SK_OK, SK_NULL_POINTER,
- * SK_ERROR_INVALID_OPTION. */
+ * SK_BAD_HANDLE, SK_ERROR_INVALID_OPTION. */
 sk_status sk_sgd_optimizer_set_lr(sk_sgd_optimizer *opt, float lr);
 
-/* Forgets the state (velocities, shape, step count). Returns SK_OK, SK_NULL_POINTER. */
+/* Forgets the state (velocities, shape, step count). Returns SK_OK, SK_NULL_POINTER,
+ * SK_BAD_HANDLE. */
 sk_status sk_sgd_optimizer_reset(sk_sgd_optimizer *opt);
 
 /* *steps receives the steps taken since creation or the last reset. Returns SK_OK,
- * SK_NULL_POINTER. */
+ * SK_NULL_POINTER, SK_MISALIGNED, SK_BAD_HANDLE, SK_OVERLAP (steps in the optimizer's
+ * memory). */
 sk_status sk_sgd_optimizer_steps(sk_sgd_optimizer *opt, uint64_t *steps);
 
 /* *velocity and *len receive W's velocity buffer (dense [rows, cols], owned by the optimizer,
  * valid until its next call) once a momentum step has run, else NULL and 0. Returns SK_OK,
- * SK_NULL_POINTER. */
+ * SK_NULL_POINTER, SK_MISALIGNED, SK_BAD_HANDLE, SK_OVERLAP (velocity and len overlapping each
+ * other or the optimizer's memory). */
 sk_status sk_sgd_optimizer_velocity(sk_sgd_optimizer *opt, const float **velocity, size_t *len);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -573,42 +600,50 @@ sk_status sk_sgd_optimizer_velocity(sk_sgd_optimizer *opt, const float **velocit
 typedef struct sk_output_layer sk_output_layer;
 
 /* Creates a layer with zero weights and bias (opts NULL: sk_sgd_options defaults; train_step's
- * lr replaces opts->lr). *out receives it, or NULL on failure. Returns SK_OK, SK_NULL_POINTER
- * (out), SK_ERROR_ZERO_DIM (inputs or classes 0), SK_ERROR_SIZE_OVERFLOW,
- * SK_ERROR_INVALID_OPTION, SK_ERROR_BAD_ISA_ENV, SK_PANIC. */
+ * lr replaces opts->lr). *out receives it, or NULL on failure (except when out itself is
+ * unusable: NULL, misaligned, or overlapping *opts, SK_OVERLAP; *out is then not written).
+ * Returns SK_OK, SK_NULL_POINTER (out), SK_MISALIGNED, SK_OVERLAP, SK_ERROR_ZERO_DIM (inputs or
+ * classes 0), SK_ERROR_SIZE_OVERFLOW, SK_ERROR_INVALID_OPTION, SK_ERROR_BAD_ISA_ENV,
+ * SK_PANIC. */
 sk_status sk_output_layer_create(size_t inputs, size_t classes, const sk_sgd_options *opts,
                                  sk_output_layer **out);
 
-/* Frees a layer (and the buffers sk_output_layer_weights/_bias gave); NULL does nothing. */
+/* Frees a layer (and the buffers sk_output_layer_weights/_bias gave); NULL does nothing. A
+ * pointer that is not a live layer (one already freed, while its memory is not reused; see
+ * CONVENTIONS) frees nothing and stores an SK_BAD_HANDLE message. */
 void sk_output_layer_free(sk_output_layer *layer);
 
 /* Xavier/Glorot-uniform weights U(-r, r), r = sqrt(6 / (inputs + classes)), from seed
- * (deterministic); zero bias. Returns SK_OK, SK_NULL_POINTER. */
+ * (deterministic); zero bias. Returns SK_OK, SK_NULL_POINTER, SK_BAD_HANDLE. */
 sk_status sk_output_layer_init_xavier(sk_output_layer *layer, uint64_t seed);
 
-/* *inputs and *classes (either may be NULL) receive the shape. Returns SK_OK, SK_NULL_POINTER. */
+/* *inputs and *classes (either may be NULL) receive the shape. Returns SK_OK, SK_NULL_POINTER,
+ * SK_MISALIGNED, SK_BAD_HANDLE, SK_OVERLAP (inputs and classes overlapping each other or the
+ * layer's memory). */
 sk_status sk_output_layer_shape(sk_output_layer *layer, size_t *inputs, size_t *classes);
 
 /* *weights and *len receive the weight buffer ([classes, inputs] row-major, len = classes *
  * inputs), owned by the layer: read or write it between calls; valid until the layer is freed.
- * Returns SK_OK, SK_NULL_POINTER. */
+ * Returns SK_OK, SK_NULL_POINTER, SK_MISALIGNED, SK_BAD_HANDLE, SK_OVERLAP (weights and len
+ * overlapping each other or the layer's memory). */
 sk_status sk_output_layer_weights(sk_output_layer *layer, float **weights, size_t *len);
 
 /* *bias and *len receive the bias buffer (classes floats), as sk_output_layer_weights. */
 sk_status sk_output_layer_bias(sk_output_layer *layer, float **bias, size_t *len);
 
-/* *steps receives the training steps taken. Returns SK_OK, SK_NULL_POINTER. */
+/* *steps receives the training steps taken. Returns SK_OK, SK_NULL_POINTER, SK_MISALIGNED,
+ * SK_BAD_HANDLE, SK_OVERLAP (steps in the layer's memory). */
 sk_status sk_output_layer_steps(sk_output_layer *layer, uint64_t *steps);
 
 /* z = a W^T + b for a batch a ([B, inputs]) into z ([B, classes]). Returns SK_ERROR_NOT_MULTIPLE
- * (a_len % inputs), SK_ERROR_LENGTH_MISMATCH (z), SK_NULL_POINTER (layer), and the common
- * codes. */
+ * (a_len % inputs), SK_ERROR_LENGTH_MISMATCH (z), SK_NULL_POINTER (layer), SK_BAD_HANDLE, and
+ * the common codes. */
 sk_status sk_output_layer_forward(sk_output_layer *layer, const float *a, size_t a_len, float *z,
                                   size_t z_len);
 
 /* The predicted class (first argmax of the logits) of each sample of a ([B, inputs]) into out
  * (B entries). Returns SK_ERROR_NOT_MULTIPLE, SK_ERROR_LENGTH_MISMATCH (out_len != B),
- * SK_NULL_POINTER (layer), and the common codes. */
+ * SK_NULL_POINTER (layer), SK_BAD_HANDLE, and the common codes. */
 sk_status sk_output_layer_predict(sk_output_layer *layer, const float *a, size_t a_len,
                                   uint32_t *out, size_t out_len);
 
@@ -617,7 +652,7 @@ sk_status sk_output_layer_predict(sk_output_layer *layer, const float *a, size_t
  * and b. *loss (if loss is not NULL) receives the batch's mean loss before the update. On an
  * error the layer is unchanged. Returns SK_ERROR_NOT_MULTIPLE, SK_ERROR_LENGTH_MISMATCH
  * (targets_len != B), SK_ERROR_BAD_LABEL, SK_ERROR_INVALID_OPTION (lr < 0 or not finite),
- * SK_NULL_POINTER (layer), and the common codes. */
+ * SK_NULL_POINTER (layer), SK_BAD_HANDLE, and the common codes. */
 sk_status sk_output_layer_train_step(sk_output_layer *layer, const float *a, size_t a_len,
                                      const int64_t *targets, size_t targets_len, float lr,
                                      float *loss);

@@ -2,8 +2,11 @@
 //!
 //! An array argument is a pointer and a length in elements. [`arg`] checks it without reading
 //! it (NULL with a nonzero length, alignment, a byte size that fits `isize` and does not wrap
-//! the address space) and describes its byte range; [`disjoint`] checks that outputs overlap
-//! nothing else; [`slice()`] and [`slice_mut()`] then build the slices.
+//! the address space) and describes its byte range; [`one_arg`] and [`opt_one`] do the same for
+//! a pointer to one value (an out-value such as `loss` or `stats`, an options or outputs
+//! struct, the out-pointer of a `create`), and [`Arg::of_ref`] for a handle's own struct;
+//! [`disjoint`] checks that outputs, arrays and single values alike, overlap nothing else;
+//! [`slice()`] and [`slice_mut()`] then build the slices.
 
 use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
@@ -38,6 +41,15 @@ impl Arg {
             name,
             addr: s.as_ptr() as usize,
             bytes: std::mem::size_of_val(s),
+        }
+    }
+
+    /// The range of a value the library owns (a handle's own struct).
+    pub fn of_ref<T>(name: &'static str, r: &T) -> Arg {
+        Arg {
+            name,
+            addr: r as *const T as usize,
+            bytes: size_of::<T>(),
         }
     }
 }
@@ -127,6 +139,29 @@ pub fn one<T>(name: &'static str, p: *const T) -> CResult<()> {
         });
     }
     Ok(())
+}
+
+/// Checks a required pointer to one `T` as [`one`] does, and describes its byte range (so that
+/// [`disjoint`] can check it: an out-value or a struct argument is an argument like an array).
+///
+/// # Errors
+/// [`CError::Null`] (with no length), [`CError::Misaligned`], [`Error::SizeOverflow`] (a
+/// pointer so close to the end of the address space that the value would wrap it).
+pub fn one_arg<T>(name: &'static str, p: *const T) -> CResult<Arg> {
+    one(name, p)?;
+    arg(name, p, 1)
+}
+
+/// Checks an optional pointer to one `T`: `None` for NULL, else as [`one_arg`].
+///
+/// # Errors
+/// As [`one_arg`] (except that NULL is accepted).
+pub fn opt_one<T>(name: &'static str, p: *const T) -> CResult<Option<Arg>> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        one_arg(name, p).map(Some)
+    }
 }
 
 /// `p[0..len]` as a slice (empty for `len == 0`, whatever `p` is).
@@ -230,5 +265,48 @@ mod tests {
             SkStatus::Overlap
         );
         assert!(disjoint(&[&a], &[&c]).is_ok());
+    }
+
+    /// A pointer to one value (`loss`, `stats`) is a range like an array, so that `disjoint`
+    /// refuses it over another argument: the audit's `loss = &grad[0]`.
+    #[test]
+    fn single_values_are_ranges() {
+        let g = [0.0f32; 6];
+        let ga = arg("grad", g.as_ptr(), 6).unwrap();
+        let loss = one_arg("loss", &g[0] as *const f32).unwrap();
+        assert_eq!((loss.addr, loss.bytes), (g.as_ptr() as usize, 4));
+        let e = disjoint(&[&ga, &loss], &[]).unwrap_err();
+        assert_eq!(e.status(), SkStatus::Overlap);
+        assert!(
+            e.message().contains("`grad` overlaps `loss`"),
+            "{}",
+            e.message()
+        );
+        // Just past the end: disjoint.
+        let after = one_arg("loss", g[5..].as_ptr().wrapping_add(1)).unwrap();
+        assert!(disjoint(&[&ga, &after], &[]).is_ok());
+        // A stats struct at the start of a float buffer.
+        let st = [0.0f64; 8];
+        let sa = opt_one(
+            "stats",
+            st.as_ptr().cast::<crate::cross_entropy::SkCeStats>(),
+        )
+        .unwrap()
+        .unwrap();
+        let fa = arg("da", st.as_ptr().cast::<f32>(), 16).unwrap();
+        assert_eq!(sa.bytes, 40);
+        assert!(sa.overlaps(&fa));
+        assert!(opt_one::<f32>("loss", std::ptr::null()).unwrap().is_none());
+        assert_eq!(
+            one_arg::<f32>("loss", std::ptr::null())
+                .unwrap_err()
+                .status(),
+            SkStatus::NullPointer
+        );
+        let mis = (st.as_ptr() as usize + 4) as *const crate::cross_entropy::SkCeStats;
+        assert_eq!(
+            opt_one("stats", mis).unwrap_err().status(),
+            SkStatus::Misaligned
+        );
     }
 }

@@ -8,7 +8,7 @@ use sk::{
 };
 
 use crate::args::{
-    arg, disjoint, one, opt_arg, opt_slice, opt_slice_mut, put, slice, slice_mut, Arg,
+    arg, disjoint, one, opt_arg, opt_one, opt_slice, opt_slice_mut, put, slice, slice_mut, Arg,
 };
 use crate::runtime::run;
 use crate::status::{guard, CError, CResult, SkStatus};
@@ -250,12 +250,10 @@ unsafe fn ce<L: Label>(
     stats: *mut SkCeStats,
     loss: *mut f32,
 ) -> CResult<()> {
-    if !loss.is_null() {
-        one("loss", loss.cast_const())?;
-    }
-    if !stats.is_null() {
-        one("stats", stats.cast_const())?;
-    }
+    let lossa = opt_one("loss", loss.cast_const())?;
+    let statsa = opt_one("stats", stats.cast_const())?;
+    let opta = opt_one("opts", opts)?;
+    let outa = opt_one("outputs", outputs)?;
     let la = arg("logits", logits, logits_len)?;
     let ta = match targets {
         Tgt::Classes(p, n) => arg("targets", p, n)?,
@@ -273,7 +271,7 @@ unsafe fn ce<L: Label>(
             (Some(ga), same)
         }
     };
-    let mut outs: Vec<&Arg> = Vec::with_capacity(4);
+    let mut outs: Vec<&Arg> = Vec::with_capacity(6);
     let mut ins: Vec<&Arg> = vec![&ta];
     if !in_place {
         ins.push(&la);
@@ -281,8 +279,16 @@ unsafe fn ce<L: Label>(
     if let Some(ga) = &ga {
         outs.push(ga);
     }
-    outs.extend(rla.iter().chain(lsa.iter()).chain(ama.iter()));
-    ins.extend(wa.iter().chain(ra.iter()));
+    // The out-values `loss` and `stats` are outputs like the arrays; the options and outputs
+    // structs are inputs (read before anything is written, but arguments all the same).
+    outs.extend(
+        rla.iter()
+            .chain(&lsa)
+            .chain(&ama)
+            .chain(&lossa)
+            .chain(&statsa),
+    );
+    ins.extend(wa.iter().chain(&ra).chain(&opta).chain(&outa));
     disjoint(&outs, &ins)?;
     // SAFETY: every range was checked by `arg`/`opt_arg`, the outputs overlap nothing
     // (`disjoint`; in place, `grad` is the logits' range and the logits get no shared slice);
@@ -306,7 +312,8 @@ unsafe fn ce<L: Label>(
     };
     let st =
         run(move |k: &'static Kernels| Ok(k.cross_entropy_ext(lg, tg, cols, &opts, &mut co)?))?;
-    // SAFETY: NULL or checked above; writable by the caller's contract.
+    // SAFETY: NULL or checked above (aligned, overlapping nothing); writable by the caller's
+    // contract.
     unsafe {
         put("loss", loss, st.loss)?;
         put("stats", stats, SkCeStats::from(st))?;

@@ -4,22 +4,36 @@
 use sk::{CrossEntropyOutputs, Label, OutputLayer};
 
 use crate::args::{
-    arg, disjoint, one, opt_arg, opt_slice_mut, put, put_required, slice, slice_mut, Arg,
+    arg, disjoint, one_arg, opt_arg, opt_one, opt_slice_mut, put, put_required, slice, slice_mut,
+    Arg,
 };
 use crate::cross_entropy::{read_options, read_outputs, SkCeOptions, SkCeOutputs, SkCeStats};
-use crate::linear::{handle, read_sgd_options, SkSgdOptions};
+use crate::handle::{free, handle, into_handle, Tagged};
+use crate::linear::{read_sgd_options, SkSgdOptions};
 use crate::runtime::{in_pool, kernels};
 use crate::status::{guard, CResult, SkStatus};
 
-/// The `sk_output_layer` handle.
+/// The `sk_output_layer` handle: the tag (see [`crate::handle`]), then the layer.
+#[repr(C)]
 #[derive(Debug)]
 pub struct SkOutputLayer {
+    tag: u64,
     inner: OutputLayer,
 }
 
-/// The layer's own buffers, which no argument may overlap.
-fn layer_buffers(l: &OutputLayer) -> Vec<Arg> {
+// SAFETY: `#[repr(C)]` with the `u64` tag first; set to `LIVE` in `sk_output_layer_create` and
+// written afterwards only by `handle::free`.
+unsafe impl Tagged for SkOutputLayer {
+    const LIVE: u64 = u64::from_be_bytes(*b"sk:layer");
+    const C_NAME: &'static str = "sk_output_layer";
+}
+
+/// The layer's own memory (the handle's struct, the weights, the bias, the velocities), which
+/// no argument may overlap.
+fn layer_buffers(h: &SkOutputLayer) -> Vec<Arg> {
+    let l = &h.inner;
     let mut v = vec![
+        Arg::of_ref("the layer's handle", h),
         Arg::of_slice("the layer's weights", &l.weight),
         Arg::of_slice("the layer's bias", &l.bias),
     ];
@@ -45,13 +59,17 @@ pub unsafe extern "C" fn sk_output_layer_create(
     out: *mut *mut SkOutputLayer,
 ) -> SkStatus {
     guard("sk_output_layer_create", || {
-        one("out", out.cast_const())?;
-        // SAFETY: non-NULL, aligned, writable by the caller's contract.
+        let oa = one_arg("out", out.cast_const())?;
+        disjoint(&[&oa], &opt_one("opts", opts)?.iter().collect::<Vec<_>>())?;
+        // SAFETY: non-NULL, aligned, overlapping nothing, writable by the caller's contract.
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: the caller's contract.
         let o = unsafe { read_sgd_options(opts)? };
         let inner = OutputLayer::with_kernels(kernels()?, inputs, classes, o)?;
-        let h = Box::into_raw(Box::new(SkOutputLayer { inner }));
+        let h = into_handle(SkOutputLayer {
+            tag: SkOutputLayer::LIVE,
+            inner,
+        });
         // SAFETY: as above.
         unsafe { out.write(h) };
         Ok(())
@@ -59,6 +77,8 @@ pub unsafe extern "C" fn sk_output_layer_create(
 }
 
 /// Frees a layer (NULL: nothing). Pointers from `sk_output_layer_weights`/`_bias` die with it.
+/// A pointer that is not a live layer (freed already, say) frees nothing and leaves an
+/// `SK_BAD_HANDLE` message (best effort: see [`crate::handle`]).
 ///
 /// # Safety
 /// `layer` is NULL or a live handle from [`sk_output_layer_create`], not used afterwards.
@@ -67,12 +87,8 @@ pub unsafe extern "C" fn sk_output_layer_free(layer: *mut SkOutputLayer) {
     if layer.is_null() {
         return;
     }
-    let _ = guard("sk_output_layer_free", || {
-        // SAFETY: a live handle made by `Box::into_raw` in `sk_output_layer_create`, released
-        // once.
-        drop(unsafe { Box::from_raw(layer) });
-        Ok(())
-    });
+    // SAFETY: the caller's contract.
+    let _ = guard("sk_output_layer_free", || unsafe { free("layer", layer) });
 }
 
 /// Xavier/Glorot-uniform weights from `seed` (deterministic); zero bias.
@@ -105,8 +121,11 @@ pub unsafe extern "C" fn sk_output_layer_shape(
     guard("sk_output_layer_shape", || {
         // SAFETY: the caller's contract.
         let l = unsafe { handle("layer", layer)? };
+        let outs = [opt_one("inputs", inputs)?, opt_one("classes", classes)?];
+        let outs: Vec<&Arg> = outs.iter().flatten().collect();
+        disjoint(&outs, &layer_buffers(l).iter().collect::<Vec<_>>())?;
         let (d, c) = l.inner.shape();
-        // SAFETY: the caller's contract.
+        // SAFETY: NULL or checked (aligned, overlapping nothing); the caller's contract.
         unsafe {
             put("inputs", inputs, d)?;
             put("classes", classes, c)?;
@@ -130,10 +149,16 @@ pub unsafe extern "C" fn sk_output_layer_weights(
     guard("sk_output_layer_weights", || {
         // SAFETY: the caller's contract.
         let l = unsafe { handle("layer", layer)? };
-        one("weights", weights.cast_const())?;
-        one("len", len.cast_const())?;
+        let outs = [
+            one_arg("weights", weights.cast_const())?,
+            one_arg("len", len.cast_const())?,
+        ];
+        disjoint(
+            &[&outs[0], &outs[1]],
+            &layer_buffers(l).iter().collect::<Vec<_>>(),
+        )?;
         let w = &mut l.inner.weight;
-        // SAFETY: checked; writable by the caller's contract.
+        // SAFETY: checked (aligned, overlapping nothing); writable by the caller's contract.
         unsafe {
             put_required("weights", weights, w.as_mut_ptr())?;
             put_required("len", len, w.len())?;
@@ -155,10 +180,16 @@ pub unsafe extern "C" fn sk_output_layer_bias(
     guard("sk_output_layer_bias", || {
         // SAFETY: the caller's contract.
         let l = unsafe { handle("layer", layer)? };
-        one("bias", bias.cast_const())?;
-        one("len", len.cast_const())?;
+        let outs = [
+            one_arg("bias", bias.cast_const())?,
+            one_arg("len", len.cast_const())?,
+        ];
+        disjoint(
+            &[&outs[0], &outs[1]],
+            &layer_buffers(l).iter().collect::<Vec<_>>(),
+        )?;
         let b = &mut l.inner.bias;
-        // SAFETY: checked; writable by the caller's contract.
+        // SAFETY: checked (aligned, overlapping nothing); writable by the caller's contract.
         unsafe {
             put_required("bias", bias, b.as_mut_ptr())?;
             put_required("len", len, b.len())?;
@@ -179,7 +210,9 @@ pub unsafe extern "C" fn sk_output_layer_steps(
     guard("sk_output_layer_steps", || {
         // SAFETY: the caller's contract.
         let l = unsafe { handle("layer", layer)? };
-        // SAFETY: the caller's contract.
+        let sa = one_arg("steps", steps.cast_const())?;
+        disjoint(&[&sa], &layer_buffers(l).iter().collect::<Vec<_>>())?;
+        // SAFETY: checked (aligned, overlapping nothing); the caller's contract.
         unsafe { put_required("steps", steps, l.inner.optimizer().steps()) }
     })
 }
@@ -201,7 +234,7 @@ pub unsafe extern "C" fn sk_output_layer_forward(
         let l = unsafe { handle("layer", layer)? };
         let aa = arg("a", a, a_len)?;
         let za = arg("z", z.cast_const(), z_len)?;
-        let bufs = layer_buffers(&l.inner);
+        let bufs = layer_buffers(l);
         let ins: Vec<&Arg> = std::iter::once(&aa).chain(bufs.iter()).collect();
         disjoint(&[&za], &ins)?;
         // SAFETY: checked by `arg` and `disjoint`; the caller's contract.
@@ -228,7 +261,7 @@ pub unsafe extern "C" fn sk_output_layer_predict(
         let l = unsafe { handle("layer", layer)? };
         let aa = arg("a", a, a_len)?;
         let oa = arg("out", out.cast_const(), out_len)?;
-        let bufs = layer_buffers(&l.inner);
+        let bufs = layer_buffers(l);
         let ins: Vec<&Arg> = std::iter::once(&aa).chain(bufs.iter()).collect();
         disjoint(&[&oa], &ins)?;
         // SAFETY: checked by `arg` and `disjoint`; `a` does not overlap the layer's buffers;
@@ -261,12 +294,10 @@ unsafe fn train<L: Label>(
 ) -> CResult<()> {
     // SAFETY: the caller's contract.
     let l = unsafe { handle("layer", layer)? };
-    if !loss.is_null() {
-        one("loss", loss.cast_const())?;
-    }
-    if !stats.is_null() {
-        one("stats", stats.cast_const())?;
-    }
+    let lossa = opt_one("loss", loss.cast_const())?;
+    let statsa = opt_one("stats", stats.cast_const())?;
+    let opta = opt_one("opts", opts)?;
+    let outa = opt_one("outputs", outputs)?;
     let aa = arg("a", a, a_len)?;
     let ta = arg("targets", targets, targets_len)?;
     let daa = opt_arg("da", da.cast_const(), da_len)?;
@@ -274,16 +305,25 @@ unsafe fn train<L: Label>(
     let (ce, wa, ra) = unsafe { read_options(opts)? };
     // SAFETY: the caller's contract.
     let (o, [rla, lsa, ama]) = unsafe { read_outputs(outputs)? };
-    // The step writes the layer's weights, bias and velocities: they count as outputs.
-    let bufs = layer_buffers(&l.inner);
+    // The step writes the layer's handle, weights, bias and velocities: they count as outputs,
+    // as do the out-values `loss` and `stats`; the options and outputs structs are inputs.
+    let bufs = layer_buffers(l);
     let outs: Vec<&Arg> = daa
         .iter()
         .chain(&rla)
         .chain(&lsa)
         .chain(&ama)
+        .chain(&lossa)
+        .chain(&statsa)
         .chain(&bufs)
         .collect();
-    let ins: Vec<&Arg> = [&aa, &ta].into_iter().chain(&wa).chain(&ra).collect();
+    let ins: Vec<&Arg> = [&aa, &ta]
+        .into_iter()
+        .chain(&wa)
+        .chain(&ra)
+        .chain(&opta)
+        .chain(&outa)
+        .collect();
     disjoint(&outs, &ins)?;
     // SAFETY: every range checked by `arg`/`opt_arg` and `disjoint` (no output, the layer's
     // own buffers included, overlaps anything); validity is the caller's contract.
@@ -301,7 +341,8 @@ unsafe fn train<L: Label>(
     };
     let inner = &mut l.inner;
     let st = in_pool(move || inner.train_step_ext(a, t, lr, &ce, &mut co, da))?;
-    // SAFETY: NULL or checked above; writable by the caller's contract.
+    // SAFETY: NULL or checked above (aligned, overlapping nothing); writable by the caller's
+    // contract.
     unsafe {
         put("loss", loss, st.loss)?;
         put("stats", stats, SkCeStats::from(st))?;

@@ -12,7 +12,13 @@
 //!   length is `SK_NULL_POINTER`; a misaligned pointer is `SK_MISALIGNED`; a length whose size
 //!   in bytes does not fit `isize` is `SK_ERROR_SIZE_OVERFLOW`.
 //! * An output may not overlap any other argument (`SK_OVERLAP`), except where a function
-//!   documents in-place use (it then takes identical pointers and lengths).
+//!   documents in-place use (it then takes identical pointers and lengths). Pointers to one
+//!   value (`loss`, `stats`, the getters' and `create`'s out-pointers) are outputs too, the
+//!   options and outputs structs are arguments, and a handle's own memory (its struct, and the
+//!   buffers it owns) counts as an argument of every call that takes the handle.
+//! * Handles carry a tag, checked on every call (one load and compare; see [`handle`]): a
+//!   pointer that is not a live handle of its type is `SK_BAD_HANDLE` (best effort for freed
+//!   handles).
 //! * Enumerated arguments arrive as `int32_t` and are validated (`SK_ERROR_INVALID_OPTION`),
 //!   never transmuted into Rust enums.
 //! * Every entry point runs inside `std::panic::catch_unwind`: a panic becomes `SK_PANIC`, never
@@ -28,6 +34,7 @@
 
 pub mod args;
 pub mod cross_entropy;
+pub mod handle;
 pub mod layer;
 pub mod linear;
 pub mod linear_ce;

@@ -5,8 +5,10 @@
 use sk::{Kernels, MatrixLayout, Sgd, SgdOptions};
 
 use crate::args::{
-    arg, disjoint, one, opt_arg, opt_slice, opt_slice_mut, put, slice, slice_mut, Arg,
+    arg, disjoint, one, one_arg, opt_arg, opt_one, opt_slice, opt_slice_mut, put, slice, slice_mut,
+    Arg,
 };
+use crate::handle::{free, handle, into_handle, Tagged};
 use crate::runtime::{in_pool, kernels, run};
 use crate::status::{guard, CResult, SkStatus};
 
@@ -317,21 +319,20 @@ pub unsafe extern "C" fn sk_sgd_options_default(opts: *mut SkSgdOptions) -> SkSt
     })
 }
 
-/// The `sk_sgd_optimizer` handle: an [`Sgd`] optimizer bound to the tier current at its creation.
+/// The `sk_sgd_optimizer` handle: the tag (see [`crate::handle`]), then an [`Sgd`] optimizer
+/// bound to the tier current at its creation.
+#[repr(C)]
 #[derive(Debug)]
 pub struct SkSgdOptimizer {
+    tag: u64,
     inner: Sgd,
 }
 
-/// The object behind a handle.
-///
-/// # Safety
-/// `p` is NULL (an error) or a live handle from this library's `create` function, not used
-/// by another thread during the call.
-pub(crate) unsafe fn handle<'a, T>(name: &'static str, p: *mut T) -> CResult<&'a mut T> {
-    one(name, p.cast_const())?;
-    // SAFETY: non-NULL and aligned (checked); a live, unshared handle by the caller's contract.
-    Ok(unsafe { &mut *p })
+// SAFETY: `#[repr(C)]` with the `u64` tag first; set to `LIVE` in `sk_sgd_optimizer_create` and
+// written afterwards only by `handle::free`.
+unsafe impl Tagged for SkSgdOptimizer {
+    const LIVE: u64 = u64::from_be_bytes(*b"sk:sgdop");
+    const C_NAME: &'static str = "sk_sgd_optimizer";
 }
 
 /// Creates an optimizer (`opts` NULL: the defaults) on the current tier; `*out` receives the
@@ -345,20 +346,26 @@ pub unsafe extern "C" fn sk_sgd_optimizer_create(
     out: *mut *mut SkSgdOptimizer,
 ) -> SkStatus {
     guard("sk_sgd_optimizer_create", || {
-        one("out", out.cast_const())?;
-        // SAFETY: non-NULL, aligned, writable by the caller's contract.
+        let oa = one_arg("out", out.cast_const())?;
+        disjoint(&[&oa], &opt_one("opts", opts)?.iter().collect::<Vec<_>>())?;
+        // SAFETY: non-NULL, aligned, overlapping nothing, writable by the caller's contract.
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: the caller's contract.
         let o = unsafe { read_sgd_options(opts)? };
         let inner = kernels()?.sgd(o)?;
-        let h = Box::into_raw(Box::new(SkSgdOptimizer { inner }));
+        let h = into_handle(SkSgdOptimizer {
+            tag: SkSgdOptimizer::LIVE,
+            inner,
+        });
         // SAFETY: as above.
         unsafe { out.write(h) };
         Ok(())
     })
 }
 
-/// Frees an optimizer (NULL: nothing).
+/// Frees an optimizer (NULL: nothing). A pointer that is not a live optimizer (freed already,
+/// say) frees nothing and leaves an `SK_BAD_HANDLE` message (best effort: see
+/// [`crate::handle`]).
 ///
 /// # Safety
 /// `sgd` is NULL or a live handle from [`sk_sgd_optimizer_create`], not used afterwards.
@@ -367,16 +374,15 @@ pub unsafe extern "C" fn sk_sgd_optimizer_free(sgd: *mut SkSgdOptimizer) {
     if sgd.is_null() {
         return;
     }
-    let _ = guard("sk_sgd_optimizer_free", || {
-        // SAFETY: a live handle made by `Box::into_raw` in `sk_sgd_optimizer_create`, released once.
-        drop(unsafe { Box::from_raw(sgd) });
-        Ok(())
-    });
+    // SAFETY: the caller's contract.
+    let _ = guard("sk_sgd_optimizer_free", || unsafe { free("sgd", sgd) });
 }
 
-/// The optimizer's velocity buffers (written by every step), which no argument may overlap.
-fn sgd_buffers(s: &Sgd) -> Vec<Arg> {
-    let mut v = Vec::new();
+/// The optimizer's own memory (the handle's struct and the velocity buffers, written by every
+/// step), which no argument may overlap.
+fn sgd_buffers(h: &SkSgdOptimizer) -> Vec<Arg> {
+    let s = &h.inner;
+    let mut v = vec![Arg::of_ref("the optimizer's handle", h)];
     if let Some(b) = s.velocity() {
         v.push(Arg::of_slice("velocity", b));
     }
@@ -413,8 +419,8 @@ pub unsafe extern "C" fn sk_sgd_optimizer_step(
         let (da, aa) = (arg("delta", delta, delta_len)?, arg("a", a, a_len)?);
         let wa = arg("w", w.cast_const(), w_len)?;
         let ba = opt_arg("bias", bias.cast_const(), bias_len)?;
-        // The optimizer writes its velocity buffers: they count as outputs.
-        let bufs = sgd_buffers(&s.inner);
+        // The optimizer writes its handle and velocity buffers: they count as outputs.
+        let bufs = sgd_buffers(s);
         let outs: Vec<&Arg> = std::iter::once(&wa).chain(&ba).chain(&bufs).collect();
         disjoint(&outs, &[&da, &aa])?;
         // SAFETY: checked by `arg`/`opt_arg` and `disjoint`; the caller's contract.
@@ -453,7 +459,7 @@ pub unsafe extern "C" fn sk_sgd_optimizer_apply_grad(
         let s = unsafe { handle("sgd", sgd)? };
         let wa = arg("w", w.cast_const(), w_len)?;
         let ga = arg("grad", grad, grad_len)?;
-        let bufs = sgd_buffers(&s.inner);
+        let bufs = sgd_buffers(s);
         let outs: Vec<&Arg> = std::iter::once(&wa).chain(&bufs).collect();
         disjoint(&outs, &[&ga])?;
         // SAFETY: checked by `arg` and `disjoint`; the caller's contract.
@@ -481,7 +487,7 @@ pub unsafe extern "C" fn sk_sgd_optimizer_apply_bias_grad(
         let s = unsafe { handle("sgd", sgd)? };
         let ba = arg("bias", bias.cast_const(), bias_len)?;
         let ga = arg("grad", grad, grad_len)?;
-        let bufs = sgd_buffers(&s.inner);
+        let bufs = sgd_buffers(s);
         let outs: Vec<&Arg> = std::iter::once(&ba).chain(&bufs).collect();
         disjoint(&outs, &[&ga])?;
         // SAFETY: checked by `arg` and `disjoint`; the caller's contract.
@@ -530,7 +536,9 @@ pub unsafe extern "C" fn sk_sgd_optimizer_steps(
     guard("sk_sgd_optimizer_steps", || {
         // SAFETY: the caller's contract.
         let s = unsafe { handle("sgd", sgd)? };
-        // SAFETY: the caller's contract.
+        let sa = one_arg("steps", steps.cast_const())?;
+        disjoint(&[&sa], &sgd_buffers(s).iter().collect::<Vec<_>>())?;
+        // SAFETY: checked (aligned, overlapping nothing); the caller's contract.
         unsafe { crate::args::put_required("steps", steps, s.inner.steps()) }
     })
 }
@@ -549,13 +557,20 @@ pub unsafe extern "C" fn sk_sgd_optimizer_velocity(
     guard("sk_sgd_optimizer_velocity", || {
         // SAFETY: the caller's contract.
         let s = unsafe { handle("sgd", sgd)? };
-        one("velocity", velocity.cast_const())?;
-        one("len", len.cast_const())?;
+        let outs = [
+            one_arg("velocity", velocity.cast_const())?,
+            one_arg("len", len.cast_const())?,
+        ];
+        disjoint(
+            &[&outs[0], &outs[1]],
+            &sgd_buffers(s).iter().collect::<Vec<_>>(),
+        )?;
         let (p, n) = s
             .inner
             .velocity()
             .map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len()));
-        // SAFETY: checked non-NULL and aligned; writable by the caller's contract.
+        // SAFETY: checked non-NULL, aligned and overlapping nothing; writable by the caller's
+        // contract.
         unsafe {
             put("velocity", velocity, p)?;
             put("len", len, n)?;

@@ -10,7 +10,9 @@ use sk::{
     MatrixLayout, Targets,
 };
 
-use crate::args::{arg, disjoint, one, opt_arg, opt_slice, opt_slice_mut, put, slice, Arg};
+use crate::args::{
+    arg, disjoint, one, opt_arg, opt_one, opt_slice, opt_slice_mut, put, slice, Arg,
+};
 use crate::cross_entropy::{read_options, read_outputs, SkCeOptions, SkCeOutputs, SkCeStats};
 use crate::runtime::run;
 use crate::status::{guard, CResult, SkStatus};
@@ -118,9 +120,10 @@ unsafe fn lce(
     outputs: *const SkCeOutputs,
     stats: *mut SkCeStats,
 ) -> CResult<()> {
-    if !stats.is_null() {
-        one("stats", stats.cast_const())?;
-    }
+    let statsa = opt_one("stats", stats.cast_const())?;
+    let opta = opt_one("opts", opts)?;
+    let lopta = opt_one("lce_opts", lce_opts)?;
+    let outa = opt_one("outputs", outputs)?;
     let aa = arg("a", a, a_len)?;
     let wa = arg("w", w, w_len)?;
     let ba = opt_arg("bias", bias, bias_len)?;
@@ -145,12 +148,18 @@ unsafe fn lce(
         .chain(&rla)
         .chain(&lsa)
         .chain(&ama)
+        .chain(&statsa)
         .collect();
+    // The options and outputs structs are inputs (read before anything is written, but
+    // arguments all the same).
     let ins: Vec<&Arg> = [&aa, &wa, &ta]
         .into_iter()
         .chain(&ba)
         .chain(&wga)
         .chain(&rsa)
+        .chain(&opta)
+        .chain(&lopta)
+        .chain(&outa)
         .collect();
     disjoint(&outs, &ins)?;
     // SAFETY: every range was checked by `arg`/`opt_arg`, the outputs overlap nothing
@@ -182,7 +191,8 @@ unsafe fn lce(
     let st = run(move |k: &'static Kernels| {
         Ok(k.linear_cross_entropy(a, w, layout, bias, tg, &lopts, &mut out)?)
     })?;
-    // SAFETY: NULL or checked above; writable by the caller's contract.
+    // SAFETY: NULL or checked above (aligned, overlapping nothing); writable by the caller's
+    // contract.
     unsafe { put("stats", stats, SkCeStats::from(st)) }
 }
 

@@ -46,6 +46,10 @@ pub enum SkStatus {
     Misaligned = 102,
     /// A panic was caught at the boundary (a bug; the message holds the panic's text).
     Panic = 103,
+    /// A handle argument is not a live handle of its type: freed, never made by its `create`
+    /// function, of the other handle type, or overwritten (detected by the handle's tag; best
+    /// effort for freed memory).
+    BadHandle = 104,
     /// An error the C layer has no code for (a newer variant of the `#[non_exhaustive]`
     /// [`Error`], or a failure to create a thread pool).
     Other = 199,
@@ -53,7 +57,7 @@ pub enum SkStatus {
 
 impl SkStatus {
     /// Every status, in code order.
-    pub const ALL: [SkStatus; 18] = [
+    pub const ALL: [SkStatus; 19] = [
         SkStatus::Ok,
         SkStatus::ZeroDim,
         SkStatus::NotMultiple,
@@ -71,6 +75,7 @@ impl SkStatus {
         SkStatus::Overlap,
         SkStatus::Misaligned,
         SkStatus::Panic,
+        SkStatus::BadHandle,
         SkStatus::Other,
     ];
 
@@ -94,6 +99,7 @@ impl SkStatus {
             SkStatus::Overlap => "SK_OVERLAP\0",
             SkStatus::Misaligned => "SK_MISALIGNED\0",
             SkStatus::Panic => "SK_PANIC\0",
+            SkStatus::BadHandle => "SK_BAD_HANDLE\0",
             SkStatus::Other => "SK_ERROR_OTHER\0",
         }
     }
@@ -152,6 +158,13 @@ pub enum CError {
         /// The alignment its type needs.
         align: usize,
     },
+    /// The handle `arg` is not a live handle of type `ty`.
+    BadHandle {
+        /// The argument.
+        arg: &'static str,
+        /// The handle's C type.
+        ty: &'static str,
+    },
     /// A caught panic, with its message.
     Panic(String),
     /// Anything else, with a message.
@@ -172,6 +185,7 @@ impl CError {
             CError::Null { .. } => SkStatus::NullPointer,
             CError::Overlap { .. } => SkStatus::Overlap,
             CError::Misaligned { .. } => SkStatus::Misaligned,
+            CError::BadHandle { .. } => SkStatus::BadHandle,
             CError::Panic(_) => SkStatus::Panic,
             CError::Other(_) => SkStatus::Other,
         }
@@ -192,6 +206,10 @@ impl CError {
             CError::Misaligned { arg, align } => {
                 format!("`{arg}` is not aligned to {align} bytes")
             }
+            CError::BadHandle { arg, ty } => format!(
+                "`{arg}` is not a live {ty} (already freed, not made by {ty}_create, or \
+                 overwritten)"
+            ),
             CError::Panic(m) => format!("panic caught at the C boundary: {m}"),
             CError::Other(m) => m.clone(),
         }

@@ -260,9 +260,116 @@ static void errors(void)
     }
 }
 
+/* Out-values (loss, stats) are outputs like the arrays: one that overlaps any other argument
+ * (an array, the other out-value, the options or outputs struct) is SK_OVERLAP, and nothing is
+ * written. The buffers are 8-byte aligned doubles so that an sk_ce_stats fits anywhere. */
+static void out_value_overlaps(void)
+{
+    const float z[6] = {1.0f, 2.0f, 3.0f, 3.0f, 2.0f, 1.0f};
+    const int64_t t[2] = {0, 2};
+    const int32_t t32[2] = {0, 2};
+    double gspace[8], zspace[8], pspace[8], ospace[8];
+    float *g = (float *)(void *)gspace; /* 6 gradient floats, then spare room */
+    float *zz = (float *)(void *)zspace;
+    float *probs = (float *)(void *)pspace;
+    float *rl = (float *)(void *)ospace;
+    sk_ce_options o;
+    sk_ce_outputs out;
+    sk_ce_stats *st;
+    int i;
+
+    for (i = 0; i < 16; i++) {
+        g[i] = 7.0f;
+        zz[i] = i < 6 ? z[i] : 7.0f;
+        probs[i] = i < 6 ? 1.0f / 3.0f : 7.0f;
+        rl[i] = 7.0f;
+    }
+    /* The audit's example: the loss over the gradient's first element. */
+    CHECK_ST(sk_cross_entropy_fwd_bwd(z, 6, t, 2, g, 6, 3, NULL, &g[0]), SK_OVERLAP);
+    CHECK_MSG("the output `grad` overlaps `loss`");
+    CHECK_ST(sk_cross_entropy_fwd_bwd_i32(z, 6, t32, 2, g, 6, 3, NULL, &g[5]), SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_probs_fwd_bwd(z, 6, probs, 6, g, 6, 3, NULL, &g[3]), SK_OVERLAP);
+    /* In place: the loss over the logits (which are the gradient). */
+    CHECK_ST(sk_cross_entropy_fwd_bwd_inplace(zz, 6, t, 2, 3, NULL, &zz[2]), SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_fwd_bwd_inplace_i32(zz, 6, t32, 2, 3, NULL, &zz[2]), SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_probs_fwd_bwd_inplace(zz, 6, probs, 6, 3, NULL, &zz[0]),
+             SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_fwd_bwd(zz, 6, t, 2, zz, 6, 3, NULL, &zz[1]), SK_OVERLAP);
+    /* Loss only: the loss over an input (logits, probability targets, class weights, the
+     * options struct). */
+    CHECK_ST(sk_cross_entropy(zz, 6, t, 2, 3, NULL, &zz[4]), SK_OVERLAP);
+    CHECK_MSG("`loss` overlaps `logits`");
+    CHECK_ST(sk_cross_entropy_i32(zz, 6, t32, 2, 3, NULL, &zz[4]), SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_probs(z, 6, probs, 6, 3, NULL, &probs[1]), SK_OVERLAP);
+    CHECK_MSG("`loss` overlaps `targets`");
+    CHECK_OK(sk_ce_options_default(&o));
+    o.weight = rl;
+    o.weight_len = 3;
+    CHECK_ST(sk_cross_entropy(z, 6, t, 2, 3, &o, &rl[2]), SK_OVERLAP);
+    CHECK_MSG("`loss` overlaps `weight`");
+    CHECK_OK(sk_ce_options_default(&o));
+    CHECK_ST(sk_cross_entropy(z, 6, t, 2, 3, &o, &o.z_loss), SK_OVERLAP);
+    CHECK_MSG("`loss` overlaps `opts`");
+    CHECK(o.z_loss == 0.0f && o.scale == 1.0f);
+
+    /* Stats over the gradient, the logits (in place), a per-row output, the targets, the
+     * options and the outputs structs. */
+    st = (sk_ce_stats *)(void *)gspace;
+    CHECK_ST(sk_cross_entropy_ext(z, 6, t, 2, g, 6, 3, NULL, NULL, st), SK_OVERLAP);
+    CHECK_MSG("`stats`");
+    CHECK_ST(sk_cross_entropy_probs_ext(z, 6, probs, 6, g, 6, 3, NULL, NULL, st), SK_OVERLAP);
+    st = (sk_ce_stats *)(void *)zspace;
+    CHECK_ST(sk_cross_entropy_ext(zz, 6, t, 2, zz, 6, 3, NULL, NULL, st), SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_ext_i32(zz, 6, t32, 2, zz, 6, 3, NULL, NULL, st), SK_OVERLAP);
+    CHECK_ST(sk_cross_entropy_ext(zz, 6, t, 2, NULL, 0, 3, NULL, NULL, st), SK_OVERLAP);
+    memset(&out, 0, sizeof out);
+    out.lse = rl;
+    out.lse_len = 2;
+    st = (sk_ce_stats *)(void *)ospace;
+    CHECK_ST(sk_cross_entropy_ext(z, 6, t, 2, NULL, 0, 3, NULL, &out, st), SK_OVERLAP);
+    CHECK_MSG("`lse` overlaps `stats`");
+    out.lse = NULL;
+    out.lse_len = 0;
+    out.argmax = (uint32_t *)(void *)ospace;
+    out.argmax_len = 2;
+    CHECK_ST(sk_cross_entropy_ext_i32(z, 6, t32, 2, NULL, 0, 3, NULL, &out, st), SK_OVERLAP);
+    st = (sk_ce_stats *)(void *)pspace;
+    CHECK_ST(sk_cross_entropy_probs_ext(z, 6, probs, 6, NULL, 0, 3, NULL, NULL, st), SK_OVERLAP);
+    {
+        union {
+            sk_ce_options o;
+            sk_ce_outputs out;
+            sk_ce_stats st;
+        } u;
+        CHECK_OK(sk_ce_options_default(&u.o));
+        CHECK_ST(sk_cross_entropy_ext(z, 6, t, 2, NULL, 0, 3, &u.o, NULL, &u.st), SK_OVERLAP);
+        CHECK_MSG("`opts`");
+        CHECK(u.o.scale == 1.0f && u.o.ignore_index == -100);
+        memset(&u, 0, sizeof u);
+        CHECK_ST(sk_cross_entropy_ext(z, 6, t, 2, NULL, 0, 3, NULL, &u.out, &u.st), SK_OVERLAP);
+        CHECK_MSG("`outputs`");
+    }
+    /* Nothing was written by any refused call. */
+    for (i = 0; i < 16; i++) {
+        CHECK(g[i] == 7.0f);
+        CHECK(zz[i] == (i < 6 ? z[i] : 7.0f));
+        CHECK(probs[i] == (i < 6 ? 1.0f / 3.0f : 7.0f));
+        CHECK(rl[i] == 7.0f);
+    }
+    /* Disjoint out-values still work. */
+    {
+        float loss = 0.0f;
+        sk_ce_stats s2;
+        CHECK_OK(sk_cross_entropy_fwd_bwd(z, 6, t, 2, g, 6, 3, NULL, &loss));
+        CHECK_OK(sk_cross_entropy_ext(z, 6, t, 2, g, 6, 3, NULL, NULL, &s2));
+        CHECK(s2.loss == loss && loss > 0.0f);
+    }
+}
+
 int main(void)
 {
     for_each_tier(numeric);
     errors();
+    out_value_overlaps();
     return finish("test_cross_entropy");
 }

@@ -166,9 +166,138 @@ static void errors(void)
     sk_output_layer_free(NULL);
 }
 
+/* Out-values (loss, stats, the getters' and create's out-pointers) may not overlap another
+ * argument or the layer's own memory (its weights, bias, velocities and handle struct):
+ * SK_OVERLAP, and nothing is written. */
+static void out_value_overlaps(void)
+{
+    sk_output_layer *layer = NULL;
+    sk_sgd_options so;
+    float *w = NULL, *b = NULL;
+    size_t wlen = 0, blen = 0, n = 0;
+    /* 3 inputs, 4 classes: 48 bytes of weights, room for an sk_ce_stats. */
+    const float a[6] = {1.0f, -1.0f, 0.5f, 2.0f, -2.0f, 0.25f};
+    const int64_t t[2] = {0, 3};
+    const int32_t t32[2] = {0, 3};
+    double das[8];
+    float *da = (float *)(void *)das;
+    float wcopy[12], bcopy[4];
+    sk_ce_stats st;
+    uint64_t steps = 0;
+    int i;
+
+    CHECK_OK(sk_sgd_options_default(&so));
+    so.momentum = 0.5f; /* velocities exist after the first step */
+    CHECK_OK(sk_output_layer_create(3, 4, &so, &layer));
+    CHECK_OK(sk_output_layer_init_xavier(layer, 7));
+    CHECK_OK(sk_output_layer_train_step(layer, a, 6, t, 2, 0.1f, NULL));
+    CHECK_OK(sk_output_layer_weights(layer, &w, &wlen));
+    CHECK_OK(sk_output_layer_bias(layer, &b, &blen));
+    CHECK(wlen == 12 && blen == 4);
+    memcpy(wcopy, w, sizeof wcopy);
+    memcpy(bcopy, b, sizeof bcopy);
+    for (i = 0; i < 16; i++) {
+        da[i] = 7.0f;
+    }
+
+    /* The audit's example: the loss written into the layer's own weights (lr 0: the update
+     * alone would change nothing). */
+    CHECK_ST(sk_output_layer_train_step(layer, a, 6, t, 2, 0.0f, w), SK_OVERLAP);
+    CHECK_MSG("the layer's weights");
+    CHECK_ST(sk_output_layer_train_step_i32(layer, a, 6, t32, 2, 0.0f, b + 1), SK_OVERLAP);
+    CHECK_MSG("the layer's bias");
+    /* The loss over an input (a, the targets). */
+    {
+        float abuf[6];
+        memcpy(abuf, a, sizeof abuf);
+        CHECK_ST(sk_output_layer_train_step(layer, abuf, 6, t, 2, 0.1f, &abuf[5]), SK_OVERLAP);
+        CHECK_MSG("`loss` overlaps `a`");
+        CHECK(abuf[5] == a[5]);
+    }
+    /* stats over da, the weights, the options and outputs structs. */
+    CHECK_ST(sk_output_layer_train_step_ext(layer, a, 6, t, 2, 0.1f, NULL, NULL, da, 6,
+                                            (sk_ce_stats *)(void *)das),
+             SK_OVERLAP);
+    CHECK_MSG("the output `da` overlaps `stats`");
+    CHECK_ST(sk_output_layer_train_step_ext(layer, a, 6, t, 2, 0.1f, NULL, NULL, NULL, 0,
+                                            (sk_ce_stats *)(void *)w),
+             SK_OVERLAP);
+    {
+        union {
+            sk_ce_options o;
+            sk_ce_outputs out;
+            sk_ce_stats st;
+        } u;
+        CHECK_OK(sk_ce_options_default(&u.o));
+        CHECK_ST(sk_output_layer_train_step_ext(layer, a, 6, t, 2, 0.1f, &u.o, NULL, NULL, 0,
+                                                &u.st),
+                 SK_OVERLAP);
+        CHECK_MSG("`opts`");
+        CHECK(u.o.scale == 1.0f);
+        memset(&u, 0, sizeof u);
+        CHECK_ST(sk_output_layer_train_step_ext(layer, a, 6, t, 2, 0.1f, NULL, &u.out, NULL, 0,
+                                                &u.st),
+                 SK_OVERLAP);
+        CHECK_MSG("`outputs`");
+    }
+    /* The getters' out-pointers over the layer's buffers, and over each other. */
+    CHECK_ST(sk_output_layer_steps(layer, (uint64_t *)(void *)w), SK_OVERLAP);
+    CHECK_MSG("`steps` overlaps `the layer's weights`");
+    CHECK_ST(sk_output_layer_shape(layer, (size_t *)(void *)w, NULL), SK_OVERLAP);
+    CHECK_ST(sk_output_layer_shape(layer, &n, &n), SK_OVERLAP);
+    CHECK_ST(sk_output_layer_weights(layer, (float **)(void *)w, &n), SK_OVERLAP);
+    CHECK_ST(sk_output_layer_bias(layer, (float **)(void *)b, &n), SK_OVERLAP);
+    {
+        union {
+            float *p;
+            size_t n;
+        } u;
+        CHECK_ST(sk_output_layer_weights(layer, &u.p, &u.n), SK_OVERLAP);
+        CHECK_MSG("the output `weights` overlaps `len`");
+    }
+    /* Nothing was written: the layer and da are as they were, no step was counted. */
+    for (i = 0; i < 12; i++) {
+        CHECK(w[i] == wcopy[i]);
+    }
+    for (i = 0; i < 4; i++) {
+        CHECK(b[i] == bcopy[i]);
+    }
+    for (i = 0; i < 16; i++) {
+        CHECK(da[i] == 7.0f);
+    }
+    CHECK_OK(sk_output_layer_steps(layer, &steps));
+    CHECK(steps == 1);
+    CHECK_OK(sk_output_layer_train_step_ext(layer, a, 6, t, 2, 0.1f, NULL, NULL, da, 6, &st));
+    CHECK(st.rows_used == 2);
+
+    /* create's out-pointer over its options. */
+    {
+        union {
+            sk_sgd_options o;
+            sk_output_layer *p;
+        } u;
+        CHECK_OK(sk_sgd_options_default(&u.o));
+        CHECK_ST(sk_output_layer_create(2, 2, &u.o, &u.p), SK_OVERLAP);
+        CHECK_MSG("the output `out` overlaps `opts`");
+        CHECK(u.o.lr > 0.0009f && u.o.lr < 0.0011f);
+    }
+
+    /* Out-pointers into the handle's own struct (the caller cannot see its size; 8 bytes are
+     * always inside it). Last: on a library without the check these corrupt the layer. */
+    CHECK_ST(sk_output_layer_steps(layer, (uint64_t *)(void *)layer), SK_OVERLAP);
+    CHECK_MSG("`steps` overlaps `the layer's handle`");
+    CHECK_ST(sk_output_layer_train_step(layer, a, 6, t, 2, 0.1f, (float *)(void *)layer),
+             SK_OVERLAP);
+    CHECK_ST(sk_output_layer_shape(layer, NULL, (size_t *)(void *)layer), SK_OVERLAP);
+    CHECK_OK(sk_output_layer_steps(layer, &steps));
+    CHECK(steps == 2);
+    sk_output_layer_free(layer);
+}
+
 int main(void)
 {
     for_each_tier(lifecycle);
     errors();
+    out_value_overlaps();
     return finish("test_layer");
 }

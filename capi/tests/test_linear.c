@@ -232,10 +232,71 @@ static void errors(void)
     CHECK_ST(sk_sgd_step(1.0f, d, 2, d, 4, w, 2, 1, 2, 2, w + 1, 1), SK_OVERLAP);
 }
 
+/* The optimizer's out-pointers (steps, velocity/len, create's out) may not overlap another
+ * argument or the optimizer's own memory (its velocities and handle struct): SK_OVERLAP, and
+ * nothing is written. */
+static void out_value_overlaps(void)
+{
+    sk_sgd_optimizer *opt = NULL;
+    sk_sgd_options so;
+    const float *vel = NULL;
+    size_t vlen = 0;
+    uint64_t steps = 0;
+    float w[4] = {0, 0, 0, 0}, v0[4];
+    const float g[4] = {1, 2, 3, 4};
+    int i;
+
+    CHECK_OK(sk_sgd_options_default(&so));
+    so.lr = 0.1f;
+    so.momentum = 0.9f;
+    CHECK_OK(sk_sgd_optimizer_create(&so, &opt));
+    CHECK_OK(sk_sgd_optimizer_apply_grad(opt, w, 4, 2, 2, 2, g, 4));
+    CHECK_OK(sk_sgd_optimizer_velocity(opt, &vel, &vlen));
+    CHECK(vel != NULL && vlen == 4);
+    memcpy(v0, vel, sizeof v0);
+    /* Into the velocity buffer (16 bytes: room for a pointer or a count). */
+    CHECK_ST(sk_sgd_optimizer_steps(opt, (uint64_t *)(void *)(uintptr_t)vel), SK_OVERLAP);
+    CHECK_MSG("the output `steps` overlaps `velocity`");
+    CHECK_ST(sk_sgd_optimizer_velocity(opt, (const float **)(void *)(uintptr_t)vel, &vlen),
+             SK_OVERLAP);
+    CHECK_ST(sk_sgd_optimizer_velocity(opt, &vel, (size_t *)(void *)(uintptr_t)(vel + 2)),
+             SK_OVERLAP);
+    {
+        union {
+            const float *p;
+            size_t n;
+        } u;
+        CHECK_ST(sk_sgd_optimizer_velocity(opt, &u.p, &u.n), SK_OVERLAP);
+        CHECK_MSG("the output `velocity` overlaps `len`");
+    }
+    for (i = 0; i < 4; i++) {
+        CHECK(vel[i] == v0[i]);
+    }
+    /* create's out-pointer over its options. */
+    {
+        union {
+            sk_sgd_options o;
+            sk_sgd_optimizer *p;
+        } u;
+        CHECK_OK(sk_sgd_options_default(&u.o));
+        CHECK_ST(sk_sgd_optimizer_create(&u.o, &u.p), SK_OVERLAP);
+        CHECK_MSG("the output `out` overlaps `opts`");
+        CHECK(u.o.lr > 0.0009f && u.o.lr < 0.0011f);
+    }
+    /* Into the handle's own struct (8 bytes are always inside it). Last: on a library without
+     * the check this corrupts the optimizer. */
+    CHECK_ST(sk_sgd_optimizer_steps(opt, (uint64_t *)(void *)opt), SK_OVERLAP);
+    CHECK_MSG("`steps` overlaps `the optimizer's handle`");
+    CHECK_OK(sk_sgd_optimizer_steps(opt, &steps));
+    CHECK(steps == 1);
+    sk_sgd_optimizer_free(opt);
+}
+
 int main(void)
 {
     for_each_tier(numeric);
     optimizer();
     errors();
+    out_value_overlaps();
     return finish("test_linear");
 }

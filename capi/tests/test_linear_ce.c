@@ -652,9 +652,111 @@ static void errors(void)
              SK_OVERLAP);
 }
 
+/* stats is an output like the arrays: over a gradient (the audit's da and dw), an input, a
+ * per-row output or an options struct it is SK_OVERLAP, and nothing is written. Each buffer is
+ * 8-byte aligned doubles with room for an sk_ce_stats. */
+static void stats_overlaps(void)
+{
+    double as[8], ws[8], bs[8], das[8], dws[8], dbs[8], ts[8], rls[8];
+    float *a = (float *)(void *)as, *w = (float *)(void *)ws, *bias = (float *)(void *)bs;
+    float *da = (float *)(void *)das, *dw = (float *)(void *)dws, *db = (float *)(void *)dbs;
+    float *rl = (float *)(void *)rls;
+    int64_t *t = (int64_t *)(void *)ts;
+    float *probs = (float *)(void *)ts; /* [3, 3] probability targets, in place of t */
+    sk_ce_outputs out;
+    sk_ce_stats good;
+    int i;
+#define SK_FILL()                                                                           \
+    do {                                                                                    \
+        for (i = 0; i < 16; i++) {                                                          \
+            a[i] = 0.25f * (float)(i % 5) - 0.5f;                                           \
+            w[i] = 0.125f * (float)(i % 7) - 0.375f;                                        \
+            bias[i] = 0.0f;                                                                 \
+            da[i] = dw[i] = db[i] = rl[i] = 7.0f;                                           \
+        }                                                                                   \
+    } while (0)
+    SK_FILL();
+    for (i = 0; i < 3; i++) {
+        t[i] = i;
+    }
+#define LCE(st) sk_linear_cross_entropy(a, 6, w, 6, 3, 2, 2, bias, 3, t, 3, NULL, NULL, da, 6, \
+                                        dw, 6, db, 3, &out, (st))
+    memset(&out, 0, sizeof out);
+    out.row_loss = rl;
+    out.row_loss_len = 3;
+    CHECK_ST(LCE((sk_ce_stats *)(void *)das), SK_OVERLAP);
+    CHECK_MSG("the output `da` overlaps `stats`");
+    CHECK_ST(LCE((sk_ce_stats *)(void *)dws), SK_OVERLAP);
+    CHECK_MSG("the output `dw` overlaps `stats`");
+    CHECK_ST(LCE((sk_ce_stats *)(void *)dbs), SK_OVERLAP);
+    CHECK_ST(LCE((sk_ce_stats *)(void *)rls), SK_OVERLAP);
+    CHECK_MSG("the output `row_loss` overlaps `stats`");
+    CHECK_ST(LCE((sk_ce_stats *)(void *)as), SK_OVERLAP);
+    CHECK_MSG("the output `stats` overlaps `a`");
+    CHECK_ST(LCE((sk_ce_stats *)(void *)ws), SK_OVERLAP);
+    CHECK_ST(LCE((sk_ce_stats *)(void *)bs), SK_OVERLAP);
+    CHECK_ST(LCE((sk_ce_stats *)(void *)ts), SK_OVERLAP);
+    CHECK_MSG("the output `stats` overlaps `targets`");
+    {
+        union {
+            sk_ce_options o;
+            sk_linear_ce_options lo;
+            sk_ce_outputs out;
+            sk_ce_stats st;
+        } u;
+        memset(&u, 0, sizeof u);
+        CHECK_OK(sk_ce_options_default(&u.o));
+        CHECK_ST(sk_linear_cross_entropy(a, 6, w, 6, 3, 2, 2, NULL, 0, t, 3, &u.o, NULL, NULL, 0,
+                                         NULL, 0, NULL, 0, NULL, &u.st),
+                 SK_OVERLAP);
+        CHECK_MSG("`opts`");
+        CHECK(u.o.scale == 1.0f);
+        memset(&u, 0, sizeof u);
+        CHECK_ST(sk_linear_cross_entropy(a, 6, w, 6, 3, 2, 2, NULL, 0, t, 3, NULL, &u.lo, NULL, 0,
+                                         NULL, 0, NULL, 0, NULL, &u.st),
+                 SK_OVERLAP);
+        CHECK_MSG("`lce_opts`");
+        memset(&u, 0, sizeof u);
+        CHECK_ST(sk_linear_cross_entropy(a, 6, w, 6, 3, 2, 2, NULL, 0, t, 3, NULL, NULL, NULL, 0,
+                                         NULL, 0, NULL, 0, &u.out, &u.st),
+                 SK_OVERLAP);
+        CHECK_MSG("`outputs`");
+    }
+    /* Probability targets: stats over dw and over the targets. */
+    for (i = 0; i < 9; i++) {
+        probs[i] = 1.0f / 3.0f;
+    }
+    CHECK_ST(sk_linear_cross_entropy_probs(a, 6, w, 6, 3, 2, 2, NULL, 0, probs, 9, NULL, NULL,
+                                           NULL, 0, dw, 6, NULL, 0, NULL,
+                                           (sk_ce_stats *)(void *)dws),
+             SK_OVERLAP);
+    CHECK_ST(sk_linear_cross_entropy_probs(a, 6, w, 6, 3, 2, 2, NULL, 0, probs, 9, NULL, NULL,
+                                           NULL, 0, NULL, 0, NULL, 0, NULL,
+                                           (sk_ce_stats *)(void *)ts),
+             SK_OVERLAP);
+    /* Nothing was written by any refused call. */
+    for (i = 0; i < 16; i++) {
+        CHECK(da[i] == 7.0f && dw[i] == 7.0f && db[i] == 7.0f && rl[i] == 7.0f);
+        CHECK(a[i] == 0.25f * (float)(i % 5) - 0.5f && w[i] == 0.125f * (float)(i % 7) - 0.375f);
+        CHECK(bias[i] == 0.0f);
+    }
+    for (i = 0; i < 9; i++) {
+        CHECK(probs[i] == 1.0f / 3.0f);
+    }
+    /* A disjoint stats struct works. */
+    for (i = 0; i < 3; i++) {
+        t[i] = i;
+    }
+    CHECK_OK(LCE(&good));
+    CHECK(good.rows_used == 3 && good.loss > 0.0f);
+#undef LCE
+#undef SK_FILL
+}
+
 int main(void)
 {
     for_each_tier(numeric);
     errors();
+    stats_overlaps();
     return finish("test_linear_ce");
 }

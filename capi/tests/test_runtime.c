@@ -39,6 +39,7 @@ static void names(void)
         {SK_OVERLAP, "SK_OVERLAP"},
         {SK_MISALIGNED, "SK_MISALIGNED"},
         {SK_PANIC, "SK_PANIC"},
+        {SK_BAD_HANDLE, "SK_BAD_HANDLE"},
         {SK_ERROR_OTHER, "SK_ERROR_OTHER"},
     };
     size_t i;
