@@ -102,6 +102,9 @@ typedef enum sk_status {
     SK_ERROR_MATRIX_LENGTH = 11,
     /* An optimizer's state belongs to a parameter of another shape (reset it first). */
     SK_ERROR_STATE_SHAPE = 12,
+    /* More classes than the kernels support (class indices are 32-bit: at most 4294967295
+     * classes in any cross-entropy call or output layer). */
+    SK_ERROR_TOO_MANY_CLASSES = 13,
     /* A NULL pointer where an array of nonzero length, a handle or an output is required. */
     SK_NULL_POINTER = 100,
     /* An output overlaps another argument (outside the documented in-place forms). */

@@ -38,6 +38,8 @@ pub enum SkStatus {
     MatrixLength = 11,
     /// [`Error::StateShape`]: an optimizer's state belongs to a parameter of another shape.
     StateShape = 12,
+    /// [`Error::TooManyClasses`]: more classes than the kernels support (`MAX_CLASSES`).
+    TooManyClasses = 13,
     /// A NULL pointer where an array of nonzero length, a handle or an output is required.
     NullPointer = 100,
     /// An output overlaps another argument (and the function does not allow that aliasing).
@@ -57,7 +59,7 @@ pub enum SkStatus {
 
 impl SkStatus {
     /// Every status, in code order.
-    pub const ALL: [SkStatus; 19] = [
+    pub const ALL: [SkStatus; 20] = [
         SkStatus::Ok,
         SkStatus::ZeroDim,
         SkStatus::NotMultiple,
@@ -71,6 +73,7 @@ impl SkStatus {
         SkStatus::LeadingDim,
         SkStatus::MatrixLength,
         SkStatus::StateShape,
+        SkStatus::TooManyClasses,
         SkStatus::NullPointer,
         SkStatus::Overlap,
         SkStatus::Misaligned,
@@ -95,6 +98,7 @@ impl SkStatus {
             SkStatus::LeadingDim => "SK_ERROR_LEADING_DIM\0",
             SkStatus::MatrixLength => "SK_ERROR_MATRIX_LENGTH\0",
             SkStatus::StateShape => "SK_ERROR_STATE_SHAPE\0",
+            SkStatus::TooManyClasses => "SK_ERROR_TOO_MANY_CLASSES\0",
             SkStatus::NullPointer => "SK_NULL_POINTER\0",
             SkStatus::Overlap => "SK_OVERLAP\0",
             SkStatus::Misaligned => "SK_MISALIGNED\0",
@@ -126,6 +130,7 @@ impl SkStatus {
             Error::LeadingDim { .. } => SkStatus::LeadingDim,
             Error::MatrixLength { .. } => SkStatus::MatrixLength,
             Error::StateShape { .. } => SkStatus::StateShape,
+            Error::TooManyClasses { .. } => SkStatus::TooManyClasses,
             _ => SkStatus::Other,
         }
     }

@@ -35,6 +35,7 @@ static void names(void)
         {SK_ERROR_LEADING_DIM, "SK_ERROR_LEADING_DIM"},
         {SK_ERROR_MATRIX_LENGTH, "SK_ERROR_MATRIX_LENGTH"},
         {SK_ERROR_STATE_SHAPE, "SK_ERROR_STATE_SHAPE"},
+        {SK_ERROR_TOO_MANY_CLASSES, "SK_ERROR_TOO_MANY_CLASSES"},
         {SK_NULL_POINTER, "SK_NULL_POINTER"},
         {SK_OVERLAP, "SK_OVERLAP"},
         {SK_MISALIGNED, "SK_MISALIGNED"},
@@ -48,7 +49,7 @@ static void names(void)
         CHECK(strcmp(sk_status_name(all[i].code), all[i].name) == 0);
     }
     CHECK(strcmp(sk_status_name(-5), "SK_UNKNOWN_STATUS") == 0);
-    CHECK(strcmp(sk_status_name(13), "SK_UNKNOWN_STATUS") == 0);
+    CHECK(strcmp(sk_status_name(14), "SK_UNKNOWN_STATUS") == 0);
     sprintf(want, "%d.%d.%d", SOFTMAX_KERNELS_VERSION_MAJOR, SOFTMAX_KERNELS_VERSION_MINOR,
             SOFTMAX_KERNELS_VERSION_PATCH);
     CHECK(strcmp(sk_version(), want) == 0);
