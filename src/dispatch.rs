@@ -86,14 +86,25 @@ impl FromStr for Isa {
 
     /// Parses a tier name (`scalar`, `portable`, `avx2`, `avx512`; case-insensitive,
     /// surrounding spaces ignored).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] (`name: "isa"`) for anything else.
+    ///
+    /// ```
+    /// use softmax_kernels::Isa;
+    /// assert_eq!(" AVX2 ".parse::<Isa>(), Ok(Isa::Avx2));
+    /// assert!("avx9".parse::<Isa>().is_err());
+    /// ```
     fn from_str(s: &str) -> Result<Isa> {
         let t = s.trim().to_ascii_lowercase();
         Isa::ALL
             .into_iter()
             .find(|i| i.name() == t)
-            .ok_or_else(|| Error::BadIsaEnv {
-                value: s.to_string(),
-                reason: "not a tier name",
+            .ok_or_else(|| Error::InvalidOption {
+                name: "isa",
+                value: format!("{s:?}"),
+                expected: "a tier name: scalar, portable, avx2 or avx512 (case and surrounding \
+                           spaces are ignored)",
             })
     }
 }
@@ -191,12 +202,29 @@ impl Kernels {
         }
     }
 
+    /// [`Kernels::for_isa`] as a `Result`, for callers that report the missing tier.
+    ///
+    /// # Errors
+    /// [`Error::IsaUnavailable`] if this CPU (or build) cannot run `isa`; its message lists
+    /// the tiers it can run.
+    ///
+    /// ```
+    /// use softmax_kernels::{Isa, Kernels};
+    /// assert_eq!(Kernels::try_for_isa(Isa::Portable)?.isa(), Isa::Portable);
+    /// # Ok::<(), softmax_kernels::Error>(())
+    /// ```
+    pub fn try_for_isa(isa: Isa) -> Result<&'static Kernels> {
+        Kernels::for_isa(isa).ok_or(Error::IsaUnavailable { isa })
+    }
+
     /// The table the free functions use: the tier forced by `SOFTMAX_KERNELS_ISA`, else
-    /// [`Kernels::best`]. The variable is read once per process.
+    /// [`Kernels::best`]. The variable is read once per process. Its value is a tier name in
+    /// any case, with surrounding spaces ignored (`" AVX2"` is `avx2`); an empty (or all-space)
+    /// value means unset.
     ///
     /// # Errors
     /// [`Error::BadIsaEnv`] when the variable is set to something other than a tier name, or to
-    /// a tier this CPU cannot run.
+    /// a tier this CPU cannot run (the message lists the tiers it can run).
     pub fn active() -> Result<&'static Kernels> {
         static ACTIVE: OnceLock<Result<&'static Kernels>> = OnceLock::new();
         ACTIVE
@@ -207,13 +235,16 @@ impl Kernels {
                     reason: "not valid UTF-8",
                 }),
                 Ok(v) if v.trim().is_empty() => Ok(Kernels::best()),
-                Ok(v) => {
-                    let isa: Isa = v.parse()?;
-                    Kernels::for_isa(isa).ok_or(Error::BadIsaEnv {
+                Ok(v) => match v.parse::<Isa>() {
+                    Err(_) => Err(Error::BadIsaEnv {
+                        value: v,
+                        reason: "not a tier name",
+                    }),
+                    Ok(isa) => Kernels::for_isa(isa).ok_or(Error::BadIsaEnv {
                         value: v,
                         reason: "this CPU cannot run that tier",
-                    })
-                }
+                    }),
+                },
             })
             .clone()
     }

@@ -65,7 +65,8 @@ pub enum Error {
         /// Why it is needed.
         reason: &'static str,
     },
-    /// The instruction-set tier named is not supported by this CPU (or this build).
+    /// The instruction-set tier asked for is not supported by this CPU (or this build), from
+    /// [`Kernels::try_for_isa`](crate::Kernels::try_for_isa).
     IsaUnavailable {
         /// The tier asked for.
         isa: Isa,
@@ -162,13 +163,16 @@ impl fmt::Display for Error {
             Error::MissingOutput { arg, reason } => {
                 write!(f, "the output `{arg}` is required: {reason}")
             }
-            Error::IsaUnavailable { isa } => {
-                write!(f, "the `{isa}` tier is not available on this CPU")
-            }
+            Error::IsaUnavailable { isa } => write!(
+                f,
+                "the `{isa}` tier is not available on this CPU (it runs {})",
+                available_tiers()
+            ),
             Error::BadIsaEnv { value, reason } => write!(
                 f,
-                "SOFTMAX_KERNELS_ISA={value:?} is rejected: {reason} \
-                 (expected one of scalar, portable, avx2, avx512)"
+                "SOFTMAX_KERNELS_ISA={value:?} is rejected: {reason} (this CPU runs {}; \
+                 names are case-insensitive, and an empty value means unset)",
+                available_tiers()
             ),
             Error::LeadingDim { arg, ld, cols } => write!(
                 f,
@@ -211,6 +215,12 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The tiers this CPU runs, as a list for messages: `scalar, portable, avx2`.
+fn available_tiers() -> String {
+    let names: Vec<&str> = Isa::available().into_iter().map(Isa::name).collect();
+    names.join(", ")
+}
 
 /// Checks a `[rows, cols]` matrix stored in `len` floats and returns `rows`.
 pub(crate) fn rows_of(arg: &'static str, len: usize, cols: usize) -> Result<usize> {

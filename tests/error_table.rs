@@ -26,8 +26,12 @@ fn tiers<T: std::fmt::Debug>(
     first.unwrap()
 }
 
+/// Compares a row's error and message. `<tiers>` in a message stands for the tiers this CPU
+/// runs (`scalar, portable, avx2` on an AVX2 machine), which the tier errors list.
 fn check(id: &str, got: Result<(), Error>, want: Error, msg: &str) {
     assert_eq!(got, Err(want.clone()), "row {id}");
+    let tiers: Vec<&str> = Isa::available().into_iter().map(Isa::name).collect();
+    let msg = msg.replace("<tiers>", &tiers.join(", "));
     assert_eq!(want.to_string(), msg, "row {id}: Display");
 }
 
@@ -632,26 +636,58 @@ table! {
         => Error::LengthMismatch { arg: "z", expected: 4, actual: 3 },
         "`z` has length 3, but the other arguments need length 4";
 
+    // ---- the class bound ----
+    too_many_classes
+        | "more than `MAX_CLASSES` = `u32::MAX` classes: cross-entropy `cols` (here with no rows), the fused layer's `C` (here `D = 0`, every buffer empty), `OutputLayer::new`"
+        | {
+            let c = 1usize << 40;
+            let r = tiers(|k| ce(k, &[], &[], c, &Default::default()));
+            assert_eq!(
+                tiers(|k| k.linear_cross_entropy(
+                    &[],
+                    &[],
+                    MatrixLayout::new(c, 0),
+                    None,
+                    Targets::Classes(&[0i64]),
+                    &LinearCeOptions::default(),
+                    &mut LinearCeOutputs::default(),
+                )),
+                r
+            );
+            assert_eq!(OutputLayer::new(1, c, SgdOptions::new(0.1)).map(|_| ()), r);
+            r
+        }
+        => Error::TooManyClasses { classes: 1 << 40, max: 4294967295 },
+        "1099511627776 classes is more than the 4294967295 the kernels support (class indices are u32)";
+
     // ---- tiers and SOFTMAX_KERNELS_ISA ----
     isa_parse
         | "`\"avx9\".parse::<Isa>()`"
         | "avx9".parse::<Isa>().map(|_| ())
-        => Error::BadIsaEnv { value: "avx9".into(), reason: "not a tier name" },
-        "SOFTMAX_KERNELS_ISA=\"avx9\" is rejected: not a tier name (expected one of scalar, portable, avx2, avx512)";
+        => Error::InvalidOption {
+            name: "isa",
+            value: "\"avx9\"".into(),
+            expected: "a tier name: scalar, portable, avx2 or avx512 (case and surrounding spaces are ignored)",
+        },
+        "option `isa` = \"avx9\" is invalid: it must be a tier name: scalar, portable, avx2 or avx512 (case and surrounding spaces are ignored)";
     isa_env_not_a_tier
         | "`SOFTMAX_KERNELS_ISA=avx9`: every free function (and `Kernels::active`, `OutputLayer::new`, `Sgd` steps)"
         | env_child("avx9")
         => Error::BadIsaEnv { value: "avx9".into(), reason: "not a tier name" },
-        "SOFTMAX_KERNELS_ISA=\"avx9\" is rejected: not a tier name (expected one of scalar, portable, avx2, avx512)";
+        "SOFTMAX_KERNELS_ISA=\"avx9\" is rejected: not a tier name (this CPU runs <tiers>; names are case-insensitive, and an empty value means unset)";
     isa_env_not_utf8
         | "`SOFTMAX_KERNELS_ISA` not valid UTF-8 (bytes `ff fe`)"
         | env_child("\u{fffd}\u{fffd}")
         => Error::BadIsaEnv { value: "\u{fffd}\u{fffd}".into(), reason: "not valid UTF-8" },
-        "SOFTMAX_KERNELS_ISA=\"\u{fffd}\u{fffd}\" is rejected: not valid UTF-8 (expected one of scalar, portable, avx2, avx512)";
+        "SOFTMAX_KERNELS_ISA=\"\u{fffd}\u{fffd}\" is rejected: not valid UTF-8 (this CPU runs <tiers>; names are case-insensitive, and an empty value means unset)";
     isa_unavailable_display
-        | "`Error::IsaUnavailable` (no function returns it today; Display only)"
-        | Err(Error::IsaUnavailable { isa: Isa::Avx512 })
-        => Error::IsaUnavailable { isa: Isa::Avx512 }, "the `avx512` tier is not available on this CPU";
+        | "`Kernels::try_for_isa(Isa::Avx512)` on a CPU without AVX-512 (`<tiers>`: the tiers this CPU runs; on a CPU with AVX-512 only the message is checked)"
+        | if Isa::Avx512.is_available() {
+            Err(Error::IsaUnavailable { isa: Isa::Avx512 })
+        } else {
+            Kernels::try_for_isa(Isa::Avx512).map(|_| ())
+        }
+        => Error::IsaUnavailable { isa: Isa::Avx512 }, "the `avx512` tier is not available on this CPU (it runs <tiers>)";
 }
 
 /// Runs the free functions in a child process with `SOFTMAX_KERNELS_ISA` set (to `value`, or

@@ -492,19 +492,29 @@ fn isa_names_parse_case_insensitively() {
         "scalar,avx2",
         "fast",
     ] {
+        // Parsing involves no environment variable, so its error names none.
         match bad.parse::<Isa>() {
-            Err(Error::BadIsaEnv { value, reason }) => {
-                assert_eq!(value, bad);
-                assert!(!reason.is_empty());
-                let msg = Error::BadIsaEnv {
-                    value: value.clone(),
-                    reason,
-                }
-                .to_string();
+            Err(e @ Error::InvalidOption { name: "isa", .. }) => {
+                let msg = e.to_string();
                 assert!(msg.contains(&format!("{bad:?}")), "{msg}");
-                assert!(msg.contains("SOFTMAX_KERNELS_ISA"), "{msg}");
+                assert!(!msg.contains("SOFTMAX_KERNELS_ISA"), "{msg}");
+                assert!(msg.contains("scalar, portable, avx2 or avx512"), "{msg}");
             }
             other => panic!("{bad:?} parsed as {other:?}"),
+        }
+    }
+    // `try_for_isa` reports a missing tier with the tiers the CPU has.
+    for isa in Isa::ALL {
+        match Kernels::try_for_isa(isa) {
+            Ok(k) => assert_eq!(k.isa(), isa),
+            Err(e) => {
+                assert_eq!(e, Error::IsaUnavailable { isa });
+                assert!(!isa.is_available());
+                let msg = e.to_string();
+                for have in Isa::available() {
+                    assert!(msg.contains(have.name()), "{msg}");
+                }
+            }
         }
     }
     // Every tier the CPU lists is obtainable; the others are not.
@@ -641,6 +651,13 @@ fn isa_env_unavailable_tier_fails_free_functions() {
         match Kernels::active() {
             Err(Error::BadIsaEnv { value, .. }) => assert_eq!(value, missing.name()),
             other => panic!("{ISA_ENV}={missing}: {other:?}"),
+        }
+        // The message lists the tiers this CPU runs, not the rejected one.
+        let msg = Kernels::active().unwrap_err().to_string();
+        let (_, runs) = msg.split_once("this CPU runs").expect(&msg);
+        assert!(!runs.contains(missing.name()), "{msg}");
+        for have in Isa::available() {
+            assert!(runs.contains(have.name()), "{msg}");
         }
         free_functions_all_fail(&Kernels::active().unwrap_err());
         child_ok(NAME);

@@ -140,7 +140,7 @@ pub extern "C" fn sk_set_isa(isa: i32) -> SkStatus {
                                SK_ISA_AVX2 (2) or SK_ISA_AVX512 (3)",
                 }));
             };
-            Some(Kernels::for_isa(i).ok_or(Error::IsaUnavailable { isa: i })?)
+            Some(Kernels::try_for_isa(i)?)
         };
         write_config(|c| c.kernels = k);
         Ok(())
