@@ -37,6 +37,15 @@
 //! | NaN in a row: that row's loss and gradient NaN | same |
 //! | `-inf` at the target: loss `+inf` | same |
 //! | all `-inf` or a `+inf` logit in a row: NaN loss and gradient | same |
+//! | **an ignored row holding NaN: loss 0, gradient 0** | gradient NaN (the NaN `p` times a zero weight) |
+//! | **`Mean` whose f32 row losses overflow when added: finite (summed in f64)** | `inf` |
+//! | **argmax output of a row holding NaN: the first index of the largest non-NaN logit** | `torch.argmax`: the NaN's index |
+//!
+//! The last three rows are deliberate differences (`tests/pytorch_differences.rs`): an ignored
+//! row contributes nothing, so padding positions with garbage logits cannot poison a batch's
+//! gradient; the f64 sum gives the exact mean where PyTorch's f32 sum overflows; and the
+//! argmax is a prediction, which a NaN cannot be (the row's loss is NaN, so the NaN is not
+//! hidden). [`CrossEntropyStats::correct`] counts with this argmax.
 //!
 //! Labels are validated in one pass over the `B` labels before any logit is read (`Mean` needs
 //! the weight sum before the first gradient is scaled), so on a bad label nothing is written.

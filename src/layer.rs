@@ -144,7 +144,8 @@ impl OutputLayer {
             .linear_forward(a, &self.weight, self.layout, Some(&self.bias), z)
     }
 
-    /// The predicted class (first argmax of the logits) of each sample of `a` into `out`.
+    /// The predicted class (first argmax of the logits, ignoring NaN as the cross-entropy's
+    /// argmax output does) of each sample of `a` into `out`.
     /// Uses the layer's workspace.
     ///
     /// # Errors
@@ -159,10 +160,13 @@ impl OutputLayer {
         self.kernels
             .linear_forward(a, &self.weight, self.layout, Some(&self.bias), z)?;
         for (o, row) in out.iter_mut().zip(z.chunks_exact(c)) {
-            let mut best = 0;
+            // The first index of the largest non-NaN logit (0 if all are NaN), as the
+            // cross-entropy's argmax output.
+            let (mut best, mut bv) = (0, f32::NEG_INFINITY);
             for (j, &v) in row.iter().enumerate() {
-                if v > row[best] {
+                if v > bv {
                     best = j;
+                    bv = v;
                 }
             }
             *o = best as u32;
