@@ -110,6 +110,29 @@ fn softmax_regression_learns() {
     });
 }
 
+/// A learning rate that diverges stops training at the first non-finite loss with an error
+/// that names the batch and suggests a smaller `--lr` (it used to finish with NaN weights,
+/// 10% accuracy and exit 0).
+#[test]
+fn divergence_stops_with_an_error() {
+    let data = load_digits(0).unwrap();
+    for hidden in [0, 16] {
+        let cfg = Config {
+            epochs: 3,
+            lr: 1e6,
+            hidden,
+            ..Config::default()
+        };
+        let mut obs = ();
+        let e = match pool(1).install(|| train(&cfg, &data, &mut obs)) {
+            Err(e) => e,
+            Ok(r) => panic!("hidden {hidden}: trained to {:?}", r.epochs.last()),
+        };
+        assert!(e.contains("training diverged"), "{e}");
+        assert!(e.contains("--lr"), "{e}");
+    }
+}
+
 #[test]
 fn hidden_layer_learns() {
     check_learns(&Config {

@@ -553,7 +553,7 @@ pub fn train(cfg: &Config, data: &Dataset, obs: &mut dyn Observer) -> Result<Rep
     for epoch in 1..=cfg.epochs {
         rng.shuffle(&mut order);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for idx in order.chunks(bmax) {
+        for (batch, idx) in order.chunks(bmax).enumerate() {
             let b = idx.len();
             for (k, &i) in idx.iter().enumerate() {
                 xb[k * d..(k + 1) * d].copy_from_slice(&data.train_x[i * d..(i + 1) * d]);
@@ -600,6 +600,20 @@ pub fn train(cfg: &Config, data: &Dataset, obs: &mut dyn Observer) -> Result<Rep
             } else {
                 2.0 * gemm
             };
+            if !stats.loss.is_finite() {
+                // The step has already applied a non-finite gradient: every later number
+                // would be NaN, so stop here rather than report a meaningless accuracy.
+                return Err(format!(
+                    "training diverged: the loss of batch {} of epoch {epoch} is {} (SGD lr {}, \
+                     momentum {}); the weights or logits are no longer finite. Try a smaller --lr \
+                     (the default is {})",
+                    batch + 1,
+                    stats.loss,
+                    cfg.lr,
+                    cfg.momentum,
+                    Config::default().lr
+                ));
+            }
             loss_sum += stats.loss_f64 * b as f64;
             correct += stats.correct.unwrap_or(0);
             obs.batch(epoch, stats.loss);
