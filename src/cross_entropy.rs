@@ -104,13 +104,20 @@ pub enum AllIgnored {
 }
 
 /// A class label type: `i64` (PyTorch's), `i32`, `u32`, `usize`, `u8`, `u16`, `i16`, `u64`.
-pub trait Label: Copy + Send + Sync {
+pub trait Label: Copy + Send + Sync + sealed::Sealed {
     /// The label as a wide integer (exact for every implementor).
     fn to_i128(self) -> i128;
 }
 
+/// Seals [`Label`]: the kernels validate labels through `to_i128`, so only the crate's own
+/// integer types implement it.
+mod sealed {
+    pub trait Sealed {}
+}
+
 macro_rules! impl_label {
     ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
         impl Label for $t {
             #[inline(always)]
             fn to_i128(self) -> i128 {
@@ -135,6 +142,7 @@ impl_label!(i64, i32, i16, u64, u32, u16, u8, usize);
 /// assert_eq!(opts.ignore_index, Some(-100));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct CrossEntropyOptions<'a> {
     /// How rows are combined.
     pub reduction: Reduction,
@@ -1288,6 +1296,26 @@ pub fn cross_entropy_probs_fwd_bwd(
     opts: &CrossEntropyOptions<'_>,
 ) -> Result<f32> {
     Kernels::active()?.cross_entropy_probs_fwd_bwd(logits, probs, grad, cols, opts)
+}
+
+/// Loss and gradient against probability targets on the active tier, the gradient written
+/// over the logits ([`Kernels::cross_entropy_probs_fwd_bwd_inplace`]).
+///
+/// ```
+/// use softmax_kernels::{cross_entropy_probs_fwd_bwd_inplace, CrossEntropyOptions};
+/// let mut z = [0.0f32, 0.0];
+/// let loss = cross_entropy_probs_fwd_bwd_inplace(&mut z, &[1.0, 0.0], 2, &CrossEntropyOptions::default())?;
+/// assert!((loss - 2f32.ln()).abs() < 1e-6);
+/// assert_eq!(z, [-0.5, 0.5]);
+/// # Ok::<(), softmax_kernels::Error>(())
+/// ```
+pub fn cross_entropy_probs_fwd_bwd_inplace(
+    logits: &mut [f32],
+    probs: &[f32],
+    cols: usize,
+    opts: &CrossEntropyOptions<'_>,
+) -> Result<f32> {
+    Kernels::active()?.cross_entropy_probs_fwd_bwd_inplace(logits, probs, cols, opts)
 }
 
 /// The general entry point on the active tier ([`Kernels::cross_entropy_ext`]).

@@ -38,7 +38,7 @@
 //! mirror the free functions. [`reference`](mod@reference) is the scalar oracle.
 //!
 //! Work is split across the caller's current rayon pool in row blocks of about 64 KiB (small
-//! calls run inline); rows of [`ONLINE_MIN_COLS`] classes and more are processed in L1-sized
+//! calls run inline); rows of [`tuning::ONLINE_MIN_COLS`] classes and more are processed in L1-sized
 //! chunks with an online `(max, sum)` merge, split across threads when there are fewer rows
 //! than threads. **Results are bit-identical for any number of threads.**
 //!
@@ -90,19 +90,21 @@ pub mod linear_ce;
 mod parallel;
 pub mod reference;
 pub mod softmax;
+pub mod tuning;
 
 pub use dispatch::{Isa, Kernels, ISA_ENV};
 pub use error::{Error, Result};
 pub use softmax::{
     log_softmax, log_softmax_backward, log_softmax_inplace, log_softmax_inplace_with,
     log_softmax_with, logsumexp, softmax, softmax_backward, softmax_inplace, softmax_inplace_with,
-    softmax_with, MaskedRows, SoftmaxOptions, ONLINE_CHUNK, ONLINE_MIN_COLS,
+    softmax_with, MaskedRows, SoftmaxOptions,
 };
 // Re-exports of the cross-entropy family (crate::cross_entropy).
 pub use cross_entropy::{
     cross_entropy, cross_entropy_ext, cross_entropy_fwd_bwd, cross_entropy_fwd_bwd_inplace,
-    cross_entropy_probs, cross_entropy_probs_fwd_bwd, AllIgnored, CrossEntropyOptions,
-    CrossEntropyOutputs, CrossEntropyStats, Label, Logits, Reduction, Targets, MAX_CLASSES,
+    cross_entropy_probs, cross_entropy_probs_fwd_bwd, cross_entropy_probs_fwd_bwd_inplace,
+    AllIgnored, CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label, Logits,
+    Reduction, Targets, MAX_CLASSES,
 };
 // Re-exports of the output-layer family (crate::linear).
 pub use layer::OutputLayer;

@@ -1098,6 +1098,7 @@ fn check_option(name: &'static str, v: f32, ok: bool, expected: &'static str) ->
 /// assert!(SgdOptions::new(0.1).nesterov(true).validate().is_err()); // needs momentum
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct SgdOptions {
     /// Learning rate (`>= 0`).
     pub lr: f32,

@@ -66,29 +66,7 @@ use crate::dispatch::Kernels;
 use crate::error::{check_len, Error, Result};
 use crate::linear::{MatrixLayout, Sgd};
 use crate::parallel::{for_each_row_block, SyncPtr};
-
-/// The default budget for one chunk of logits: 16 MiB.
-pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
-
-/// Without streaming GEMMs (or below [`STREAM_MIN_ROWS`] rows), automatic chunking uses whole
-/// rows only when the budget holds this many rows (or the whole batch); below, class blocks.
-/// Each row chunk streams `W` twice and `dW` once through `matrixmultiply`'s packing, about
-/// 2.4 ns per element of `W` on the machine this was measured on (Zen 4, one thread), while
-/// the class-chunked mode pays one more forward GEMM, about 0.027 ns per multiply-add: whole
-/// rows win from about 90 rows per chunk.
-pub const ROW_MODE_MIN_ROWS: usize = 96;
-
-/// On tiers with streaming GEMMs (AVX2, AVX-512: see [`crate::linear`]), automatic chunking
-/// uses whole rows, in chunks of up to 64 rows, whenever the budget holds this many rows (or
-/// the whole batch). A row chunk then reads `W` twice and `dW` once straight from memory,
-/// which the micro-kernels hide behind their arithmetic from about this many rows (at
-/// `(1024, 128256, 256)`, Zen 4, one thread: chunks of 16 rows took 3.29 s against 3.34 s
-/// for class blocks of 4096, 32 rows 2.74 s, 64 rows 2.46 s).
-pub const STREAM_MIN_ROWS: usize = 16;
-
-/// The smallest class block the automatic chunking forms (the `dW` GEMM of a block has this
-/// many rows), unless `C` is smaller.
-pub const CLASS_BLOCK_MIN: usize = 1024;
+use crate::tuning::{CLASS_BLOCK_MIN, DEFAULT_CHUNK_BYTES, ROW_MODE_MIN_ROWS, STREAM_MIN_ROWS};
 
 /// Options of [`Kernels::linear_cross_entropy`]: the cross-entropy's options plus the
 /// chunking.
@@ -101,6 +79,7 @@ pub const CLASS_BLOCK_MIN: usize = 1024;
 /// assert_eq!(opts.chunk_rows, Some(64));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct LinearCeOptions<'a> {
     /// The cross-entropy's options (reduction, weights, ignore_index, smoothing, z-loss,
     /// softcap, upstream scale), with the same meaning as for the unfused functions.

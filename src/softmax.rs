@@ -25,13 +25,7 @@ use crate::dispatch::Kernels;
 #[allow(unused_imports)] // `Error` is named by the docs.
 use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::{for_each_index, for_each_row_block, SyncPtr};
-
-/// Rows with at least this many classes use the chunked online variant (their input and output
-/// no longer fit in about half of a 1 MiB L2 cache).
-pub const ONLINE_MIN_COLS: usize = 64 * 1024;
-
-/// The chunk length (floats) of the online variant: 16 KiB of input, L1-resident.
-pub const ONLINE_CHUNK: usize = 4096;
+use crate::tuning::{ONLINE_CHUNK, ONLINE_MIN_COLS};
 
 /// What softmax and log_softmax return for a row whose logits are all `-inf` (a fully masked
 /// row).
@@ -48,6 +42,7 @@ pub enum MaskedRows {
 /// Options of the forward softmax functions. `SoftmaxOptions::default()` is PyTorch's
 /// behaviour.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct SoftmaxOptions {
     /// The result for all `-inf` rows.
     pub masked_rows: MaskedRows,

@@ -131,17 +131,17 @@ impl Cfg {
     }
 
     fn opts(&self) -> CrossEntropyOptions<'_> {
-        CrossEntropyOptions {
-            reduction: self.c.reduction,
-            weight: self.weight.as_deref(),
-            ignore_index: self.c.ignore,
-            label_smoothing: self.c.eps,
-            z_loss: self.c.zl,
-            softcap: self.c.cap,
-            all_ignored: self.c.all_ignored,
-            scale: self.c.scale,
-            row_scale: self.row_scale.as_deref(),
-        }
+        let mut o = CrossEntropyOptions::default();
+        o.reduction = self.c.reduction;
+        o.weight = self.weight.as_deref();
+        o.ignore_index = self.c.ignore;
+        o.label_smoothing = self.c.eps;
+        o.z_loss = self.c.zl;
+        o.softcap = self.c.cap;
+        o.all_ignored = self.c.all_ignored;
+        o.scale = self.c.scale;
+        o.row_scale = self.row_scale.as_deref();
+        o
     }
 }
 

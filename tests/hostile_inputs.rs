@@ -61,10 +61,8 @@ fn cross_entropy_argmax_past_2_pow_24_classes() {
                     argmax: Some(&mut argmax),
                     ..Default::default()
                 };
-                let opts = CrossEntropyOptions {
-                    softcap: cap,
-                    ..Default::default()
-                };
+                let mut opts = CrossEntropyOptions::default();
+                opts.softcap = cap;
                 let labels = [want as i64];
                 let st = k
                     .cross_entropy_ext(

@@ -3216,10 +3216,8 @@ fn class_blocks_regressions() {
                     },
                     ..Default::default()
                 };
-                let o = LinearCeOptions {
-                    chunk_classes: ch,
-                    ..Default::default()
-                };
+                let mut o = LinearCeOptions::default();
+                o.chunk_classes = ch;
                 let st = k
                     .linear_cross_entropy(
                         &[],

@@ -16,7 +16,8 @@ mod common;
 use common::ok;
 use common::oracle as o;
 use rand::Rng;
-use softmax_kernels::{Kernels, MaskedRows, SoftmaxOptions, ONLINE_CHUNK, ONLINE_MIN_COLS};
+use softmax_kernels::tuning::{ONLINE_CHUNK, ONLINE_MIN_COLS};
+use softmax_kernels::{Kernels, MaskedRows, SoftmaxOptions};
 
 const NINF: f32 = f32::NEG_INFINITY;
 const PINF: f32 = f32::INFINITY;

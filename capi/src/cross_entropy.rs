@@ -168,21 +168,22 @@ pub(crate) unsafe fn read_options<'a>(
     };
     let wa = opt_arg("weight", o.weight, o.weight_len)?;
     let ra = opt_arg("row_scale", o.row_scale, o.row_scale_len)?;
-    let opts = CrossEntropyOptions {
-        reduction,
-        // SAFETY: checked by `opt_arg`; readable by the caller's contract. Options are inputs:
-        // `disjoint` later checks that no output overlaps them.
-        weight: unsafe { opt_slice(wa, o.weight, o.weight_len) },
-        ignore_index: (o.has_ignore_index != 0).then_some(o.ignore_index),
-        label_smoothing: o.label_smoothing,
-        z_loss: o.z_loss,
-        // 0 means none; anything else is validated by the crate (finite and > 0).
-        softcap: (o.softcap != 0.0).then_some(o.softcap),
-        all_ignored,
-        scale: o.scale,
-        // SAFETY: as for `weight`.
-        row_scale: unsafe { opt_slice(ra, o.row_scale, o.row_scale_len) },
-    };
+    // The options struct is `#[non_exhaustive]`: start from the defaults and set every field
+    // the C struct carries.
+    let mut opts = CrossEntropyOptions::default();
+    opts.reduction = reduction;
+    // SAFETY: checked by `opt_arg`; readable by the caller's contract. Options are inputs:
+    // `disjoint` later checks that no output overlaps them.
+    opts.weight = unsafe { opt_slice(wa, o.weight, o.weight_len) };
+    opts.ignore_index = (o.has_ignore_index != 0).then_some(o.ignore_index);
+    opts.label_smoothing = o.label_smoothing;
+    opts.z_loss = o.z_loss;
+    // 0 means none; anything else is validated by the crate (finite and > 0).
+    opts.softcap = (o.softcap != 0.0).then_some(o.softcap);
+    opts.all_ignored = all_ignored;
+    opts.scale = o.scale;
+    // SAFETY: as for `weight`.
+    opts.row_scale = unsafe { opt_slice(ra, o.row_scale, o.row_scale_len) };
     Ok((opts, wa, ra))
 }
 

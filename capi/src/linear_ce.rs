@@ -4,7 +4,7 @@
 //! `sk_ce_options` of the cross-entropy functions; the chunking and accumulation are a small
 //! struct of their own.
 
-use sk::linear_ce::DEFAULT_CHUNK_BYTES;
+use sk::tuning::DEFAULT_CHUNK_BYTES;
 use sk::{
     CrossEntropyOptions, CrossEntropyOutputs, Kernels, LinearCeOptions, LinearCeOutputs,
     MatrixLayout, Targets,
@@ -45,17 +45,16 @@ impl SkLinearCeOptions {
     /// automatic or the default budget, so a zero chunk size never reaches the crate's own
     /// `>= 1` check).
     fn with_ce<'a>(&self, ce: CrossEntropyOptions<'a>) -> LinearCeOptions<'a> {
-        LinearCeOptions {
-            ce,
-            chunk_rows: (self.chunk_rows != 0).then_some(self.chunk_rows),
-            chunk_classes: (self.chunk_classes != 0).then_some(self.chunk_classes),
-            chunk_bytes: if self.chunk_bytes == 0 {
-                DEFAULT_CHUNK_BYTES
-            } else {
-                self.chunk_bytes
-            },
-            accumulate: self.accumulate != 0,
-        }
+        let mut o = LinearCeOptions::new(ce);
+        o.chunk_rows = (self.chunk_rows != 0).then_some(self.chunk_rows);
+        o.chunk_classes = (self.chunk_classes != 0).then_some(self.chunk_classes);
+        o.chunk_bytes = if self.chunk_bytes == 0 {
+            DEFAULT_CHUNK_BYTES
+        } else {
+            self.chunk_bytes
+        };
+        o.accumulate = self.accumulate != 0;
+        o
     }
 }
 
