@@ -803,8 +803,12 @@ fn errors_md_is_current() {
         std::fs::write(&path, &want).expect("write docs/errors.md");
         return;
     }
-    let have = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (generate it with SOFTMAX_KERNELS_BLESS=1)", path.display()));
+    let have = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (generate it with SOFTMAX_KERNELS_BLESS=1)",
+            path.display()
+        )
+    });
     if have != want {
         let line = have
             .lines()
