@@ -8,6 +8,9 @@
 //! function or a `reference` function exists, the row calls it too. Rows that need a process
 //! environment (`SOFTMAX_KERNELS_ISA`) run this test binary again as a child.
 
+#[path = "common/child.rs"]
+mod child;
+
 use softmax_kernels::{
     reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, LinearCeOptions,
     LinearCeOutputs, Logits, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions, Targets,
@@ -664,13 +667,12 @@ fn env_child(value: &str) -> Result<(), Error> {
     if std::env::var_os("ERROR_TABLE_CHILD").is_some() {
         return child_body();
     }
-    let exe = std::env::current_exe().unwrap();
     let os: std::ffi::OsString = if value == "\u{fffd}\u{fffd}" {
         std::ffi::OsStr::from_bytes(&[0xff, 0xfe]).to_os_string()
     } else {
         value.into()
     };
-    let out = std::process::Command::new(exe)
+    let out = child::self_command()
         .args([
             "child_reports_env_error",
             "--exact",
