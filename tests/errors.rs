@@ -6,7 +6,6 @@
 mod common;
 
 use std::ffi::OsString;
-use std::process::Command;
 
 use common::Guarded;
 use softmax_kernels::{
@@ -534,8 +533,7 @@ const CHILD: &str = "SOFTMAX_KERNELS_ERRORS_TEST_CHILD";
 /// Re-runs this test binary for exactly `test`, with `ISA_ENV` set to `value` (or removed),
 /// and checks that the child ran that test and passed.
 fn run_child(test: &str, value: Option<OsString>) {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
+    let mut cmd = common::child::self_command();
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, test);
     match &value {

@@ -5,7 +5,8 @@
 //! fuzzing keeps finding other problems; none is needed now. The minimized fuzz inputs are
 //! committed under `fuzz/corpus/<target>/regress-*`.
 
-use std::process::Command;
+#[path = "common/child.rs"]
+mod child;
 
 use softmax_kernels::{
     CrossEntropyOptions, CrossEntropyOutputs, Isa, Kernels, Logits, OutputLayer, SgdOptions,
@@ -128,8 +129,7 @@ fn argmax_of_a_row_with_nan_is_the_same_in_every_tier() {
 /// Runs this test binary's test `name` in a child process and returns whether it exited
 /// normally (a child that aborts is killed by SIGABRT).
 fn child_exits_normally(name: &str) -> (bool, String) {
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new(exe)
+    let out = child::self_command()
         .args([name, "--exact", "--nocapture", "--include-ignored"])
         .env("FUZZ_REGRESSIONS_CHILD", "1")
         .output()

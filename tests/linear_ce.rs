@@ -3160,9 +3160,9 @@ fn huge_class_count_child() {
 /// if the child aborts, panics or takes more than 60 s.
 #[test]
 fn huge_class_count_returns() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use std::time::{Duration, Instant};
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = common::child::self_command()
         .args([
             "huge_class_count_child",
             "--exact",
