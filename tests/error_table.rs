@@ -31,12 +31,12 @@ fn tiers<T: std::fmt::Debug>(
     first.unwrap()
 }
 
-/// Compares a row's error and message. `<tiers>` in a message stands for the tiers this CPU
+/// Compares a row's error and message. `{tiers}` in a message stands for the tiers this CPU
 /// runs (`scalar, portable, avx2` on an AVX2 machine), which the tier errors list.
 fn check(id: &str, got: Result<(), Error>, want: Error, msg: &str) {
     assert_eq!(got, Err(want.clone()), "row {id}");
     let tiers: Vec<&str> = Isa::available().into_iter().map(Isa::name).collect();
-    let msg = msg.replace("<tiers>", &tiers.join(", "));
+    let msg = msg.replace("{tiers}", &tiers.join(", "));
     assert_eq!(want.to_string(), msg, "row {id}: Display");
 }
 
@@ -679,20 +679,20 @@ table! {
         | "`SOFTMAX_KERNELS_ISA=avx9`: every free function (and `Kernels::active`, `OutputLayer::new`, `Sgd` steps)"
         | env_child("avx9")
         => Error::BadIsaEnv { value: "avx9".into(), reason: "not a tier name" },
-        "SOFTMAX_KERNELS_ISA=\"avx9\" is rejected: not a tier name (this CPU runs <tiers>; names are case-insensitive, and an empty value means unset)";
+        "SOFTMAX_KERNELS_ISA=\"avx9\" is rejected: not a tier name (this CPU runs {tiers}; names are case-insensitive, and an empty value means unset)";
     isa_env_not_utf8
         | "`SOFTMAX_KERNELS_ISA` not valid UTF-8 (bytes `ff fe`)"
         | env_child("\u{fffd}\u{fffd}")
         => Error::BadIsaEnv { value: "\u{fffd}\u{fffd}".into(), reason: "not valid UTF-8" },
-        "SOFTMAX_KERNELS_ISA=\"\u{fffd}\u{fffd}\" is rejected: not valid UTF-8 (this CPU runs <tiers>; names are case-insensitive, and an empty value means unset)";
+        "SOFTMAX_KERNELS_ISA=\"\u{fffd}\u{fffd}\" is rejected: not valid UTF-8 (this CPU runs {tiers}; names are case-insensitive, and an empty value means unset)";
     isa_unavailable_display
-        | "`Kernels::try_for_isa(Isa::Avx512)` on a CPU without AVX-512 (`<tiers>`: the tiers this CPU runs; on a CPU with AVX-512 only the message is checked)"
+        | "`Kernels::try_for_isa(Isa::Avx512)` on a CPU without AVX-512 (`{tiers}`: the tiers this CPU runs; on a CPU with AVX-512 only the message is checked)"
         | if Isa::Avx512.is_available() {
             Err(Error::IsaUnavailable { isa: Isa::Avx512 })
         } else {
             Kernels::try_for_isa(Isa::Avx512).map(|_| ())
         }
-        => Error::IsaUnavailable { isa: Isa::Avx512 }, "the `avx512` tier is not available on this CPU (it runs <tiers>)";
+        => Error::IsaUnavailable { isa: Isa::Avx512 }, "the `avx512` tier is not available on this CPU (it runs {tiers})";
 }
 
 /// Runs the free functions in a child process with `SOFTMAX_KERNELS_ISA` set (to `value`, or
