@@ -272,7 +272,7 @@ fn benches(c: &mut Criterion) {
         let a = fwd_bwd(k, &x[..n], &t, &mut g[..n], cols);
         let mut out = CrossEntropyOutputs::default();
         let b = k
-            .cross_entropy_ext(
+            .cross_entropy_with(
                 Logits::Read(&x[..n]),
                 Targets::Classes(&t),
                 cols,

@@ -111,8 +111,14 @@ fn rank1_group(c: &mut Criterion, pool: Option<&rayon::ThreadPool>, name: &str) 
             g.bench_function(BenchmarkId::new(tier, format!("{rows}x{cols}")), |b| {
                 in_pool(pool, || {
                     b.iter(|| {
-                        k.rank1_update(1e-9, black_box(&x), black_box(&y), &mut w, cols)
-                            .unwrap()
+                        k.rank1_update(
+                            1e-9,
+                            black_box(&x),
+                            black_box(&y),
+                            &mut w,
+                            MatrixLayout::new(x.len(), cols),
+                        )
+                        .unwrap()
                     })
                 })
             });

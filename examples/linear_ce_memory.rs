@@ -15,7 +15,7 @@
 //! `Z = A W^T + b` against class labels and `dA`, `dW`, `db`:
 //!
 //! * `unfused`: `linear_forward` into a `[B, C]` buffer allocated by the method,
-//!   `cross_entropy_ext` with `Logits::InPlace` (the gradient over the logits),
+//!   `cross_entropy_with` with `Logits::InPlace` (the gradient over the logits),
 //!   `linear_backward_input` (`dA`), `weight_grad(1.0, G, A, 0.0, dW)`, `bias_grad(1.0, G, 0.0,
 //!   db)`.
 //! * `fused`: `Kernels::linear_cross_entropy` with automatic chunking (16 MiB of logits).
@@ -263,7 +263,7 @@ fn child(shape: Shape, method: Method, threads: usize) -> Result<(), String> {
             k.linear_forward(&a, &w, layout, Some(&bias), &mut z)
                 .map_err(|e| e.to_string())?;
             let st = k
-                .cross_entropy_ext(
+                .cross_entropy_with(
                     Logits::InPlace(&mut z),
                     Targets::Classes(&labels),
                     c,

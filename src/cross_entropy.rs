@@ -354,7 +354,7 @@ impl Kernels {
     /// let mut out = CrossEntropyOutputs { argmax: Some(&mut argmax), ..Default::default() };
     /// let labels = [0i64, 1];
     /// let st = k
-    ///     .cross_entropy_ext(Logits::InPlace(&mut z), Targets::Classes(&labels), 3,
+    ///     .cross_entropy_with(Logits::InPlace(&mut z), Targets::Classes(&labels), 3,
     ///                        &CrossEntropyOptions::default(), &mut out)
     ///     .unwrap();
     /// assert_eq!(argmax, [0, 2]);
@@ -362,7 +362,7 @@ impl Kernels {
     /// // z now holds the gradient of the mean loss: (softmax - onehot) / 2.
     /// assert!(z[0] < 0.0 && z[1] > 0.0 && z[4] < 0.0);
     /// ```
-    pub fn cross_entropy_ext<L: Label>(
+    pub fn cross_entropy_with<L: Label>(
         &self,
         logits: Logits<'_>,
         targets: Targets<'_, L>,
@@ -412,6 +412,19 @@ impl Kernels {
         let (total, correct) =
             unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
         Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
+    }
+
+    /// The old name of [`Kernels::cross_entropy_with`].
+    #[deprecated(since = "0.2.0", note = "renamed to `cross_entropy_with`")]
+    pub fn cross_entropy_ext<L: Label>(
+        &self,
+        logits: Logits<'_>,
+        targets: Targets<'_, L>,
+        cols: usize,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> Result<CrossEntropyStats> {
+        self.cross_entropy_with(logits, targets, cols, opts, outputs)
     }
 
     /// A small call (at most [`PLAIN_ROWS`] rows, one row block, short rows) with class
@@ -666,7 +679,7 @@ impl Kernels {
     /// labels, loss only: one read sweep, no stores.
     ///
     /// # Errors
-    /// As [`Kernels::cross_entropy_ext`].
+    /// As [`Kernels::cross_entropy_with`].
     ///
     /// ```
     /// use softmax_kernels::{CrossEntropyOptions, Kernels};
@@ -682,7 +695,7 @@ impl Kernels {
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<f32> {
-        self.cross_entropy_ext(
+        self.cross_entropy_with(
             Logits::Read(logits),
             Targets::Classes(targets),
             cols,
@@ -695,7 +708,7 @@ impl Kernels {
     /// Loss and gradient `dL/dz` (into `grad`, same shape as `logits`) against class labels.
     ///
     /// # Errors
-    /// As [`Kernels::cross_entropy_ext`].
+    /// As [`Kernels::cross_entropy_with`].
     ///
     /// ```
     /// use softmax_kernels::{CrossEntropyOptions, Kernels};
@@ -715,7 +728,7 @@ impl Kernels {
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<f32> {
-        self.cross_entropy_ext(
+        self.cross_entropy_with(
             Logits::Grad(logits, grad),
             Targets::Classes(targets),
             cols,
@@ -728,7 +741,7 @@ impl Kernels {
     /// Loss and gradient against class labels, the gradient written over the logits.
     ///
     /// # Errors
-    /// As [`Kernels::cross_entropy_ext`].
+    /// As [`Kernels::cross_entropy_with`].
     ///
     /// ```
     /// use softmax_kernels::{CrossEntropyOptions, Kernels};
@@ -745,7 +758,7 @@ impl Kernels {
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<f32> {
-        self.cross_entropy_ext(
+        self.cross_entropy_with(
             Logits::InPlace(logits),
             Targets::Classes(targets),
             cols,
@@ -758,7 +771,7 @@ impl Kernels {
     /// Cross-entropy against probability (soft) targets `probs` (`[rows, cols]`), loss only.
     ///
     /// # Errors
-    /// As [`Kernels::cross_entropy_ext`]; `probs` must have the length of `logits`.
+    /// As [`Kernels::cross_entropy_with`]; `probs` must have the length of `logits`.
     ///
     /// ```
     /// use softmax_kernels::{CrossEntropyOptions, Kernels};
@@ -777,7 +790,7 @@ impl Kernels {
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<f32> {
-        self.cross_entropy_ext::<i64>(
+        self.cross_entropy_with::<i64>(
             Logits::Read(logits),
             Targets::Probs(probs),
             cols,
@@ -807,7 +820,7 @@ impl Kernels {
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<f32> {
-        self.cross_entropy_ext::<i64>(
+        self.cross_entropy_with::<i64>(
             Logits::Grad(logits, grad),
             Targets::Probs(probs),
             cols,
@@ -828,7 +841,7 @@ impl Kernels {
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
     ) -> Result<f32> {
-        self.cross_entropy_ext::<i64>(
+        self.cross_entropy_with::<i64>(
             Logits::InPlace(logits),
             Targets::Probs(probs),
             cols,
@@ -1318,19 +1331,32 @@ pub fn cross_entropy_probs_fwd_bwd_inplace(
     Kernels::active()?.cross_entropy_probs_fwd_bwd_inplace(logits, probs, cols, opts)
 }
 
-/// The general entry point on the active tier ([`Kernels::cross_entropy_ext`]).
+/// The general entry point on the active tier ([`Kernels::cross_entropy_with`]).
 ///
 /// ```
-/// use softmax_kernels::{cross_entropy_ext, CrossEntropyOptions, CrossEntropyOutputs, Logits,
+/// use softmax_kernels::{cross_entropy_with, CrossEntropyOptions, CrossEntropyOutputs, Logits,
 ///                       Reduction, Targets};
 /// let z = [0.0f32, 0.0, 5.0, 0.0];
 /// let mut per_row = [0.0f32; 2];
 /// let mut out = CrossEntropyOutputs { row_loss: Some(&mut per_row), ..Default::default() };
 /// let opts = CrossEntropyOptions::default().reduction(Reduction::None);
-/// cross_entropy_ext(Logits::Read(&z), Targets::Classes(&[0i64, -100]), 2, &opts, &mut out).unwrap();
+/// cross_entropy_with(Logits::Read(&z), Targets::Classes(&[0i64, -100]), 2, &opts, &mut out).unwrap();
 /// assert!((per_row[0] - 2f32.ln()).abs() < 1e-6);
 /// assert_eq!(per_row[1], 0.0); // ignored
 /// ```
+pub fn cross_entropy_with<L: Label>(
+    logits: Logits<'_>,
+    targets: Targets<'_, L>,
+    cols: usize,
+    opts: &CrossEntropyOptions<'_>,
+    outputs: &mut CrossEntropyOutputs<'_>,
+) -> Result<CrossEntropyStats> {
+    Kernels::active()?.cross_entropy_with(logits, targets, cols, opts, outputs)
+}
+
+/// The old name of [`cross_entropy_with`] (renamed so that every "with options" entry point
+/// ends in `_with`, as the softmax family does).
+#[deprecated(since = "0.2.0", note = "renamed to `cross_entropy_with`")]
 pub fn cross_entropy_ext<L: Label>(
     logits: Logits<'_>,
     targets: Targets<'_, L>,
@@ -1338,5 +1364,5 @@ pub fn cross_entropy_ext<L: Label>(
     opts: &CrossEntropyOptions<'_>,
     outputs: &mut CrossEntropyOutputs<'_>,
 ) -> Result<CrossEntropyStats> {
-    Kernels::active()?.cross_entropy_ext(logits, targets, cols, opts, outputs)
+    cross_entropy_with(logits, targets, cols, opts, outputs)
 }

@@ -195,7 +195,7 @@ impl OutputLayer {
     /// Shape errors for `a` and `targets`, [`Error::BadLabel`], [`Error::InvalidOption`] for a
     /// bad `lr`. On an error the layer is unchanged.
     pub fn train_step<L: Label>(&mut self, a: &[f32], targets: &[L], lr: f32) -> Result<f32> {
-        self.train_step_ext(
+        self.train_step_with(
             a,
             targets,
             lr,
@@ -215,7 +215,7 @@ impl OutputLayer {
     /// # Errors
     /// As [`OutputLayer::train_step`]; [`Error::InvalidOption`] for `Reduction::None` (the
     /// step needs one scalar loss).
-    pub fn train_step_ext<L: Label>(
+    pub fn train_step_with<L: Label>(
         &mut self,
         a: &[f32],
         targets: &[L],
@@ -260,7 +260,7 @@ impl OutputLayer {
         let z = &mut self.logits[..b * c];
         self.kernels
             .linear_forward(a, &self.weight, self.layout, Some(&self.bias), z)?;
-        let stats = self.kernels.cross_entropy_ext(
+        let stats = self.kernels.cross_entropy_with(
             Logits::InPlace(z),
             Targets::Classes(targets),
             c,
@@ -280,5 +280,19 @@ impl OutputLayer {
         self.opt
             .step(z, a, &mut self.weight, self.layout, Some(&mut self.bias))?;
         Ok(stats)
+    }
+
+    /// The old name of [`OutputLayer::train_step_with`].
+    #[deprecated(since = "0.2.0", note = "renamed to `train_step_with`")]
+    pub fn train_step_ext<L: Label>(
+        &mut self,
+        a: &[f32],
+        targets: &[L],
+        lr: f32,
+        ce: &CrossEntropyOptions<'_>,
+        outputs: &mut CrossEntropyOutputs<'_>,
+        da: Option<&mut [f32]>,
+    ) -> Result<CrossEntropyStats> {
+        self.train_step_with(a, targets, lr, ce, outputs, da)
     }
 }

@@ -105,11 +105,14 @@ pub use softmax::{
 };
 // Re-exports of the cross-entropy family (crate::cross_entropy).
 pub use cross_entropy::{
-    cross_entropy, cross_entropy_ext, cross_entropy_fwd_bwd, cross_entropy_fwd_bwd_inplace,
-    cross_entropy_probs, cross_entropy_probs_fwd_bwd, cross_entropy_probs_fwd_bwd_inplace,
+    cross_entropy, cross_entropy_fwd_bwd, cross_entropy_fwd_bwd_inplace, cross_entropy_probs,
+    cross_entropy_probs_fwd_bwd, cross_entropy_probs_fwd_bwd_inplace, cross_entropy_with,
     AllIgnored, CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label, Logits,
     Reduction, Targets, MAX_CLASSES,
 };
+// The old name, kept for one release.
+#[allow(deprecated)]
+pub use cross_entropy::cross_entropy_ext;
 // Re-exports of the output-layer family (crate::linear).
 pub use layer::OutputLayer;
 pub use linear::{

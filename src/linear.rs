@@ -429,19 +429,23 @@ impl Kernels {
 
     /// Rank-1 update `W += alpha x y^T`: `W[c, j] += (alpha x[c]) y[j]`.
     ///
-    /// `x` has `C` floats, `y` has `D`; `W` is `[C, D]` with leading dimension `ld` (its slice
-    /// holds `C * ld` or `(C - 1) * ld + D` floats; the padding is untouched). W is streamed
-    /// once: one fused multiply-add per element. `alpha == 0` returns at once (as BLAS `sger`).
+    /// `w` is `layout` = `[C, D]` with its leading dimension (its slice holds `C * ld` or
+    /// `(C - 1) * ld + D` floats; the padding is untouched), as for
+    /// [`Kernels::rank_k_update`]; `x` has `C` floats, `y` has `D`. W is streamed once: one
+    /// fused multiply-add per element. `alpha == 0` returns at once (as BLAS `sger`).
     ///
     /// # Errors
     /// [`Error::LeadingDim`] if `ld < D`, [`Error::MatrixLength`] if `w` does not hold
-    /// `[C, D]` with stride `ld`, [`Error::SizeOverflow`] if `C * ld` overflows.
+    /// `[C, D]` with stride `ld`, [`Error::SizeOverflow`] if `C * ld` overflows,
+    /// [`Error::LengthMismatch`] if `x` does not have `C` floats or `y` does not have `D`.
     ///
     /// ```
+    /// use softmax_kernels::MatrixLayout;
     /// let k = softmax_kernels::Kernels::best();
     /// let mut w = [1.0f32; 6]; // [2, 3]
-    /// k.rank1_update(0.5, &[1.0, 2.0], &[2.0, 4.0, 6.0], &mut w, 3).unwrap();
+    /// k.rank1_update(0.5, &[1.0, 2.0], &[2.0, 4.0, 6.0], &mut w, MatrixLayout::new(2, 3))?;
     /// assert_eq!(w, [2.0, 3.0, 4.0, 3.0, 5.0, 7.0]);
+    /// # Ok::<(), softmax_kernels::Error>(())
     /// ```
     pub fn rank1_update(
         &self,
@@ -449,10 +453,12 @@ impl Kernels {
         x: &[f32],
         y: &[f32],
         w: &mut [f32],
-        ld: usize,
+        layout: MatrixLayout,
     ) -> Result<()> {
-        let (c, d) = (x.len(), y.len());
-        MatrixLayout::new(c, d).with_ld(ld).check("w", w.len())?;
+        layout.check("w", w.len())?;
+        check_len("x", x.len(), layout.rows)?;
+        check_len("y", y.len(), layout.cols)?;
+        let (c, d, ld) = (layout.rows, layout.cols, layout.ld);
         if alpha == 0.0 || c == 0 || d == 0 {
             return Ok(());
         }
@@ -1551,11 +1557,13 @@ free_fn!(
     /// Rank-1 update `W += alpha x y^T` on the active tier ([`Kernels::rank1_update`]).
     ///
     /// ```
+    /// use softmax_kernels::MatrixLayout;
     /// let mut w = [0.0f32; 4]; // [2, 2]
-    /// softmax_kernels::rank1_update(2.0, &[1.0, -1.0], &[1.0, 3.0], &mut w, 2).unwrap();
+    /// softmax_kernels::rank1_update(2.0, &[1.0, -1.0], &[1.0, 3.0], &mut w, MatrixLayout::new(2, 2))?;
     /// assert_eq!(w, [2.0, 6.0, -2.0, -6.0]);
+    /// # Ok::<(), softmax_kernels::Error>(())
     /// ```
-    rank1_update(alpha: f32, x: &[f32], y: &[f32], w: &mut [f32], ld: usize)
+    rank1_update(alpha: f32, x: &[f32], y: &[f32], w: &mut [f32], layout: MatrixLayout)
 );
 free_fn!(
     /// Rank-k update `W += alpha delta^T A` on the active tier ([`Kernels::rank_k_update`]).

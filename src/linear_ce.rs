@@ -210,7 +210,7 @@ pub struct LinearCeOutputs<'a> {
     pub dw: Option<&'a mut [f32]>,
     /// `dL/db`, `C` floats, overwritten unless [`LinearCeOptions::accumulate`].
     pub db: Option<&'a mut [f32]>,
-    /// Per-row loss, logsumexp and argmax, as [`Kernels::cross_entropy_ext`].
+    /// Per-row loss, logsumexp and argmax, as [`Kernels::cross_entropy_with`].
     pub ce: CrossEntropyOutputs<'a>,
 }
 
@@ -290,14 +290,14 @@ impl Kernels {
     /// `a` is `[B, D]`, `w` is `layout` = `[C, D]` with its leading dimension, `bias` has `C`
     /// floats; `targets` has `B` labels or `B * C` probabilities. The loss, its reduction, the
     /// gradients' scale and every option mean exactly what they mean for
-    /// [`Kernels::cross_entropy_ext`] on the logits `Z`. With no gradient asked for, the
+    /// [`Kernels::cross_entropy_with`] on the logits `Z`. With no gradient asked for, the
     /// logits are read once and nothing is written back (loss only).
     ///
     /// # Errors
     /// [`Error::ZeroDim`] if `C == 0`; the layout errors of [`Kernels::linear_forward`] for
     /// `w` and `dw`; [`Error::NotMultiple`] / [`Error::LengthMismatch`] for `a`, `bias`,
     /// `targets`, `da`, `db` and the per-row outputs; everything
-    /// [`Kernels::cross_entropy_ext`] reports (bad labels, options); [`Error::InvalidOption`]
+    /// [`Kernels::cross_entropy_with`] reports (bad labels, options); [`Error::InvalidOption`]
     /// for a zero chunk size or class chunks with probability targets;
     /// [`Error::SizeOverflow`] when the chunk cannot be allocated. Nothing is written on an
     /// error.
@@ -944,7 +944,7 @@ unsafe fn block_grad(
         } else {
             eps / c as f64 * plan.wsum
         };
-    // The coefficient of `p` as the whole-row kernel forms it (`cross_entropy_ext`): from
+    // The coefficient of `p` as the whole-row kernel forms it (`cross_entropy_with`): from
     // the f32 roundings of `g`, `a0` and `2 z_loss`. With a subnormal `g` (a tiny `row_scale`)
     // and huge class weights, `g` unrounded here against the rounded one there differed by
     // `2^-150 |a0|`, far above the f32 rounding of a gradient whose terms cancel.

@@ -16,7 +16,7 @@
 //!   the f64 loss written here.
 //! * `label_types_agree`: every `Label` type gives the same bits as i64.
 //! * `wrappers_match_ext`: the convenience methods and free functions agree with
-//!   `cross_entropy_ext` bit for bit.
+//!   `cross_entropy_with` bit for bit.
 //! * `thread_count_determinism`: the same bits under rayon pools of 1, 2, 3 and 8 threads.
 //! * `shift_invariance_and_zero_sum` (proptest): adding a constant to a row leaves the loss
 //!   unchanged, and (mean, no weights, no z-loss, no cap) each gradient row sums to ~0.
@@ -431,7 +431,7 @@ struct Run {
     argmax: Option<Vec<u32>>,
 }
 
-/// One `cross_entropy_ext` call. `outs`: ask for row_loss, lse and argmax (row_loss is always
+/// One `cross_entropy_with` call. `outs`: ask for row_loss, lse and argmax (row_loss is always
 /// passed under `Reduction::None`). Output buffers start as [`UNWRITTEN`].
 fn run<L: Label>(
     k: &Kernels,
@@ -463,7 +463,7 @@ fn run<L: Label>(
             Mode::Grad => Logits::Grad(x, &mut grad),
             Mode::InPlace => Logits::InPlace(&mut grad),
         };
-        k.cross_entropy_ext(logits, t, cols, opts, &mut out)?
+        k.cross_entropy_with(logits, t, cols, opts, &mut out)?
     };
     Ok(Run {
         stats,
@@ -1188,7 +1188,7 @@ fn label_types_agree() {
 }
 
 /// The convenience methods (and, for the active tier, the free functions) give the bits of
-/// `cross_entropy_ext`.
+/// `cross_entropy_with`.
 #[test]
 fn wrappers_match_ext() {
     let (rows, cols) = (6usize, 37usize);
@@ -1271,7 +1271,7 @@ fn wrappers_match_ext() {
             softmax_kernels::cross_entropy_probs_fwd_bwd(&x, &y, &mut gr, cols, &opts).unwrap();
             assert_eq!(same_bits(&gr, &ep.grad), None, "free probs fwd_bwd");
             let mut out = CrossEntropyOutputs::default();
-            let st = softmax_kernels::cross_entropy_ext(
+            let st = softmax_kernels::cross_entropy_with(
                 Logits::Read(&x),
                 Targets::Classes(&labels),
                 cols,
@@ -1507,7 +1507,7 @@ fn short_rows_grouped_loss_many_rows() {
                 }
                 let mut grad = vec![0.0f32; rows * cols];
                 let fwd = k
-                    .cross_entropy_ext(
+                    .cross_entropy_with(
                         Logits::Grad(&x, &mut grad),
                         Targets::Classes(&labels),
                         cols,
@@ -1521,7 +1521,7 @@ fn short_rows_grouped_loss_many_rows() {
                     fwd.loss_f64
                 );
                 let only = k
-                    .cross_entropy_ext(
+                    .cross_entropy_with(
                         Logits::Read(&x),
                         Targets::Classes(&labels),
                         cols,
@@ -1532,7 +1532,7 @@ fn short_rows_grouped_loss_many_rows() {
                 let (mut rl, mut ls, mut am) =
                     (vec![0.0f32; rows], vec![0.0f32; rows], vec![0u32; rows]);
                 let outs = k
-                    .cross_entropy_ext(
+                    .cross_entropy_with(
                         Logits::Read(&x),
                         Targets::Classes(&labels),
                         cols,
@@ -1577,7 +1577,7 @@ fn short_rows_grouped_loss_many_rows() {
                 let run = |p: &rayon::ThreadPool| {
                     let mut gr = vec![0.0f32; rows * cols];
                     let st = p.install(|| {
-                        k.cross_entropy_ext(
+                        k.cross_entropy_with(
                             Logits::Grad(&x, &mut gr),
                             Targets::Classes(&labels),
                             cols,
@@ -1598,7 +1598,7 @@ fn short_rows_grouped_loss_many_rows() {
                 xn[bad * cols] = f32::NAN;
                 let mut gn = vec![0.0f32; rows * cols];
                 let st = k
-                    .cross_entropy_ext(
+                    .cross_entropy_with(
                         Logits::Grad(&xn, &mut gn),
                         Targets::Classes(&labels),
                         cols,
@@ -1676,7 +1676,7 @@ fn short_rows_target_shift_edges() {
                     .unwrap();
                 let mut rl = vec![0.0f32; rows];
                 let outs = k
-                    .cross_entropy_ext(
+                    .cross_entropy_with(
                         Logits::Read(&x),
                         Targets::Classes(&labels),
                         cols,
@@ -1774,7 +1774,7 @@ fn one_row_calls_match_the_general_path() {
                         let mut g_ref = vec![UNWRITTEN; cols];
                         let mut am = [0u32];
                         let want = k
-                            .cross_entropy_ext(
+                            .cross_entropy_with(
                                 Logits::Grad(&x, &mut g_ref),
                                 Targets::Classes(&labels),
                                 cols,
@@ -1787,7 +1787,7 @@ fn one_row_calls_match_the_general_path() {
                             .unwrap();
                         let mut g1 = vec![UNWRITTEN; cols];
                         let got = k
-                            .cross_entropy_ext(
+                            .cross_entropy_with(
                                 Logits::Grad(&x, &mut g1),
                                 Targets::Classes(&labels),
                                 cols,
@@ -1797,7 +1797,7 @@ fn one_row_calls_match_the_general_path() {
                             .unwrap();
                         let mut z = x.clone();
                         let inplace = k
-                            .cross_entropy_ext(
+                            .cross_entropy_with(
                                 Logits::InPlace(&mut z),
                                 Targets::Classes(&labels),
                                 cols,
@@ -1806,7 +1806,7 @@ fn one_row_calls_match_the_general_path() {
                             )
                             .unwrap();
                         let read = k
-                            .cross_entropy_ext(
+                            .cross_entropy_with(
                                 Logits::Read(&x),
                                 Targets::Classes(&labels),
                                 cols,

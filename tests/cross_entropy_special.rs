@@ -35,7 +35,7 @@ struct Run {
     argmax: Vec<u32>,
 }
 
-/// `cross_entropy_ext` with a separate gradient and every output.
+/// `cross_entropy_with` with a separate gradient and every output.
 fn fwd_bwd<L: Label>(
     k: &Kernels,
     x: &[f32],
@@ -48,7 +48,7 @@ fn fwd_bwd<L: Label>(
     let mut row_loss = vec![UNWRITTEN; rows];
     let mut lse = vec![UNWRITTEN; rows];
     let mut argmax = vec![u32::MAX; rows];
-    let stats = k.cross_entropy_ext(
+    let stats = k.cross_entropy_with(
         Logits::Grad(x, &mut grad),
         t,
         cols,
@@ -526,7 +526,7 @@ fn nan_logit_poisons_only_its_row() {
                             assert!(m.stats.loss.is_nan(), "{ctx} {red:?}: {}", m.stats.loss);
                             let mut out = CrossEntropyOutputs::default();
                             let lo = k
-                                .cross_entropy_ext(Logits::Read(&x), tg, cols, &o2, &mut out)
+                                .cross_entropy_with(Logits::Read(&x), tg, cols, &o2, &mut out)
                                 .unwrap();
                             assert!(lo.loss.is_nan(), "{ctx} {red:?} loss only: {}", lo.loss);
                         }
@@ -764,7 +764,7 @@ fn zero_rows() {
             assert_eq!(r.stats.loss, 0.0, "{ctx} probs {probs}: none");
             let mut out = CrossEntropyOutputs::default();
             let lo = k
-                .cross_entropy_ext(Logits::Read(&x), tg, cols, &mean, &mut out)
+                .cross_entropy_with(Logits::Read(&x), tg, cols, &mean, &mut out)
                 .unwrap();
             assert!(lo.loss.is_nan(), "{ctx} probs {probs}: loss-only mean");
         }
@@ -870,7 +870,7 @@ fn zero_weight_sum_mean_is_nan() {
 // 5. Errors
 // ---------------------------------------------------------------------------------------------
 
-/// Calls `cross_entropy_ext` in all three logit modes with every output, all buffers full of
+/// Calls `cross_entropy_with` in all three logit modes with every output, all buffers full of
 /// sentinels, and checks that the call fails with `want` and writes nothing.
 #[allow(clippy::too_many_arguments)]
 fn expect_err<L: Label>(
@@ -895,7 +895,7 @@ fn expect_err<L: Label>(
             1 => Logits::Grad(x, &mut grad),
             _ => Logits::InPlace(&mut xi),
         };
-        let res = k.cross_entropy_ext(
+        let res = k.cross_entropy_with(
             logits,
             t,
             cols,
@@ -1125,7 +1125,7 @@ fn length_and_shape_errors() {
         // grad (checked only where a separate gradient is passed)
         let mut g = vec![UNWRITTEN; n + 1];
         let e = k
-            .cross_entropy_ext(
+            .cross_entropy_with(
                 Logits::Grad(&x, &mut g),
                 t,
                 cols,
@@ -1317,7 +1317,7 @@ fn invalid_options() {
         let o = d.reduction(Reduction::None);
         let mut g = vec![UNWRITTEN; n];
         let e = k
-            .cross_entropy_ext(
+            .cross_entropy_with(
                 Logits::Grad(&x, &mut g),
                 Targets::Classes(&labels),
                 cols,

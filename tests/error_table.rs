@@ -225,7 +225,7 @@ table! {
             let o = CrossEntropyOptions::default().reduction(Reduction::None).row_scale(&[1.0; 3]);
             let mut rl = z(2);
             let mut out = CrossEntropyOutputs { row_loss: Some(&mut rl), ..Default::default() };
-            k.cross_entropy_ext(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &o, &mut out)
+            k.cross_entropy_with(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &o, &mut out)
         })
         => Error::LengthMismatch { arg: "row_scale", expected: 2, actual: 3 },
         "`row_scale` has length 3, but the other arguments need length 2";
@@ -234,7 +234,7 @@ table! {
         | tiers(|k| {
             let mut rl = z(3);
             let mut out = CrossEntropyOutputs { row_loss: Some(&mut rl), ..Default::default() };
-            k.cross_entropy_ext(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &Default::default(), &mut out)
+            k.cross_entropy_with(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &Default::default(), &mut out)
         })
         => Error::LengthMismatch { arg: "row_loss", expected: 2, actual: 3 },
         "`row_loss` has length 3, but the other arguments need length 2";
@@ -243,7 +243,7 @@ table! {
         | tiers(|k| {
             let mut l = z(1);
             let mut out = CrossEntropyOutputs { lse: Some(&mut l), ..Default::default() };
-            k.cross_entropy_ext(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &Default::default(), &mut out)
+            k.cross_entropy_with(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &Default::default(), &mut out)
         })
         => Error::LengthMismatch { arg: "lse", expected: 2, actual: 1 },
         "`lse` has length 1, but the other arguments need length 2";
@@ -252,7 +252,7 @@ table! {
         | tiers(|k| {
             let mut a = [0u32; 5];
             let mut out = CrossEntropyOutputs { argmax: Some(&mut a), ..Default::default() };
-            k.cross_entropy_ext(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &Default::default(), &mut out)
+            k.cross_entropy_with(Logits::Read(&z(4)), Targets::Classes(&[0i64, 1]), 2, &Default::default(), &mut out)
         })
         => Error::LengthMismatch { arg: "argmax", expected: 2, actual: 5 },
         "`argmax` has length 5, but the other arguments need length 2";
@@ -306,7 +306,7 @@ table! {
             let mut out = [7.0f32; 3];
             let mut o = CrossEntropyOutputs { row_loss: Some(&mut out), ..Default::default() };
             let opts = CrossEntropyOptions::default().reduction(Reduction::None);
-            let r = k.cross_entropy_ext(Logits::InPlace(&mut x), Targets::Classes(&[0i32, 9, -5]), 2, &opts, &mut o);
+            let r = k.cross_entropy_with(Logits::InPlace(&mut x), Targets::Classes(&[0i32, 9, -5]), 2, &opts, &mut o);
             assert_eq!(x, [1.0; 6]);
             assert_eq!(out, [7.0; 3]);
             r
@@ -318,15 +318,15 @@ table! {
     linear_ld_less_than_cols
         | "`ld < D` (rank1_update: `ld = 2`, `y` of 3)"
         | {
-            let r = tiers(|k| k.rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut z(6), 2));
-            assert_eq!(softmax_kernels::rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut z(6), 2), r);
+            let r = tiers(|k| k.rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut z(6), MatrixLayout::new(2, 3).with_ld(2)));
+            assert_eq!(softmax_kernels::rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut z(6), MatrixLayout::new(2, 3).with_ld(2)), r);
             r
         }
         => Error::LeadingDim { arg: "w", ld: 2, cols: 3 },
         "`w` has leading dimension 2, less than its row length 3";
     linear_w_length
         | "`W`'s slice neither `C * ld` nor `(C - 1) * ld + D` floats"
-        | tiers(|k| k.rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut z(6), 4))
+        | tiers(|k| k.rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut z(6), MatrixLayout::new(2, 3).with_ld(4)))
         => Error::MatrixLength { arg: "w", rows: 2, cols: 3, ld: 4, actual: 6 },
         "`w` has length 6, but a [2, 3] matrix with leading dimension 4 needs 8 floats (7 without the last row's padding)";
     linear_dw_length
@@ -614,18 +614,18 @@ table! {
         => Error::BadLabel { row: 0, label: 2, classes: 2 },
         "row 0 has label 2, which is neither a class in 0..2 nor the ignore_index";
     layer_reduction_none
-        | "`train_step_ext` with `Reduction::None`"
+        | "`train_step_with` with `Reduction::None`"
         | OutputLayer::new(3, 2, SgdOptions::new(0.1)).unwrap()
-            .train_step_ext(&z(3), &[0i64], 0.1,
+            .train_step_with(&z(3), &[0i64], 0.1,
                 &CrossEntropyOptions::default().reduction(Reduction::None),
                 &mut CrossEntropyOutputs::default(), None)
             .map(|_| ())
         => Error::InvalidOption { name: "reduction", value: "None".into(), expected: "Mean or Sum for a training step" },
         "option `reduction` = None is invalid: it must be Mean or Sum for a training step";
     layer_da_length
-        | "`train_step_ext`: `da.len() != a.len()`"
+        | "`train_step_with`: `da.len() != a.len()`"
         | OutputLayer::new(3, 2, SgdOptions::new(0.1)).unwrap()
-            .train_step_ext(&z(3), &[0i64], 0.1, &Default::default(),
+            .train_step_with(&z(3), &[0i64], 0.1, &Default::default(),
                 &mut CrossEntropyOutputs::default(), Some(&mut z(2)))
             .map(|_| ())
         => Error::LengthMismatch { arg: "da", expected: 3, actual: 2 },
@@ -759,7 +759,8 @@ fn child_body() -> Result<(), Error> {
         softmax_kernels::log_softmax_inplace(&mut [0.0], 1).unwrap_err(),
         softmax_kernels::logsumexp(&[0.0], &mut [0.0], 1).unwrap_err(),
         softmax_kernels::cross_entropy(&[0.0], &[0i64], 1, &Default::default()).unwrap_err(),
-        softmax_kernels::rank1_update(1.0, &[1.0], &[1.0], &mut [0.0], 1).unwrap_err(),
+        softmax_kernels::rank1_update(1.0, &[1.0], &[1.0], &mut [0.0], MatrixLayout::new(1, 1))
+            .unwrap_err(),
         softmax_kernels::linear_forward(&[], &[], MatrixLayout::new(0, 0), None, &mut [])
             .unwrap_err(),
         Kernels::active().map(|_| ()).unwrap_err(),

@@ -103,7 +103,7 @@ fn argmax_of_a_row_with_nan_is_the_same_in_every_tier() {
                 ..Default::default()
             };
             let st = k
-                .cross_entropy_ext(
+                .cross_entropy_with(
                     Logits::Read(&x),
                     Targets::Classes(&labels),
                     cols,

@@ -663,7 +663,7 @@ fn ce_round(g: &mut G, d: &mut Driver, k: &'static Kernels, free: bool) {
     );
 }
 
-/// `cross_entropy_ext` with garbage outputs and a random `Logits` kind.
+/// `cross_entropy_with` with garbage outputs and a random `Logits` kind.
 #[allow(clippy::too_many_arguments)]
 fn ext_call<L: Label>(
     g: &mut G,
@@ -692,12 +692,12 @@ fn ext_call<L: Label>(
         _ => Logits::InPlace(&mut xi),
     };
     if free {
-        d.call("cross_entropy_ext", || {
-            softmax_kernels::cross_entropy_ext(logits, t, cols, o, &mut out)
+        d.call("cross_entropy_with", || {
+            softmax_kernels::cross_entropy_with(logits, t, cols, o, &mut out)
         });
     } else {
-        d.call("Kernels::cross_entropy_ext", || {
-            k.cross_entropy_ext(logits, t, cols, o, &mut out)
+        d.call("Kernels::cross_entropy_with", || {
+            k.cross_entropy_with(logits, t, cols, o, &mut out)
         });
     }
 }
@@ -760,8 +760,20 @@ fn linear_round(g: &mut G, d: &mut Driver, k: &'static Kernels, free: bool) {
     let mut w = g.vec(wl);
     call!(
         "rank1_update",
-        softmax_kernels::rank1_update(alpha, &x, &y, &mut w, ld),
-        k.rank1_update(alpha, &x, &y, &mut w, ld)
+        softmax_kernels::rank1_update(
+            alpha,
+            &x,
+            &y,
+            &mut w,
+            MatrixLayout::new(x.len(), y.len()).with_ld(ld)
+        ),
+        k.rank1_update(
+            alpha,
+            &x,
+            &y,
+            &mut w,
+            MatrixLayout::new(x.len(), y.len()).with_ld(ld)
+        )
     );
     let l = g.layout();
     let (delta, a) = batch(g, l);
@@ -1118,8 +1130,8 @@ fn output_layer_and_sgd_never_panic() {
         };
         let tl = g.len(Some(b));
         with_labels!(&mut g, tl, cls, |t| {
-            d.call("OutputLayer::train_step_ext", || {
-                layer.train_step_ext(&a, &t, lr, &o, &mut outs, with_da.then_some(&mut da[..]))
+            d.call("OutputLayer::train_step_with", || {
+                layer.train_step_with(&a, &t, lr, &o, &mut outs, with_da.then_some(&mut da[..]))
             });
         });
 

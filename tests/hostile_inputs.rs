@@ -6,7 +6,7 @@
 //! * a class count no buffer bounds (`D = 0` in the fused layer): `C = 2^60` aborted on an
 //!   infallible allocation, `C = 2^40` ran for about 15 minutes; now `Error::TooManyClasses`;
 //! * a failed `OutputLayer::train_step` changed the learning rate;
-//! * `train_step_ext` with `scale * B` overflowing reported `scale = inf`, a value the caller
+//! * `train_step_with` with `scale * B` overflowing reported `scale = inf`, a value the caller
 //!   never passed.
 
 mod common;
@@ -65,7 +65,7 @@ fn cross_entropy_argmax_past_2_pow_24_classes() {
                 opts.softcap = cap;
                 let labels = [want as i64];
                 let st = k
-                    .cross_entropy_ext(
+                    .cross_entropy_with(
                         Logits::Read(&x),
                         Targets::Classes(&labels),
                         LONG,
@@ -223,7 +223,7 @@ fn failed_train_step_leaves_the_learning_rate() {
         let bad_label = layer.train_step(&a, &[0i64, 3], 0.5);
         assert!(matches!(bad_label, Err(Error::BadLabel { row: 1, .. })));
         let smooth = CrossEntropyOptions::default().label_smoothing(2.0);
-        let bad_opt = layer.train_step_ext(
+        let bad_opt = layer.train_step_with(
             &a,
             &[0i64, 1],
             0.5,
@@ -233,7 +233,7 @@ fn failed_train_step_leaves_the_learning_rate() {
         );
         assert!(matches!(bad_opt, Err(Error::InvalidOption { .. })));
         let mut short = [0.0f32; 1];
-        let bad_out = layer.train_step_ext(
+        let bad_out = layer.train_step_with(
             &a,
             &[0i64, 1],
             0.5,
@@ -264,7 +264,7 @@ fn train_step_scale_overflow_reports_the_scale_passed() {
         let mut layer = OutputLayer::with_kernels(k, 1, 2, SgdOptions::new(0.1)).unwrap();
         let w0 = layer.weight.clone();
         let opts = CrossEntropyOptions::default().scale(1e38);
-        let r = layer.train_step_ext(
+        let r = layer.train_step_with(
             &[1.0, 2.0, 3.0, 4.0],
             &[0i64, 1, 0, 1],
             0.5,
@@ -284,7 +284,7 @@ fn train_step_scale_overflow_reports_the_scale_passed() {
         // A finite product still trains.
         let opts = CrossEntropyOptions::default().scale(1e30);
         assert!(layer
-            .train_step_ext(
+            .train_step_with(
                 &[1.0, 2.0, 3.0, 4.0],
                 &[0i64, 1, 0, 1],
                 0.0,

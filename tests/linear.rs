@@ -153,8 +153,14 @@ fn rank1_update_matches_f64() {
             let w0 = strided(&mut r, c, d, ld, trim);
             let mut w = Guarded::from_slice(&w0, (i + 9) % 16);
             let alpha = -0.75f32;
-            k.rank1_update(alpha, x.slice(), y.slice(), w.slice_mut(), ld)
-                .unwrap();
+            k.rank1_update(
+                alpha,
+                x.slice(),
+                y.slice(),
+                w.slice_mut(),
+                MatrixLayout::new(c, d).with_ld(ld),
+            )
+            .unwrap();
             let lay = MatrixLayout::new(c, d).with_ld(ld);
             let (x, y) = (x.slice(), y.slice());
             // One product rounded (alpha * x[c]) and one fused multiply-add: 2 roundings, so
@@ -553,8 +559,14 @@ fn small_strided_all_functions() {
             let a = Guarded::from_slice(&uniform(&mut r, b * d, 1.0), n + 2);
             let w0 = strided(&mut r, c, d, ld, true);
             let mut w = Guarded::from_slice(&w0, n + 3);
-            k.rank1_update(0.5, &delta.slice()[..c], &a.slice()[..d], w.slice_mut(), ld)
-                .unwrap();
+            k.rank1_update(
+                0.5,
+                &delta.slice()[..c],
+                &a.slice()[..d],
+                w.slice_mut(),
+                MatrixLayout::new(c, d).with_ld(ld),
+            )
+            .unwrap();
             k.rank_k_update(0.5, delta.slice(), a.slice(), w.slice_mut(), lay)
                 .unwrap();
             k.weight_grad(0.5, delta.slice(), a.slice(), 0.5, w.slice_mut(), lay)
@@ -664,10 +676,17 @@ fn blas_conventions() {
         );
         // alpha == 0 in rank1 returns at once; an empty W is fine.
         let mut w = w0.clone();
-        k.rank1_update(0.0, &[f32::NAN; 5], &[1.0; 19], &mut w, 21)
-            .unwrap();
+        k.rank1_update(
+            0.0,
+            &[f32::NAN; 5],
+            &[1.0; 19],
+            &mut w,
+            MatrixLayout::new(5, 19).with_ld(21),
+        )
+        .unwrap();
         assert_eq!(w[0].to_bits(), w0[0].to_bits());
-        k.rank1_update(1.0, &[], &[1.0; 3], &mut [], 3).unwrap();
+        k.rank1_update(1.0, &[], &[1.0; 3], &mut [], MatrixLayout::new(0, 3))
+            .unwrap();
         // B == 0 for the bias: db = beta db.
         let mut db = [1.0f32, f32::NAN];
         k.bias_grad(1.0, &[], 0.0, &mut db).unwrap();
@@ -939,7 +958,14 @@ fn bit_identical_for_any_thread_count() {
         let isa = k.isa();
         same_bits_in_pools(&format!("{isa} rank1_update"), || {
             let mut w = w0.clone();
-            k.rank1_update(0.5, &x, &y, &mut w, ld).unwrap();
+            k.rank1_update(
+                0.5,
+                &x,
+                &y,
+                &mut w,
+                MatrixLayout::new(x.len(), y.len()).with_ld(ld),
+            )
+            .unwrap();
             w
         });
         for b in [4usize, 64] {
@@ -996,7 +1022,13 @@ fn every_error_variant() {
         let mut w = [0.0f32; 6];
         // ld < cols.
         let e = k
-            .rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut w, 2)
+            .rank1_update(
+                1.0,
+                &[1.0; 2],
+                &[1.0; 3],
+                &mut w,
+                MatrixLayout::new(2, 3).with_ld(2),
+            )
             .unwrap_err();
         assert_eq!(
             e,
@@ -1013,7 +1045,13 @@ fn every_error_variant() {
         assert!(matches!(e, Error::LeadingDim { arg: "dw", .. }));
         // A slice that is neither rows * ld nor (rows - 1) * ld + cols.
         let e = k
-            .rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut w[..5], 3)
+            .rank1_update(
+                1.0,
+                &[1.0; 2],
+                &[1.0; 3],
+                &mut w[..5],
+                MatrixLayout::new(2, 3),
+            )
             .unwrap_err();
         assert_eq!(
             e,
@@ -1028,14 +1066,32 @@ fn every_error_variant() {
         assert!(e.to_string().contains("needs 6 floats"), "{e}");
         let mut w9 = [0.0f32; 9];
         let e = k
-            .rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut w9, 4)
+            .rank1_update(
+                1.0,
+                &[1.0; 2],
+                &[1.0; 3],
+                &mut w9,
+                MatrixLayout::new(2, 3).with_ld(4),
+            )
             .unwrap_err();
         assert!(matches!(e, Error::MatrixLength { actual: 9, .. }));
         // ... and both accepted lengths (rows * ld, and without the last padding) work.
-        k.rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut w9[..8], 4)
-            .unwrap();
-        k.rank1_update(1.0, &[1.0; 2], &[1.0; 3], &mut w9[..7], 4)
-            .unwrap();
+        k.rank1_update(
+            1.0,
+            &[1.0; 2],
+            &[1.0; 3],
+            &mut w9[..8],
+            MatrixLayout::new(2, 3).with_ld(4),
+        )
+        .unwrap();
+        k.rank1_update(
+            1.0,
+            &[1.0; 2],
+            &[1.0; 3],
+            &mut w9[..7],
+            MatrixLayout::new(2, 3).with_ld(4),
+        )
+        .unwrap();
         // delta not a whole number of rows.
         let e = k
             .weight_grad(1.0, &[1.0; 3], &[1.0; 3], 0.0, &mut w, lay)
@@ -1091,7 +1147,13 @@ fn every_error_variant() {
         assert_eq!(e, Error::SizeOverflow { arg: "w" });
         assert!(e.to_string().contains("overflows"));
         let e = k
-            .rank1_update(1.0, &[1.0], &[1.0], &mut [0.0], usize::MAX)
+            .rank1_update(
+                1.0,
+                &[1.0],
+                &[1.0],
+                &mut [0.0],
+                MatrixLayout::new(1, 1).with_ld(usize::MAX),
+            )
             .unwrap_err();
         assert_eq!(e, Error::SizeOverflow { arg: "w" });
         // Bad options.

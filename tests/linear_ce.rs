@@ -1,7 +1,7 @@
 //! The fused linear cross-entropy (`softmax_kernels::linear_ce`) on every available tier.
 //!
 //! * `fused_matches_unfused_*`: [`Kernels::linear_cross_entropy`] against the unfused
-//!   composition of the same tier's public kernels (`linear_forward`, `cross_entropy_ext` in
+//!   composition of the same tier's public kernels (`linear_forward`, `cross_entropy_with` in
 //!   place, `linear_backward_input`, `weight_grad`, `bias_grad`): the loss, `dA`, `dW`, `db`,
 //!   `row_loss`, `lse`, `argmax` and the stats, on `C` in {1, 2, 7, 8, 9, 15, 16, 17, 33, 1000},
 //!   `D` in {1, ..., 24}, odd and even `B`, dense and strided `W` (with and without the last
@@ -535,7 +535,7 @@ fn unfused(k: &Kernels, case: &Case) -> Res {
         .unwrap();
     let (mut rl, mut ls, mut am) = (vec![0.0f32; b], vec![0.0f32; b], vec![0u32; b]);
     let st = k
-        .cross_entropy_ext(
+        .cross_entropy_with(
             Logits::InPlace(&mut z),
             case.targets(),
             c,
@@ -3199,7 +3199,7 @@ fn huge_class_count_returns() {
 
 /// Two bugs the `linear_ce` fuzz target found in the class-chunked mode (D = 0: the bias is
 /// the logits). 1: the argmax skipped a class block holding a NaN or `+inf`; the first maximum
-/// ignoring NaN is class 2 here, as the whole-row mode and `cross_entropy_ext` report it.
+/// ignoring NaN is class 2 here, as the whole-row mode and `cross_entropy_with` report it.
 /// 2: the blocks' probabilities were rescaled by a difference of absolute f64 logsumexps,
 /// which loses `|m| 2^-52`: four equal logits of -1e12 must give `db = p - onehot` with
 /// `p = 1/4` exactly (Sum reduction), as the whole-row mode gives.
@@ -3279,7 +3279,7 @@ fn subnormal_row_scale_class_blocks_match_whole_rows() {
                 .row_scale(std::slice::from_ref(&rs));
             // The whole-row kernel on the logits `bias` (D = 0), its gradient in place.
             let mut z = bias.clone();
-            k.cross_entropy_ext(
+            k.cross_entropy_with(
                 Logits::InPlace(&mut z),
                 Targets::Classes(&[3i64]),
                 c,

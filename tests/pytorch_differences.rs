@@ -66,7 +66,7 @@ fn mean_of_overflowing_row_losses_is_finite() {
             ..Default::default()
         };
         let st = k
-            .cross_entropy_ext(
+            .cross_entropy_with(
                 Logits::Read(&x),
                 Targets::Classes(&labels),
                 2,
@@ -85,7 +85,7 @@ fn mean_of_overflowing_row_losses_is_finite() {
         // Sum is 6e38 in f64, which rounds to +inf in f32: the f64 result says what it was.
         let sum = CrossEntropyOptions::default().reduction(Reduction::Sum);
         let st = k
-            .cross_entropy_ext(
+            .cross_entropy_with(
                 Logits::Read(&x),
                 Targets::Classes(&labels),
                 2,
@@ -126,7 +126,7 @@ fn argmax_of_a_row_with_nan_is_the_largest_non_nan() {
                 ..Default::default()
             };
             let st = k
-                .cross_entropy_ext(
+                .cross_entropy_with(
                     Logits::Read(row),
                     Targets::Classes(&[*want as i64]),
                     cols,

@@ -312,7 +312,7 @@ unsafe fn ce<L: Label>(
         (lg, tg, co)
     };
     let st =
-        run(move |k: &'static Kernels| Ok(k.cross_entropy_ext(lg, tg, cols, &opts, &mut co)?))?;
+        run(move |k: &'static Kernels| Ok(k.cross_entropy_with(lg, tg, cols, &opts, &mut co)?))?;
     // SAFETY: NULL or checked above (aligned, overlapping nothing); writable by the caller's
     // contract.
     unsafe {

@@ -340,7 +340,7 @@ unsafe fn train<L: Label>(
         )
     };
     let inner = &mut l.inner;
-    let st = in_pool(move || inner.train_step_ext(a, t, lr, &ce, &mut co, da))?;
+    let st = in_pool(move || inner.train_step_with(a, t, lr, &ce, &mut co, da))?;
     // SAFETY: NULL or checked above (aligned, overlapping nothing); writable by the caller's
     // contract.
     unsafe {

@@ -40,7 +40,9 @@ pub unsafe extern "C" fn sk_rank1_update(
         disjoint(&[&wa], &[&xa, &ya])?;
         // SAFETY: checked by `arg` and `disjoint`; the caller's contract.
         let (x, y, w) = unsafe { (slice(x, x_len), slice(y, y_len), slice_mut(w, w_len)) };
-        run(move |k: &'static Kernels| Ok(k.rank1_update(alpha, x, y, w, ld)?))
+        // The C signature keeps the bare leading dimension; the layout is `[x_len, y_len]`.
+        let layout = MatrixLayout::new(x_len, y_len).with_ld(ld);
+        run(move |k: &'static Kernels| Ok(k.rank1_update(alpha, x, y, w, layout)?))
     })
 }
 

@@ -138,7 +138,7 @@ impl Family {
             Family::CeFwdBwd => {
                 "Kernels::cross_entropy_fwd_bwd(logits, labels, grad, cols, defaults)"
             }
-            Family::Rank1 => "Kernels::rank1_update(alpha, x[C], y[D], W[C,D], D)",
+            Family::Rank1 => "Kernels::rank1_update(alpha, x[C], y[D], W[C,D], [C,D])",
             Family::WeightGrad => "Kernels::weight_grad(1, delta[B,C], a[B,D], beta = 0, dW[C,D])",
             Family::SgdStep => "Kernels::sgd_step(lr, delta[B,C], a[B,D], W[C,D], no bias)",
             Family::TrainStep => {
@@ -544,8 +544,14 @@ fn run_group<'p>(
                 // A tiny alpha keeps W bounded however many calls run.
                 pool.install(|| {
                     measure(plan, || {
-                        k.rank1_update(1e-9, black_box(x), black_box(y), black_box(&mut *w), d)
-                            .unwrap()
+                        k.rank1_update(
+                            1e-9,
+                            black_box(x),
+                            black_box(y),
+                            black_box(&mut *w),
+                            MatrixLayout::new(x.len(), d),
+                        )
+                        .unwrap()
                     })
                 })
             }

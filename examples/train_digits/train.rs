@@ -567,7 +567,7 @@ pub fn train(cfg: &Config, data: &Dataset, obs: &mut dyn Observer) -> Result<Rep
             let t0 = Instant::now();
             let stats = match hidden.as_mut() {
                 None => layer
-                    .train_step_ext(xb, yb, cfg.lr, &ce, &mut outs, None)
+                    .train_step_with(xb, yb, cfg.lr, &ce, &mut outs, None)
                     .map_err(kerr)?,
                 Some(h) => {
                     let (pre, act, dh) =
@@ -579,7 +579,7 @@ pub fn train(cfg: &Config, data: &Dataset, obs: &mut dyn Observer) -> Result<Rep
                         *a = p.max(0.0);
                     }
                     let stats = layer
-                        .train_step_ext(act, yb, cfg.lr, &ce, &mut outs, Some(dh))
+                        .train_step_with(act, yb, cfg.lr, &ce, &mut outs, Some(dh))
                         .map_err(kerr)?;
                     // dh = dL/dh of the mean loss; Sgd::step takes per-sample errors and
                     // divides by B itself: pass B * dL/dpre, with ReLU's mask.
