@@ -50,7 +50,7 @@
 //!   result within 2 ULP or exactly 0: the portable and avx2 tiers give the subnormal result
 //!   down to `-87.68311` (measured: at most 1 ULP off) and exactly 0 from `-87.68312` on
 //!   (including `-inf`); the avx512 tier rounds subnormal results with `vscalefps`, down to
-//!   about `-103.97`. [`Kernels::exp`] gives the subnormal results down to `-103.97`. The
+//!   about `-103.97` (by its code; not yet measured on an AVX-512 machine). [`Kernels::exp`] gives the subnormal results down to `-103.97`. The
 //!   scalar tier computes in f64 and rounds once: correctly rounded everywhere.
 //! * **softmax**: each output `p >= 1e-30` is within a relative error of
 //!   `1e-6 + 2^-23 |z - max|` of the f64 result (the second term is the rounding of `z - max`

@@ -484,9 +484,12 @@ impl Kernels {
     }
 
     /// `y[i] = exp(x[i])` for `x[i] <= 0`: the exp the softmax kernels use. Within 2 ULP of the
-    /// correctly rounded result on `[-87.33654, 0]`; below, where `exp` is subnormal, within 2
-    /// ULP of the subnormal result down to `-87.68` and exactly 0 from there on (`-inf`
-    /// included); NaN for NaN. For `x > 0` the result is only defined up to
+    /// correctly rounded result on `[-87.33654, 0]`; below, where `exp` is subnormal, the
+    /// tiers differ (the crate docs' numerical contract has the details): portable and avx2
+    /// give the subnormal result down to `-87.68311` and exactly 0 from `-87.68312` on,
+    /// avx512 rounds subnormal results with `vscalefps` down to about `-103.97` (by its code;
+    /// not yet measured on an AVX-512 machine), the scalar
+    /// tier is correctly rounded everywhere; `-inf` gives 0 and NaN gives NaN on every tier. For `x > 0` the result is only defined up to
     /// `88.37` (the reference tier computes the exact exp everywhere).
     ///
     /// # Errors

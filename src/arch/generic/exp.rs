@@ -37,7 +37,8 @@ pub(crate) const FULL_HI: f32 = 89.0;
 /// * `x` in `[-87.33654, 0]`: within 2 ULP of the correctly rounded result (a normal number).
 /// * `x` in `(-87.68, -87.33654)`: the subnormal result, within 2 ULP of the correctly rounded
 ///   one (`2^-126` times a scaled polynomial, rounded once by the final FMA).
-/// * `x <= -87.68`, including `-inf`: exactly `0.0` (`exp(x) < 2^-126.5`).
+/// * `x <= -87.68`, including `-inf`: exactly `0.0` (`exp(x) < 2^-126.5`). (The AVX-512 tier
+///   overrides this function with `vscalefps`, which rounds subnormal results below this too.)
 /// * NaN: NaN.
 /// * `x` in `(0, 64]`: within 2 ULP (checked exhaustively too: the short softmax rows pass
 ///   unshifted logits, see `generic::softmax::exp_unshifted`); correct up to `x = 88.37`.
