@@ -893,7 +893,8 @@ unsafe fn try_short<S: Simd>(
 ///
 /// Rows of at most [`SHORT_VECS`] vectors (e.g. 10 classes) are held in registers from load to
 /// store, with no loops and a plain f32 sum (at most 64 terms in a tree), so the per-row cost is
-/// a few dozen instructions and consecutive rows overlap in the pipeline.
+/// a few dozen instructions and consecutive rows overlap in the pipeline. Longer rows take
+/// [`pipelined_rows`].
 ///
 /// # Safety
 /// `x .. x + rows * cols` valid for reads, `y .. y + rows * cols` for writes, equal or not
@@ -908,56 +909,7 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
     masked_zero: bool,
 ) {
     // SAFETY: forwarded from this function's contract.
-    if unsafe { try_short(s, ShortKind::Softmax, x, y, rows, cols, masked_zero) } {
-        return;
-    }
-    // Software-pipelined as `log_softmax_rows`: row r's exp pass (with row r + 1's max fused
-    // in) and its reciprocal come before row r - 1's scaling pass (its row still in L1), so
-    // the division's latency overlaps that pass.
-    let mut m_next = if rows > 0 {
-        // SAFETY: row 0 lies inside the caller's range.
-        unsafe { row_max(s, x, cols) }
-    } else {
-        0.0
-    };
-    // The row whose scaling pass is due, and its reciprocal.
-    let mut pending: Option<(*mut f32, f32)> = None;
-    for r in 0..rows {
-        // SAFETY: rows `r` and `r + 1 < rows` are `r * cols .. (r + 2) * cols`, inside the
-        // ranges the caller guarantees; rows `r` and `r + 1` of `x` do not overlap row `r - 1`
-        // of `y`, the only row the pending pass writes (`y` equals `x` or does not overlap it).
-        unsafe {
-            let xr = x.add(r * cols);
-            let yr = y.add(r * cols);
-            let m = m_next;
-            let last = r + 1 == rows;
-            let due = if !m.is_finite() {
-                special::softmax_row(xr, yr, cols, m, masked_zero);
-                if !last {
-                    m_next = row_max(s, xr.add(cols), cols);
-                }
-                None
-            } else {
-                let sum = if last {
-                    exp_sum::<S, true>(s, xr, yr, cols, m)
-                } else {
-                    let (sum, nm) =
-                        exp_sum_with::<S, true, true, false>(s, xr, yr, cols, m, xr.add(cols));
-                    m_next = nm;
-                    sum
-                };
-                Some((yr, (1.0 / sum) as f32))
-            };
-            if let Some((yp, inv)) = pending {
-                scale(s, yp, cols, inv);
-            }
-            pending = due;
-        }
-    }
-    if let Some((yp, inv)) = pending {
-        // SAFETY: `yp` is a row of `y`, as above.
-        unsafe { scale(s, yp, cols, inv) };
-    }
+    unsafe { pipelined_rows::<S, false>(s, x, y, rows, cols, masked_zero) }
 }
 
 /// Log-softmax of `rows` rows: `y = (x - m) - ln(sum exp(x - m))`, one exp per element, no
@@ -975,55 +927,106 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
     masked_zero: bool,
 ) {
     // SAFETY: forwarded from this function's contract.
-    if unsafe { try_short(s, ShortKind::LogSoftmax, x, y, rows, cols, masked_zero) } {
+    unsafe { pipelined_rows::<S, true>(s, x, y, rows, cols, masked_zero) }
+}
+
+/// The row loop of softmax (`LOG = false`) and log_softmax (`LOG = true`), for rows longer
+/// than the short-row kernels take.
+///
+/// Per row: pass 1 is the max (fused into the previous row's exp pass); pass 2 stores
+/// `exp(x - m)` (softmax) or `x - m` (log_softmax: that brings the output row into L1 while
+/// the pass is bound by the exps) and sums the exps; the row's factor is `1 / sum` or
+/// `ln(sum)`; pass 3 multiplies by `1 / sum` or subtracts `ln(sum)` (`(y - 0) - ls` gives the
+/// same bits as `(x - m) - ls`). Software-pipelined: row r's exp pass (with row r + 1's max
+/// fused in) and its factor come before row r - 1's last pass (its row still in L1), so the
+/// division's or the `ln`'s latency overlaps that pass. Rows with a non-finite maximum take
+/// the `special` module's scalar rules.
+///
+/// # Safety
+/// As [`softmax_rows`].
+#[inline(always)]
+unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
+    s: S,
+    x: *const f32,
+    y: *mut f32,
+    rows: usize,
+    cols: usize,
+    masked_zero: bool,
+) {
+    let kind = if LOG {
+        ShortKind::LogSoftmax
+    } else {
+        ShortKind::Softmax
+    };
+    // SAFETY: forwarded from this function's contract.
+    if unsafe { try_short(s, kind, x, y, rows, cols, masked_zero) } {
         return;
     }
-    // Software-pipelined: row r's exp pass (storing `x - m`, with row r + 1's max fused in)
-    // and its `ln s` come before row r - 1's last pass, so the `ln`'s latency overlaps that
-    // pass instead of stalling the row's own last pass.
+    // Pass 3 of a row whose factor is known.
+    let last_pass = |yp: *mut f32, factor: f32| {
+        // SAFETY: `yp` is a row of `y` (`cols` floats), which the caller's contract makes
+        // writable; see the loop for why no pending pass overlaps a row still being read.
+        unsafe {
+            if LOG {
+                sub2(s, yp, yp, cols, 0.0, factor);
+            } else {
+                scale(s, yp, cols, factor);
+            }
+        }
+    };
     let mut m_next = if rows > 0 {
         // SAFETY: row 0 lies inside the caller's range.
         unsafe { row_max(s, x, cols) }
     } else {
         0.0
     };
-    // The row whose last pass is due, and its `ln s`.
+    // The row whose last pass is due, and its factor.
     let mut pending: Option<(*mut f32, f32)> = None;
     for r in 0..rows {
-        // SAFETY: as in `softmax_rows`; the pending last pass writes only its own row of `y`,
-        // which no later pass reads (`x` rows `r` and `r + 1` do not overlap `y` row `r - 1`).
+        // SAFETY: rows `r` and `r + 1 < rows` are `r * cols .. (r + 2) * cols`, inside the
+        // ranges the caller guarantees; rows `r` and `r + 1` of `x` do not overlap row `r - 1`
+        // of `y`, the only row the pending pass writes (`y` equals `x` or does not overlap it).
         unsafe {
             let xr = x.add(r * cols);
             let yr = y.add(r * cols);
             let m = m_next;
             let last = r + 1 == rows;
             let due = if !m.is_finite() {
-                special::log_softmax_row(xr, yr, cols, m, masked_zero);
+                if LOG {
+                    special::log_softmax_row(xr, yr, cols, m, masked_zero);
+                } else {
+                    special::softmax_row(xr, yr, cols, m, masked_zero);
+                }
                 if !last {
                     m_next = row_max(s, xr.add(cols), cols);
                 }
                 None
             } else {
-                // `y = x - m` here, then `y = (y - 0) - ls`: the same bits as `(x - m) - ls`.
                 let sum = if last {
-                    exp_sum_with::<S, true, false, true>(s, xr, yr, cols, m, std::ptr::null()).0
+                    exp_sum_with::<S, true, false, LOG>(s, xr, yr, cols, m, std::ptr::null()).0
                 } else {
                     let (sum, nm) =
-                        exp_sum_with::<S, true, true, true>(s, xr, yr, cols, m, xr.add(cols));
+                        exp_sum_with::<S, true, true, LOG>(s, xr, yr, cols, m, xr.add(cols));
                     m_next = nm;
                     sum
                 };
-                Some((yr, sum.ln() as f32))
+                Some((
+                    yr,
+                    if LOG {
+                        sum.ln() as f32
+                    } else {
+                        (1.0 / sum) as f32
+                    },
+                ))
             };
-            if let Some((yp, ls)) = pending {
-                sub2(s, yp, yp, cols, 0.0, ls);
+            if let Some((yp, factor)) = pending {
+                last_pass(yp, factor);
             }
             pending = due;
         }
     }
-    if let Some((yp, ls)) = pending {
-        // SAFETY: `yp` is a row of `y`, as above.
-        unsafe { sub2(s, yp, yp, cols, 0.0, ls) };
+    if let Some((yp, factor)) = pending {
+        last_pass(yp, factor);
     }
 }
 
