@@ -22,14 +22,12 @@
 use super::exp::{exp_nonpos, softcap};
 use super::softmax::{
     exp_short, exp_sum, exp_sum_then_max, exp_sum_with, lane_sum, load_padded, load_rows,
-    load_short, row_max, scale, scale_then_max, store_short, SHORT_VECS, UNSHIFTED_CLAMP,
-    UNSHIFTED_MAX,
+    load_short, row_max, scale, scale_then_max, store_short, SHORT_VECS, SUM_BLOCK_VECS,
+    UNSHIFTED_CLAMP, UNSHIFTED_MAX,
 };
+use crate::arch::generic::mem::{load_upto, store_upto};
 use crate::arch::ln::ln_group;
 use crate::arch::vector::Simd;
-
-/// Vectors each accumulator adds in f32 before moving the block total to f64.
-const SUM_BLOCK_VECS: usize = 8;
 
 /// Per-row arguments of the class-target kernel.
 #[derive(Clone, Copy, Debug)]
@@ -106,38 +104,6 @@ pub(crate) struct CeRowOut {
     pub next_max: Option<f32>,
     /// The factor of the deferred last pass ([`CeArgs::defer`]), when it was deferred.
     pub deferred: Option<f32>,
-}
-
-/// Loads `k <= LANES` floats at `p` (a full load when `k == LANES`), `fill` past `k`.
-///
-/// # Safety
-/// `p .. p + k` valid for reads, `0 < k <= LANES`.
-#[inline(always)]
-unsafe fn load_n<S: Simd>(s: S, p: *const f32, k: usize, fill: f32) -> S::V {
-    // SAFETY: forwarded; a full load only when `k == LANES`.
-    unsafe {
-        if k == S::LANES {
-            s.load(p)
-        } else {
-            s.load_partial(p, k, fill)
-        }
-    }
-}
-
-/// Stores the low `k <= LANES` lanes of `v` to `p` (a full store when `k == LANES`).
-///
-/// # Safety
-/// `p .. p + k` valid for writes, `0 < k <= LANES`.
-#[inline(always)]
-unsafe fn store_n<S: Simd>(s: S, p: *mut f32, k: usize, v: S::V) {
-    // SAFETY: forwarded; a full store only when `k == LANES`.
-    unsafe {
-        if k == S::LANES {
-            s.store(p, v)
-        } else {
-            s.store_partial(p, k, v)
-        }
-    }
 }
 
 /// Loads `LANES` logits (capped when `CAP`).
@@ -374,7 +340,7 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                     let e = exp_nonpos(s, r);
                     if store {
                         let v = if CAP { z } else { e };
-                        store_n(s, grad.add(i), k, v);
+                        store_upto(s, grad.add(i), k, v);
                     }
                     s0 = s.add(s0, e);
                     if a.dot {
@@ -384,7 +350,7 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
                         if wp.is_null() {
                             d0 = s.add(d0, zf);
                         } else {
-                            let wv = load_n(s, wp.add(i), k, 0.0);
+                            let wv = load_upto(s, wp.add(i), k);
                             d0 = s.fma(wv, zf, d0);
                         }
                     }
@@ -609,7 +575,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         let mut i = 0;
         while i < n {
             let k = (n - i).min(w);
-            let v = load_n(s, grad.add(i), k, 0.0);
+            let v = load_upto(s, grad.add(i), k);
             let (e, chain) = if CAP {
                 let e = exp_nonpos(s, s.sub(v, vm));
                 let q = s.mul(v, icap);
@@ -622,14 +588,14 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
                 if wp.is_null() {
                     gv = s.sub(gv, vs);
                 } else {
-                    let wv = load_n(s, wp.add(i), k, 0.0);
+                    let wv = load_upto(s, wp.add(i), k);
                     gv = s.sub(gv, s.mul(vs, wv));
                 }
             }
             if CAP {
                 gv = s.mul(gv, chain);
             }
-            store_n(s, grad.add(i), k, gv);
+            store_upto(s, grad.add(i), k, gv);
             i += k;
         }
         let chain_t = if CAP {
@@ -704,7 +670,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                 let e = exp_nonpos(s, r);
                 if store {
                     let v = if CAP { z } else { e };
-                    store_n(s, grad.add(i), k, v);
+                    store_upto(s, grad.add(i), k, v);
                 }
                 s0 = s.add(s0, e);
                 // y' = (1 - eps) y + eps / C on the real lanes, 0 past the row.
@@ -725,7 +691,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
                 };
                 let mut yz = ys;
                 if !wp.is_null() {
-                    let wv = load_n(s, wp.add(i), k, 0.0);
+                    let wv = load_upto(s, wp.add(i), k);
                     ys = s.mul(ys, wv);
                     // `w y'` can underflow to 0 in f32 for tiny nonzero `w` and `y'`; at a
                     // `-inf` logit `0 * -inf` then made the loss NaN where it is `+inf` (the
@@ -773,7 +739,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
         let mut i = 0;
         while i < n {
             let k = (n - i).min(w);
-            let (v, yv) = (load_n(s, grad.add(i), k, 0.0), load_n(s, y.add(i), k, 0.0));
+            let (v, yv) = (load_upto(s, grad.add(i), k), load_upto(s, y.add(i), k));
             let (e, chain) = if CAP {
                 let e = exp_nonpos(s, s.sub(v, vm));
                 let q = s.mul(v, icap);
@@ -783,14 +749,14 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
             };
             let mut ys = s.fma(yv, keep, add);
             if !wp.is_null() {
-                let wv = load_n(s, wp.add(i), k, 0.0);
+                let wv = load_upto(s, wp.add(i), k);
                 ys = s.mul(ys, wv);
             }
             let mut gv = s.sub(s.mul(e, vf), s.mul(vg, ys));
             if CAP {
                 gv = s.mul(gv, chain);
             }
-            store_n(s, grad.add(i), k, gv);
+            store_upto(s, grad.add(i), k, gv);
             i += k;
         }
         out

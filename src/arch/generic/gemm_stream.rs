@@ -26,7 +26,7 @@
 //! over any number of threads) nor on whether [`crate::linear`] chose these kernels or sgemm
 //! for the batch size.
 
-use super::linear::{load_n, store_n};
+use super::mem::{load_n, prefetch, store_n};
 use crate::arch::vector::Simd;
 
 /// Arguments of [`stream_nt`]: `z[i * ldz + j] = sum_{l < k} A[i, l] w[j * ldw + l]
@@ -180,19 +180,6 @@ const PF_TILES: usize = 2;
 
 /// The widest class tile (`NR`) [`stream_nt`] is instantiated with.
 const NT_NR_MAX: usize = 24;
-
-/// Hints the CPU to fetch the cache line holding `p` into L2. Never faults, whatever `p` is.
-#[inline(always)]
-pub(crate) fn prefetch(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht1` reads nothing architecturally and never faults, on any address;
-    // SSE is part of the x86-64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// Lines for [`nt_block`] to prefetch as it goes, one per inner index: `rows` rows of `len`
 /// floats from `p`, row stride `ld` (`rows == 0`: none).

@@ -21,7 +21,7 @@
 //! any blocks (and run them on any threads) and get bit-identical results. (sgemm's result does
 //! depend on its call's shape, so the GEMM tiling is a function of the problem's shape only.)
 
-use crate::arch::generic::gemm_stream::prefetch;
+use crate::arch::generic::mem::{load_n, prefetch, store_n};
 use crate::arch::vector::Simd;
 
 /// Arguments of a rank-1 update over `rows` rows of W: `W[r, j] += (alpha x[r]) y[j]`.
@@ -308,38 +308,6 @@ fn head_to_align<S: Simd>(p: *const f32, n: usize) -> usize {
 const OVERWRITE: u8 = 0;
 const ADD: u8 = 1;
 const SCALE: u8 = 2;
-
-/// Loads `m` floats (`m == LANES` for a full vector, else a partial load filled with 0).
-///
-/// # Safety
-/// `p .. p + m` valid for reads; `0 < m <= LANES`.
-#[inline(always)]
-pub(crate) unsafe fn load_n<S: Simd, const TAIL: bool>(s: S, p: *const f32, m: usize) -> S::V {
-    // SAFETY: forwarded: `m` floats at `p` are readable.
-    unsafe {
-        if TAIL {
-            s.load_partial(p, m, 0.0)
-        } else {
-            s.load(p)
-        }
-    }
-}
-
-/// Stores `m` floats (`m == LANES` for a full vector, else a partial store).
-///
-/// # Safety
-/// `p .. p + m` valid for writes; `0 < m <= LANES`.
-#[inline(always)]
-pub(crate) unsafe fn store_n<S: Simd, const TAIL: bool>(s: S, p: *mut f32, m: usize, v: S::V) {
-    // SAFETY: forwarded: `m` floats at `p` are writable.
-    unsafe {
-        if TAIL {
-            s.store_partial(p, m, v)
-        } else {
-            s.store(p, v)
-        }
-    }
-}
 
 /// One register tile of the rank-k update: rows `r0 .. r0 + MR` of W, columns
 /// `j .. j + NV * LANES` (or, when `TAIL`, `NV == 1` and the `m < LANES` columns `j .. j + m`),

@@ -5,4 +5,5 @@ pub(crate) mod cross_entropy;
 pub(crate) mod exp;
 pub(crate) mod gemm_stream;
 pub(crate) mod linear;
+pub(crate) mod mem;
 pub(crate) mod softmax;

@@ -14,7 +14,7 @@ use crate::arch::special;
 use crate::arch::vector::Simd;
 
 /// Vectors each of the four accumulators adds in f32 before the block total moves to f64.
-const SUM_BLOCK_VECS: usize = 8;
+pub(crate) const SUM_BLOCK_VECS: usize = 8;
 
 /// Maximum of `x[0..n]` (`-inf` for an empty row; unspecified which value wins with NaN).
 ///
