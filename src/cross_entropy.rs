@@ -58,7 +58,7 @@
 //! argument's rounding is corrected exactly, so the probabilities are at least as accurate as
 //! with the maximum); the loss is then `ln s`. Other rows take the maximum. Without weights and
 //! z-loss, each group of 16 such rows adds its loss as `sum (m - z_t) + ln prod s` (one `ln`
-//! per group, inline: `arch::ln`). The path a row takes depends on the row alone.
+//! per group, inline: `crate::ln`). The path a row takes depends on the row alone.
 //!
 //! Small calls with class targets and default-like options (at most 64 short rows, no
 //! weights, smoothing, z-loss, cap, row scales or per-row outputs) skip the general path's

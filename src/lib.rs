@@ -91,6 +91,7 @@ pub mod error;
 pub mod layer;
 pub mod linear;
 pub mod linear_ce;
+mod ln;
 mod parallel;
 pub mod reference;
 pub mod softmax;

@@ -3,7 +3,6 @@
 //! the algorithms out inside its own `#[target_feature]` entry points with [`stamp_tier!`].
 
 pub(crate) mod generic;
-pub(crate) mod ln;
 pub(crate) mod portable;
 pub(crate) mod special;
 pub(crate) mod vector;

@@ -26,8 +26,8 @@ use super::softmax::{
     UNSHIFTED_CLAMP, UNSHIFTED_MAX,
 };
 use crate::arch::generic::mem::{load_upto, store_upto};
-use crate::arch::ln::ln_group;
 use crate::arch::vector::Simd;
+use crate::ln::ln_group;
 
 /// Per-row arguments of the class-target kernel.
 #[derive(Clone, Copy, Debug)]

@@ -5,9 +5,7 @@
 //! whose latency is the call's time. libm's `log` is a call through the PLT with a
 //! `vzeroupper` before it and about 55 instructions (callgrind); this one is about 20, inline,
 //! for the arguments it gets (products of row sums, at least 1), and defers to `f64::ln` for
-//! anything else. Measured on 1x10 (avx512, one thread, 8 alternated runs of each binary):
-//! median 37.8 ns against 39.3 ns with libm. A small gain; the rest of the one-row path's
-//! latency is cut elsewhere (`Kernels::ce_plain_one_row`).
+//! anything else (commit 8fb4b18 has the measurement: a small gain on a one-row call).
 //!
 //! The method is the usual table one (as in glibc's and ARM's optimized-routines `log`, from
 //! which only the idea is taken; the table and the polynomial here are our own): write
