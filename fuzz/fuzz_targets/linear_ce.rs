@@ -119,7 +119,11 @@ fuzz_common::header! {
         pub b: u8,
         /// `C = 1 + c % 40`.
         pub c: u8,
-        /// `D = d % 13`.
+        /// `D = d % 13`; `d >= 0xF8` ([`WIDE_D`]): `D = 0` and `C` from [`wide_classes`]
+        /// (`d & 7` and the first two data words) instead of `c`, up to `2^62`: above
+        /// `MAX_CLASSES` every tier must return `TooManyClasses` quickly (see
+        /// [`too_many_classes`]), at or below it the case runs as any other when `B * C` and
+        /// `C` are at most [`WIDE_WORK`], else it is skipped.
         pub d: u8,
         /// `% 8`: 0..=4 `ld = D`; 5, 6 `D + 1 + (ld >> 3) % 5`; 7 `D - 1` (an error; `D + 1`
         /// for `D = 0`).
@@ -457,8 +461,51 @@ fn pad(v: &mut [f32], d: usize, ld: usize) {
     }
 }
 
+/// `d >= WIDE_D` selects `D = 0` with a class count from [`wide_classes`] (see [`LceHeader`]).
+pub const WIDE_D: u8 = 0xF8;
+
+/// The largest `B * C` (and `C`) a `D = 0` case with a decoded class count runs with the full
+/// comparison (the composition and the model hold several `[B, C]` and `C` buffers).
+pub const WIDE_WORK: usize = 1 << 18;
+
+/// How long a call that must fail with `TooManyClasses` may take (it checks before allocating
+/// or computing anything, so microseconds; before the fix, `C = 2^40` ran for minutes).
+pub const QUICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The class count of a `d >= WIDE_D` header from the selector `d & 7` and the first two data
+/// words (as they are, whatever the fill mode; 0 past the end of the input):
+/// 0 just above `MAX_CLASSES` (`+1 ..= +16`), 1 at or just below it (`-15 ..= 0`), 2 a power of
+/// two `2^0 ..= 2^62`, minus 1, exact or plus 1, 3 any 62-bit value (at least 1), 4..=7 up to
+/// `2^(8 + w1 % 13)` (`2^20` at most: the full comparison when `B * C` is small).
+pub fn wide_classes(sel: u8, w0: u32, w1: u32) -> usize {
+    use softmax_kernels::MAX_CLASSES;
+    match sel % 8 {
+        0 => MAX_CLASSES + 1 + w0 as usize % 16,
+        1 => MAX_CLASSES - w0 as usize % 16,
+        2 => ((1usize << (w0 % 63)) + (w1 % 3) as usize)
+            .saturating_sub(1)
+            .max(1),
+        3 => ((((w1 as u64) << 32 | w0 as u64) & ((1 << 62) - 1)) as usize).max(1),
+        _ => 1 + w0 as usize % (1 << (8 + w1 % 13)),
+    }
+}
+
 fn typed<L: FromWide>(h: &LceHeader, words: &mut Words, probs: bool) -> Result<(), String> {
-    let (b, c, d) = (h.b as usize % 10, 1 + h.c as usize % 40, h.d as usize % 13);
+    let b = h.b as usize % 10;
+    let wide = h.d >= WIDE_D;
+    let (c, d) = if wide {
+        let w = words.take(2);
+        (wide_classes(h.d, w[0], w[1]), 0)
+    } else {
+        (1 + h.c as usize % 40, h.d as usize % 13)
+    };
+    if c > softmax_kernels::MAX_CLASSES || (wide && c > WIDE_WORK && (b == 0 || probs)) {
+        return wide_fused_only::<L>(h, words, b, c, probs);
+    }
+    if wide && (c > WIDE_WORK || b * c > WIDE_WORK) {
+        // Too much work (or memory) for one fuzz iteration: skipped.
+        return Ok(());
+    }
     let ld = match h.ld % 8 {
         0..=4 => d,
         5 | 6 => d + 1 + (h.ld >> 3) as usize % 5,
@@ -605,6 +652,159 @@ fn typed<L: FromWide>(h: &LceHeader, words: &mut Words, probs: bool) -> Result<(
         )
     };
     compare_all(&case, &labels, &y).map_err(|e| format!("{}\n{e}", ctx()))
+}
+
+/// `D = 0` with more than `MAX_CLASSES` classes, or more than [`WIDE_WORK`] and no rows (`B = 0`
+/// or probability targets): only the fused call, on every tier. No buffer is sized by `C` (no
+/// bias, class weights or `db`; probability targets with `B = 0`; `ld = 0`), the other options
+/// and outputs as decoded, no length perturbed. Above `MAX_CLASSES` every tier must fail with
+/// `TooManyClasses` (or the `InvalidOption` of a chunk size, which is checked first); at or
+/// below it every tier must return the scalar tier's outcome (`Ok` with no rows used, or the
+/// same error). An error writes nothing, and every call returns within [`QUICK`].
+fn wide_fused_only<L: FromWide>(
+    h: &LceHeader,
+    words: &mut Words,
+    b: usize,
+    c: usize,
+    probs: bool,
+) -> Result<(), String> {
+    use softmax_kernels::MAX_CLASSES;
+    let b = if probs { 0 } else { b };
+    let ignore = ignore_index(h.ignore, h.ignore_val, c);
+    let labels: Vec<L> = if probs {
+        Vec::new()
+    } else {
+        let l: Vec<L> = words
+            .raw(b)
+            .into_iter()
+            .map(|w| L::from_wide(label_of(w, c, ignore)))
+            .collect();
+        exact(&l)
+    };
+    let y: Vec<f32> = Vec::new();
+    let reduction = [Reduction::Mean, Reduction::Sum, Reduction::None][h.reduction as usize % 3];
+    let row_scale = (h.row_scale % 4 >= 2
+        && (reduction == Reduction::None || h.row_scale & 0x80 != 0))
+        .then(|| words.floats(b, h.rswin));
+    let (chunk_rows, chunk_classes, chunk_bytes) = chunking(h);
+    let o = h.outputs;
+    let opts = LinearCeOptions {
+        ce: CrossEntropyOptions {
+            reduction,
+            weight: None,
+            ignore_index: ignore,
+            label_smoothing: smoothing(h.smoothing, h.smoothing_bits),
+            z_loss: z_loss(h.z_loss, h.z_loss_bits),
+            softcap: softcap(h.softcap, h.softcap_bits),
+            all_ignored: if h.all_ignored & 1 != 0 {
+                AllIgnored::Zero
+            } else {
+                AllIgnored::Nan
+            },
+            scale: scale(h.scale, h.scale_bits),
+            row_scale: row_scale.as_deref(),
+        },
+        chunk_rows,
+        chunk_classes,
+        chunk_bytes,
+        accumulate: h.accumulate & 1 != 0,
+    };
+    let want_rl = o & 8 != 0 || (reduction == Reduction::None && o & 0x80 == 0);
+    let case = Case {
+        b,
+        c,
+        d: 0,
+        layout: MatrixLayout::new(c, 0).with_ld(0),
+        a: &[],
+        w: &[],
+        bias: None,
+        targets: if probs {
+            Targets::Probs(&y)
+        } else {
+            Targets::Classes(&labels)
+        },
+        opts,
+        da0: (o & 1 != 0).then(Vec::new),
+        dw0: (o & 2 != 0).then(Vec::new),
+        db0: None,
+        row_loss: want_rl.then_some(b),
+        lse: (o & 16 != 0).then_some(b),
+        argmax: (o & 32 != 0).then_some(b),
+    };
+    // The expected error, where the arguments decide it; else the scalar tier's outcome.
+    let want: Option<Result<(), Error>> = match expectation(&case) {
+        Expect::Same if c > MAX_CLASSES => Some(Err(Error::TooManyClasses {
+            classes: c,
+            max: MAX_CLASSES,
+        })),
+        Expect::Same => None,
+        Expect::Option(name) => Some(Err(Error::InvalidOption {
+            name,
+            value: String::new(),
+            expected: "",
+        })),
+        x => return Err(format!("linear_ce: C {c} D 0: the decoder made {x:?}")),
+    };
+    let same_err = |e: &Error, w: &Error| match (e, w) {
+        (Error::InvalidOption { name: a, .. }, Error::InvalidOption { name: b, .. }) => a == b,
+        _ => e == w,
+    };
+    let mut rep = Report::default();
+    let mut scalar: Option<Result<CrossEntropyStats, Error>> = None;
+    for isa in Isa::available() {
+        let k = Kernels::for_isa(isa).expect("an available tier has a table");
+        let t0 = std::time::Instant::now();
+        let r = fused(k, &case);
+        let took = t0.elapsed();
+        let at = || {
+            format!(
+                "[{isa}] B {b} C {c} D 0 targets {} outputs {o:#x} chunks ({chunk_rows:?}, \
+                 {chunk_classes:?}, {chunk_bytes}) opts {:?}",
+                if probs {
+                    "probs"
+                } else {
+                    std::any::type_name::<L>()
+                },
+                case.opts.ce
+            )
+        };
+        let ok = match (&r.res, &want, &scalar) {
+            (Err(e), Some(Err(w)), _) if same_err(e, w) => nothing_written(&case, &r),
+            (got, Some(w), _) => Err(format!("{got:?}, expected {w:?}")),
+            (got, None, None) => {
+                // The scalar tier (first): no rows, so any `Ok` uses none.
+                let ok = match got {
+                    Ok(st) if st.rows_used != 0 => Err(format!("{st:?}: rows used")),
+                    Ok(_) => Ok(()),
+                    Err(_) => nothing_written(&case, &r),
+                };
+                scalar = Some(r.res.clone());
+                ok
+            }
+            (got, None, Some(sr)) => match (got, sr) {
+                (Ok(a), Ok(b))
+                    if a.rows_used == b.rows_used
+                        && a.loss.to_bits() == b.loss.to_bits()
+                        && a.loss_f64.to_bits() == b.loss_f64.to_bits()
+                        && a.denominator.to_bits() == b.denominator.to_bits()
+                        && a.correct == b.correct =>
+                {
+                    Ok(())
+                }
+                (Err(a), Err(b)) if a == b => nothing_written(&case, &r),
+                _ => Err(format!("{got:?}, scalar tier {sr:?}")),
+            },
+        };
+        rep.check(at, ok);
+        if took > QUICK {
+            rep.check(
+                at,
+                Err(format!("took {took:?} to return (more than {QUICK:?})")),
+            );
+        }
+    }
+    SUMMARY.with(|x| *x.borrow_mut() = format!("B {b} C {c} D 0: expect {want:?}"));
+    rep.finish(|| "linear_ce: D = 0, a wide C, the fused call only".into())
 }
 
 /// Which checks the fused call's own argument checks imply for this case.
@@ -924,6 +1124,32 @@ fn logaddexp(a: f64, b: f64) -> f64 {
     m + ((a - m).exp() + (b - m).exp()).ln()
 }
 
+/// For each `j`, `ln sum_{k != j} e^v_k`: directly for up to 64 values (the original
+/// checker's arithmetic, bit for bit), else (the `D = 0` cases with a decoded `C`, up to
+/// [`WIDE_WORK`] classes) in O(n) from prefix and suffix log-sums, within a few `n` f64 ulps
+/// of the direct sum, far below every tolerance they feed.
+fn others_lse(v: &[f64]) -> Vec<f64> {
+    let n = v.len();
+    if n <= 64 {
+        return (0..n)
+            .map(|j| logsumexp((0..n).filter(|&k| k != j).map(|k| v[k])))
+            .collect();
+    }
+    // suf[j] = ln sum_{k >= j} e^v_k.
+    let mut suf = vec![f64::NEG_INFINITY; n + 1];
+    for j in (0..n).rev() {
+        suf[j] = logaddexp(suf[j + 1], v[j]);
+    }
+    let mut pre = f64::NEG_INFINITY;
+    (0..n)
+        .map(|j| {
+            let r = logaddexp(pre, suf[j + 1]);
+            pre = logaddexp(pre, v[j]);
+            r
+        })
+        .collect()
+}
+
 /// `ln sum e^v`.
 fn logsumexp(v: impl Iterator<Item = f64> + Clone) -> f64 {
     let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
@@ -1075,12 +1301,13 @@ impl Model {
             let mut dlnp = vec![0.0f64; nc];
             let mut p_hi = vec![0.0f64; nc];
             let mut dp = vec![0.0f64; nc];
+            let others = others_lse(&lnp);
             for j in 0..nc {
                 if z[j] == f64::NEG_INFINITY {
                     dp[j] = pow2(-126);
                     continue;
                 }
-                let lq = logsumexp((0..nc).filter(|&k| k != j).map(|k| lnp[k]));
+                let lq = others[j];
                 let up = -logaddexp(lnp[j], lq - dz - ez[j]);
                 let down = logaddexp(lnp[j], lq + dz + ez[j]);
                 dlnp[j] = up.max(down);
@@ -1863,5 +2090,123 @@ pub fn seeds() -> Vec<Seed> {
             bytes: encode_words(&blocks2, &words),
         });
     }
+    // D = 0 with a decoded class count (`d >= WIDE_D`): the first two data words pick C (see
+    // `wide_classes`), then the labels (`label_of`: `w % C`, 0xE... the ignore index, 0xF... a
+    // special of `label_value`).
+    let mut wide = |name: &str, h: LceHeader, words: &[u32]| {
+        out.push(Seed {
+            target: "linear_ce",
+            name: name.to_string(),
+            bytes: encode_words(&h, words),
+        });
+    };
+    let w0 = seed_header(4, 7, 0);
+    wide(
+        "wide-c-max-plus-1",
+        LceHeader { d: WIDE_D, ..w0 },
+        &[0, 0, 3, 0xE000_0000, 0xF100_0000, 7],
+    );
+    wide(
+        "wide-c-max-plus-16-blocks",
+        LceHeader {
+            d: WIDE_D,
+            chunk: 4,
+            chunk_classes: 5,
+            ..w0
+        },
+        &[15, 0, 1, 2, 3, 4],
+    );
+    wide(
+        "wide-c-2^62-u8-none",
+        LceHeader {
+            d: WIDE_D | 2,
+            target: 4,
+            reduction: 2,
+            row_scale: 3,
+            ..w0
+        },
+        &[
+            62,
+            1,
+            9,
+            8,
+            7,
+            6,
+            0x3F80_0000,
+            0x3F80_0000,
+            0x3F80_0000,
+            0x3F80_0000,
+        ],
+    );
+    wide(
+        "wide-c-2^40+1-probs",
+        LceHeader {
+            d: WIDE_D | 2,
+            target: 7,
+            ..w0
+        },
+        &[40, 2],
+    );
+    wide(
+        "wide-c-2^32-i32",
+        LceHeader {
+            d: WIDE_D | 2,
+            target: 3,
+            ..w0
+        },
+        &[32, 1, 5, 0x8000_0000, 0xFFFF_FFFF, 0],
+    );
+    wide(
+        "wide-c-max-batch-0",
+        LceHeader {
+            d: WIDE_D | 1,
+            ..seed_header(0, 7, 0)
+        },
+        &[0, 0],
+    );
+    wide(
+        "wide-c-max-zero-chunk",
+        LceHeader {
+            d: WIDE_D,
+            chunk: 6,
+            chunk_rows: 2,
+            ..w0
+        },
+        &[3, 0, 1, 2, 3, 4],
+    );
+    // A moderate C (70001, B = 3): the bias is the logits, one value with ties of the maximum
+    // far apart (the sparse fill: 3 overrides for the bias, then one per label).
+    let mut h = LceHeader {
+        d: WIDE_D | 4,
+        b: 3,
+        ..seed_header_raw(3, 7, 0)
+    };
+    h.fill = Fill {
+        mode: 4,
+        konst: 0.25f32.to_bits(),
+        period: 2,
+        ..Fill::default()
+    };
+    let two = 2.0f32.to_bits();
+    wide(
+        "wide-c-70001-bias-ties",
+        h,
+        &[
+            70_000,
+            12,
+            5,
+            two,
+            69_999,
+            two,
+            40_000,
+            1.5f32.to_bits(),
+            0,
+            69_999,
+            1,
+            5,
+            2,
+            1,
+        ],
+    );
     out
 }

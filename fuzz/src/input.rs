@@ -8,7 +8,9 @@
 //! a per-buffer [`Win`] can fold the exponents of normal numbers into a window around 1 (zero,
 //! subnormals, infinities and NaN keep their bits), so that most inputs are also inside the
 //! range where the numeric tolerances apply. When a buffer needs more words than the input
-//! holds (long rows), [`Fill`] generates the rest.
+//! holds (long rows), [`Fill`] generates the rest. In the sparse fill mode (`Fill::mode % 8 ==
+//! 4`) a buffer is instead one constant word with a few words overridden at positions the input
+//! chooses: a long row of mostly one value with its maximum, ties of it or a NaN at far indices.
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -89,14 +91,18 @@ impl Win {
 header! {
     /// How words past the end of the input are made.
     pub struct Fill {
-        /// 0: cycle the input's words; 1: `konst`; 2: pseudo-random words from `seed`;
-        /// 3: pseudo-random, with `konst` every `period + 1` words.
+        /// `% 4`: 0: cycle the input's words; 1: `konst`; 2: pseudo-random words from `seed`;
+        /// 3: pseudo-random, with `konst` every `period + 1` words. Except `% 8 == 4`, sparse:
+        /// every word of a buffer of `n` words is `konst` but for up to
+        /// `min(n, 1 + period % 16)` overrides, each a pair of input words (position `% n`,
+        /// value), in order (a later pair at the same position wins); no input words are read
+        /// for an empty buffer, and once the input's words run out the rest stays `konst`.
         pub mode: u8,
         /// The constant word.
         pub konst: u32,
         /// The generator's seed.
         pub seed: u32,
-        /// See `mode` 3.
+        /// See `mode` 3 and the sparse mode.
         pub period: u16,
         /// Bit 0: a buffer's input words go at its end rather than its start (a NaN in the
         /// last lane of a long row).
@@ -161,6 +167,9 @@ impl Words {
     /// `n` raw words: the input's next words (at the start, or at the end if `Fill::place`
     /// says so), the rest generated.
     pub fn raw(&mut self, n: usize) -> Vec<u32> {
+        if self.fill.mode % 8 == 4 {
+            return self.sparse(n);
+        }
         let have = (self.words.len() - self.pos).min(n);
         let explicit = self.words[self.pos..self.pos + have].to_vec();
         self.pos += have;
@@ -177,6 +186,32 @@ impl Words {
                 out.push(w);
             }
             out.extend_from_slice(&explicit);
+        }
+        out
+    }
+
+    /// The input's next `n` words as they are, whatever the fill mode (0 past the end).
+    pub fn take(&mut self, n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                let w = self.words.get(self.pos).copied().unwrap_or(0);
+                self.pos = (self.pos + 1).min(self.words.len());
+                w
+            })
+            .collect()
+    }
+
+    /// The sparse mode's `n` words (see [`Fill::mode`]).
+    fn sparse(&mut self, n: usize) -> Vec<u32> {
+        let mut out = vec![self.fill.konst; n];
+        let k = n.min(1 + self.fill.period as usize % 16);
+        for _ in 0..k {
+            if self.words.len() - self.pos < 2 {
+                break;
+            }
+            let (p, v) = (self.words[self.pos], self.words[self.pos + 1]);
+            self.pos += 2;
+            out[p as usize % n] = v;
         }
         out
     }

@@ -65,13 +65,47 @@ pub const LONG_COLS: [usize; 16] = [
     131_073,
 ];
 
+/// Very long row lengths (`cols_sel >= 0xFFF0`): tens of thousands, and around the argmax
+/// scan's `2^20`-element blocks (`src/arch/generic/cross_entropy.rs`, `ARGMAX_BLOCK`), up to
+/// three blocks, so that the maximum, ties of it and NaN can sit in different blocks. Rows of
+/// `2^24` and more (where f32 lane indices stop being exact, issue 16 finding 1) are left to
+/// `tests/hostile_inputs.rs`: at 64 MiB a buffer, and several buffers and an f64 shadow per
+/// call under AddressSanitizer, they would slow every fuzz run that met them; with the blocks
+/// no lane index exceeds `2^20` anyway, and the merge of the blocks is what these lengths reach.
+pub const VERY_LONG_COLS: [usize; 16] = [
+    20_001,
+    40_961,
+    (1 << 20) - 1,
+    1 << 20,
+    (1 << 20) + 1,
+    (1 << 20) + 7,
+    (1 << 20) + 16,
+    (1 << 20) + 17,
+    (1 << 20) + 63,
+    (1 << 20) + 4097,
+    (3 << 19) + 3,
+    (1 << 21) - 1,
+    1 << 21,
+    (1 << 21) + 1,
+    (1 << 21) + 15,
+    (3 << 20) + 5,
+];
+
+/// At most this many floats in a shape of [`VERY_LONG_COLS`] (rows are dropped to fit).
+pub const VERY_LONG_MAX: usize = (1 << 22) + (1 << 20);
+
 /// A `[rows, cols]` shape from two selector fields: mostly small rows around the vector widths
 /// (1..=70), sometimes up to 2100 columns, rarely (`cols_sel >= 0xFF00`) a long row of
-/// [`LONG_COLS`] with at most 3 rows; `cols_sel == 0` gives 0 columns (an error). Total size at
-/// most about 40 000 floats for the short shapes.
+/// [`LONG_COLS`] with at most 3 rows, and for `cols_sel >= 0xFFF0` a very long one of
+/// [`VERY_LONG_COLS`] (at most 2 rows, at most [`VERY_LONG_MAX`] floats); `cols_sel == 0`
+/// gives 0 columns (an error). Total size at most about 40 000 floats for the short shapes.
 pub fn shape(rows_sel: u8, cols_sel: u16, max_rows: usize, long_ok: bool) -> (usize, usize) {
     if cols_sel == 0 {
         return (rows_sel as usize % max_rows.max(1), 0);
+    }
+    if cols_sel >= 0xFFF0 && long_ok {
+        let cols = VERY_LONG_COLS[(cols_sel & 0xF) as usize];
+        return ((rows_sel as usize % 3).min(VERY_LONG_MAX / cols), cols);
     }
     if cols_sel >= 0xFF00 && long_ok {
         let cols = LONG_COLS[(cols_sel & 0xF) as usize];

@@ -41,6 +41,30 @@ pub fn long_sel(i: usize) -> u16 {
     0xFF00 | i as u16
 }
 
+/// The columns selector for `VERY_LONG_COLS[i]`.
+pub fn very_long_sel(i: usize) -> u16 {
+    0xFFF0 | i as u16
+}
+
+/// The sparse fill: `v` everywhere but at up to `pairs` overrides per buffer.
+fn sparse(v: f32, pairs: u16) -> Fill {
+    Fill {
+        mode: 4,
+        konst: v.to_bits(),
+        seed: 0,
+        period: pairs - 1,
+        place: 0,
+    }
+}
+
+/// The data words of sparse overrides `(position, value)`.
+fn overrides(pairs: &[(usize, f32)]) -> Vec<u32> {
+    pairs
+        .iter()
+        .flat_map(|&(p, v)| [p as u32, v.to_bits()])
+        .collect()
+}
+
 fn konst(v: f32) -> Fill {
     Fill {
         mode: 1,
@@ -201,6 +225,24 @@ fn softmax_seeds(out: &mut Vec<Seed>) {
     let mut h = sm_header(2, 1, long_sel(6));
     h.fill = konst(-1e30);
     add("long-inplace-spike", h, &[1e30]);
+    // Very long rows of one value with a few overrides (the sparse fill) around the argmax
+    // scan's 2^20-element blocks: ties of the maximum in two blocks, +inf far away.
+    const M: usize = 1 << 20;
+    let mut h = sm_header(0, 1, very_long_sel(7));
+    h.fill = sparse(0.0, 2);
+    add(
+        "sparse-ties-2^20+17",
+        h,
+        &f32s(&overrides(&[(M + 16, 50.0), (3, 50.0)])),
+    );
+    let mut h = sm_header(8, 2, very_long_sel(13));
+    h.fill = sparse(-1.0, 3);
+    let n = (1 << 21) + 1;
+    add(
+        "sparse-lse-posinf-2^21+1",
+        h,
+        &f32s(&overrides(&[(n + M + 1, INF), (n - 1, 7.0), (5, -INF)])),
+    );
     // Backward: y from the forward pass, and raw.
     for (op, src) in [(9u8, 1u8), (10, 2), (9, 0), (10, 0)] {
         let mut h = sm_header(op, 3, cols_sel(19));
@@ -233,6 +275,12 @@ fn softmax_seeds(out: &mut Vec<Seed>) {
     h.dy_len = 6;
     h.dy_delta = 1;
     add("backward-dy-len", h, &[0.0; 9]);
+    one_tier_for_very_long(out);
+}
+
+/// Data words as floats by bits (for `encode`).
+fn f32s(words: &[u32]) -> Vec<f32> {
+    words.iter().map(|&w| f32::from_bits(w)).collect()
 }
 
 fn ce_header(rows: u8, cols: u16, target: u8) -> CeHeader {
@@ -460,6 +508,80 @@ fn ce_seeds(out: &mut Vec<Seed>) {
     };
     h.fill.place = 0;
     add("long-smoothing", h, &[], &[]);
+    // Very long rows of one value with the maximum, ties of it, a NaN or the only finite value
+    // at far indices (the sparse fill: the logits' overrides, then one per label), around the
+    // argmax scan's 2^20-element blocks; argmax requested (`outputs` 7), no cap.
+    const M: usize = 1 << 20;
+    let sparse_ce = |rows: u8, i: usize, mode: u8, v: f32, logits: &[(usize, f32)]| {
+        let mut h = ce_header(rows, very_long_sel(i), 0);
+        h.mode = mode;
+        h.fill = sparse(v, logits.len() as u16);
+        h
+    };
+    let lab = |pairs: &[(usize, u32)]| -> Vec<u32> {
+        pairs
+            .iter()
+            .flat_map(|&(r, c)| [r as u32, cls(c)])
+            .collect()
+    };
+    let x = [(100, 5.0), (M + 100, 5.0), (2 * M, 5.0)];
+    add(
+        "sparse-argmax-ties-3-blocks",
+        sparse_ce(1, 13, 0, 1.0, &x),
+        &[],
+        &[overrides(&x), lab(&[(0, M as u32 + 100)])].concat(),
+    );
+    let x = [(M - 1, 9.0), (M, 9.0)];
+    add(
+        "sparse-argmax-tie-block-edge",
+        sparse_ce(1, 4, 0, 0.0, &x),
+        &[],
+        &[overrides(&x), lab(&[(0, M as u32)])].concat(),
+    );
+    let n = M + 17;
+    let x = [
+        (M + 5, 3.0),
+        (M + 9, 3.0),
+        (n + M + 16, 4.0),
+        (n + 7, 3.999),
+    ];
+    add(
+        "sparse-argmax-second-block",
+        sparse_ce(2, 7, 1, -2.0, &x),
+        &[],
+        &[overrides(&x), lab(&[(0, M as u32 + 5), (1, 3)])].concat(),
+    );
+    let x = [(5, 1.0), (M + 3, NAN)];
+    add(
+        "sparse-argmax-nan-block",
+        sparse_ce(1, 12, 1, 0.0, &x),
+        &[],
+        &[overrides(&x), lab(&[(0, 5)])].concat(),
+    );
+    let x = [(M + 4096, -1e30)];
+    add(
+        "sparse-neginf-far-finite",
+        sparse_ce(1, 9, 0, NINF, &x),
+        &[],
+        &[overrides(&x), lab(&[(0, M as u32 + 4096)])].concat(),
+    );
+    // Probability targets: one-hot far from the logits' maximum (both buffers sparse).
+    let mut h = sparse_ce(1, 1, 1, 0.0, &[(40_000, 2.0)]);
+    h.target = 8;
+    add(
+        "sparse-probs-40961",
+        h,
+        &[],
+        &overrides(&[(40_000, 2.0), (40_960, 1.0)]),
+    );
+    one_tier_for_very_long(out);
+}
+
+/// The very long rows cost about a second a run under AddressSanitizer (a tenth in release),
+/// and libFuzzer mutates every corpus entry about equally often: their seeds keep the first
+/// tier only (the fuzzer flips the tier byte cheaply).
+fn one_tier_for_very_long(out: &mut Vec<Seed>) {
+    out.retain(|s| !(s.name.starts_with("sparse-") && s.name.ends_with("-t1")));
 }
 
 fn lin_header(op: u8, c: u8, d: u16, b: u8) -> LinHeader {
