@@ -15,7 +15,7 @@
 //! size, huge sizes). One buffer's length may be perturbed.
 //!
 //! For every tier of `Isa::available()` it runs the fused call and the composition
-//! `linear_forward` -> `cross_entropy_ext` (in place, same options and outputs) ->
+//! `linear_forward` -> `cross_entropy_with` (in place, same options and outputs) ->
 //! `linear_backward_input` -> `weight_grad(1, G, A, beta)` -> `bias_grad(1, G, beta)`
 //! (`beta = 1` with `accumulate`, else 0), and compares:
 //!
@@ -267,7 +267,7 @@ const LIM: f64 = 1.298_074_214_633_707e33;
 
 /// The chunking options from the header: `(chunk_rows, chunk_classes, chunk_bytes)`.
 pub fn chunking(h: &LceHeader) -> (Option<usize>, Option<usize>, usize) {
-    let def = softmax_kernels::linear_ce::DEFAULT_CHUNK_BYTES;
+    let def = softmax_kernels::tuning::DEFAULT_CHUNK_BYTES;
     let r = 1 + h.chunk_rows as usize % 10;
     let k = 1 + h.chunk_classes as usize % 41;
     match h.chunk % 8 {
@@ -302,7 +302,7 @@ pub fn class_mode(
     c: usize,
     probs: bool,
 ) -> bool {
-    use softmax_kernels::linear_ce::{CLASS_BLOCK_MIN, ROW_MODE_MIN_ROWS};
+    use softmax_kernels::tuning::{CLASS_BLOCK_MIN, ROW_MODE_MIN_ROWS};
     let floats = (bytes / 4).max(1);
     let b1 = b.max(1);
     match (rows, classes) {
@@ -411,7 +411,7 @@ fn unfused<L: Label>(k: &Kernels, c: &Case<'_, L>) -> Run {
         } else {
             Logits::Read(&z)
         };
-        let st = k.cross_entropy_ext(lg, c.targets, c.c, &c.opts.ce, &mut out)?;
+        let st = k.cross_entropy_with(lg, c.targets, c.c, &c.opts.ce, &mut out)?;
         if let Some(da) = r.da.as_deref_mut() {
             k.linear_backward_input(&z, c.w, c.layout, da)?;
         }
@@ -592,28 +592,26 @@ fn typed<L: FromWide>(h: &LceHeader, words: &mut Words, probs: bool) -> Result<(
         _ => {}
     }
     let (chunk_rows, chunk_classes, chunk_bytes) = chunking(h);
-    let ce = CrossEntropyOptions {
-        reduction,
-        weight: cweight.as_deref(),
-        ignore_index: ignore,
-        label_smoothing: smoothing(h.smoothing, h.smoothing_bits),
-        z_loss: z_loss(h.z_loss, h.z_loss_bits),
-        softcap: softcap(h.softcap, h.softcap_bits),
-        all_ignored: if h.all_ignored & 1 != 0 {
-            AllIgnored::Zero
-        } else {
-            AllIgnored::Nan
-        },
-        scale: scale(h.scale, h.scale_bits),
-        row_scale: row_scale.as_deref(),
+    // The options structs are #[non_exhaustive]: set every field on the defaults.
+    let mut ce = CrossEntropyOptions::default();
+    ce.reduction = reduction;
+    ce.weight = cweight.as_deref();
+    ce.ignore_index = ignore;
+    ce.label_smoothing = smoothing(h.smoothing, h.smoothing_bits);
+    ce.z_loss = z_loss(h.z_loss, h.z_loss_bits);
+    ce.softcap = softcap(h.softcap, h.softcap_bits);
+    ce.all_ignored = if h.all_ignored & 1 != 0 {
+        AllIgnored::Zero
+    } else {
+        AllIgnored::Nan
     };
-    let opts = LinearCeOptions {
-        ce,
-        chunk_rows,
-        chunk_classes,
-        chunk_bytes,
-        accumulate,
-    };
+    ce.scale = scale(h.scale, h.scale_bits);
+    ce.row_scale = row_scale.as_deref();
+    let mut opts = LinearCeOptions::new(ce);
+    opts.chunk_rows = chunk_rows;
+    opts.chunk_classes = chunk_classes;
+    opts.chunk_bytes = chunk_bytes;
+    opts.accumulate = accumulate;
     let want_rl = o & 8 != 0 || (reduction == Reduction::None && o & 0x80 == 0);
     let case = Case {
         b,
@@ -688,27 +686,24 @@ fn wide_fused_only<L: FromWide>(
         .then(|| words.floats(b, h.rswin));
     let (chunk_rows, chunk_classes, chunk_bytes) = chunking(h);
     let o = h.outputs;
-    let opts = LinearCeOptions {
-        ce: CrossEntropyOptions {
-            reduction,
-            weight: None,
-            ignore_index: ignore,
-            label_smoothing: smoothing(h.smoothing, h.smoothing_bits),
-            z_loss: z_loss(h.z_loss, h.z_loss_bits),
-            softcap: softcap(h.softcap, h.softcap_bits),
-            all_ignored: if h.all_ignored & 1 != 0 {
-                AllIgnored::Zero
-            } else {
-                AllIgnored::Nan
-            },
-            scale: scale(h.scale, h.scale_bits),
-            row_scale: row_scale.as_deref(),
-        },
-        chunk_rows,
-        chunk_classes,
-        chunk_bytes,
-        accumulate: h.accumulate & 1 != 0,
+    let mut ce = CrossEntropyOptions::default();
+    ce.reduction = reduction;
+    ce.ignore_index = ignore;
+    ce.label_smoothing = smoothing(h.smoothing, h.smoothing_bits);
+    ce.z_loss = z_loss(h.z_loss, h.z_loss_bits);
+    ce.softcap = softcap(h.softcap, h.softcap_bits);
+    ce.all_ignored = if h.all_ignored & 1 != 0 {
+        AllIgnored::Zero
+    } else {
+        AllIgnored::Nan
     };
+    ce.scale = scale(h.scale, h.scale_bits);
+    ce.row_scale = row_scale.as_deref();
+    let mut opts = LinearCeOptions::new(ce);
+    opts.chunk_rows = chunk_rows;
+    opts.chunk_classes = chunk_classes;
+    opts.chunk_bytes = chunk_bytes;
+    opts.accumulate = h.accumulate & 1 != 0;
     let want_rl = o & 8 != 0 || (reduction == Reduction::None && o & 0x80 == 0);
     let case = Case {
         b,

@@ -1,4 +1,4 @@
-//! The cross-entropy family through `Kernels::cross_entropy_ext` (which every other entry
+//! The cross-entropy family through `Kernels::cross_entropy_with` (which every other entry
 //! point calls): every option of `CrossEntropyOptions`, class labels of every `Label` type
 //! (out of range, negative, the ignore index, values that wrap in small types) and probability
 //! targets, loss only / separate gradient / in place, every optional output; one tier against
@@ -298,7 +298,7 @@ fn run<L: Label>(k: &Kernels, c: &Case<'_, L>) -> Run {
         1 => Logits::Grad(c.x, &mut grad),
         _ => Logits::InPlace(&mut logits),
     };
-    let res = k.cross_entropy_ext(lg, c.targets, c.cols, &c.opts, &mut out);
+    let res = k.cross_entropy_with(lg, c.targets, c.cols, &c.opts, &mut out);
     Run {
         res,
         grad: if c.mode == 1 { grad } else { logits },
@@ -365,21 +365,21 @@ fn typed<L: FromWide>(
         };
         words.floats(len, h.rswin)
     });
-    let opts = CrossEntropyOptions {
-        reduction,
-        weight: weight.as_deref(),
-        ignore_index: ignore,
-        label_smoothing: smoothing(h.smoothing, h.smoothing_bits),
-        z_loss: z_loss(h.z_loss, h.z_loss_bits),
-        softcap: softcap(h.softcap, h.softcap_bits),
-        all_ignored: if h.all_ignored & 1 != 0 {
-            AllIgnored::Zero
-        } else {
-            AllIgnored::Nan
-        },
-        scale: scale(h.scale, h.scale_bits),
-        row_scale: row_scale.as_deref(),
+    // The options struct is #[non_exhaustive]: set every field on the defaults.
+    let mut opts = CrossEntropyOptions::default();
+    opts.reduction = reduction;
+    opts.weight = weight.as_deref();
+    opts.ignore_index = ignore;
+    opts.label_smoothing = smoothing(h.smoothing, h.smoothing_bits);
+    opts.z_loss = z_loss(h.z_loss, h.z_loss_bits);
+    opts.softcap = softcap(h.softcap, h.softcap_bits);
+    opts.all_ignored = if h.all_ignored & 1 != 0 {
+        AllIgnored::Zero
+    } else {
+        AllIgnored::Nan
     };
+    opts.scale = scale(h.scale, h.scale_bits);
+    opts.row_scale = row_scale.as_deref();
     let which = (h.out_len >> 3) % 3;
     let out_len = |i: u8| {
         if i == which {

@@ -45,7 +45,7 @@ pub fn reference() -> &'static Kernels {
     Kernels::for_isa(Isa::Scalar).expect("the scalar tier is always available")
 }
 
-/// Long row lengths around [`softmax_kernels::ONLINE_MIN_COLS`] and the online chunk size.
+/// Long row lengths around [`softmax_kernels::tuning::ONLINE_MIN_COLS`] and the online chunk size.
 pub const LONG_COLS: [usize; 16] = [
     65535,
     65536,

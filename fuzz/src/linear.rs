@@ -79,7 +79,7 @@ crate::header! {
 /// The functions, by `op % 7`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `rank1_update(alpha, x, y, w, ld)`
+    /// `rank1_update(alpha, x, y, w, [x.len(), y.len()] at stride ld)`
     Rank1,
     /// `rank_k_update(alpha, delta, a, w, layout)`
     RankK,
@@ -247,7 +247,8 @@ fn run_op(
     };
     let v1 = words.floats(perturb(n1, h.len1, h.delta1), h.win1);
     let v2 = words.floats(perturb(n2, h.len2, h.delta2), h.win2);
-    // rank1_update takes C and D from x and y, bias_grad takes C from db.
+    // rank1_update gets C and D from x and y (the layout is built from their lengths),
+    // bias_grad takes C from db.
     let (c, d) = match op {
         Op::Rank1 => (v1.len(), v2.len()),
         Op::BiasGrad => (v2.len(), d0),
@@ -270,7 +271,10 @@ fn run_op(
         let mut out = exact(&out0);
         let mut bs = bias.as_deref().map(exact);
         let res = match op {
-            Op::Rank1 => kk.rank1_update(alpha, &v1, &v2, &mut out, lay.ld),
+            Op::Rank1 => {
+                let l1 = MatrixLayout::new(v1.len(), v2.len()).with_ld(lay.ld);
+                kk.rank1_update(alpha, &v1, &v2, &mut out, l1)
+            }
             Op::RankK => kk.rank_k_update(alpha, &v1, &v2, &mut out, lay),
             Op::WeightGrad => kk.weight_grad(alpha, &v1, &v2, beta, &mut out, lay),
             Op::BiasGrad => kk.bias_grad(alpha, &v1, beta, &mut out),
