@@ -23,8 +23,8 @@
 //! current pool: row blocks of W for the streaming kernels, tiles of the output (rows, and
 //! columns where that packs less) for the GEMMs. The streaming blocks are a function of the
 //! shape only, never of the thread count. A GEMM runs as one call on a one-thread pool and as
-//! shape-determined tiles otherwise (each tile repacks its operands, which costs about 10% on
-//! one thread); a tile only partitions the output, and every output element is computed by
+//! shape-determined tiles otherwise (each tile repacks its operands, which costs time on one
+//! thread); a tile only partitions the output, and every output element is computed by
 //! one sgemm call over the whole inner dimension in the same order whichever tile holds it,
 //! so **results are bit-identical for any number of threads** (tested: pools of 1, 2, 3 and 8
 //! threads). The GEMMs are single-threaded `matrixmultiply::sgemm` calls (its own threading
@@ -269,8 +269,7 @@ impl Tiles {
 /// Whether a streaming GEMM of `m x n x k` multiply-adds runs as one call on the calling
 /// thread: as the sgemm tiles ([`Tiles::new`]), up to [`GEMM_SINGLE_FMAS`] or on a one-thread
 /// pool. (A smaller split woke the second thread for every 64-row chunk of a fused linear
-/// cross-entropy with 10 classes: 16384 x 10 x 784 took 35.5 ms on two threads against 24.1
-/// on one.)
+/// cross-entropy with 10 classes, which then ran slower on two threads than on one.)
 fn stream_inline(m: usize, n: usize, k: usize) -> bool {
     m.saturating_mul(n).saturating_mul(k) <= GEMM_SINGLE_FMAS || rayon::current_num_threads() == 1
 }

@@ -1001,9 +1001,9 @@ unsafe fn ce_plain_regs<S: Simd, const K: usize>(
 ) {
     // Row `r`'s vectors and target logit (any logit for an ignored row). In place, a row read
     // right after the previous row's store (whose masked span covers the start of the next
-    // row when `n < LANES`) waits for that store to reach the cache: 64x10 in place took
-    // 2.2 us against 0.75 out of place. So each row is read one row ahead, before the
-    // previous row is stored.
+    // row when `n < LANES`) waits for that store to reach the cache (three times slower in
+    // place than out of place). So each row is read one row ahead, before the previous row is
+    // stored.
     // (A function, not a closure: a closure is not compiled with the tier's target features
     // unless it is inlined.)
     /// # Safety
@@ -1042,8 +1042,8 @@ unsafe fn ce_plain_regs<S: Simd, const K: usize>(
     };
     let mut r0 = 0;
     while r0 < rows {
-        // The loss group checked once per group, not per row (which made rows of 2 to 4
-        // vectors 6-9% slower here).
+        // The loss group checked once per group, not per row (measurably slower for rows of
+        // 2 to 4 vectors).
         let end = rows.min(r0 + LOSS_GROUP);
         st.start_row(r0, acc);
         for r in r0..end {
@@ -1187,7 +1187,7 @@ impl PlainRows {
     ///   alone, where the scalar fix-up right after the masked store waited for the store to
     ///   reach the cache (it was on a 1x10 call's critical path);
     /// * else one row later as a scalar (in a row loop that costs nothing, and is cheaper than
-    ///   `sub_lane` on every vector: 64x32 on avx2 was 4% slower with it).
+    ///   `sub_lane` on every vector, which measured slower).
     ///
     /// The same bits either way (one f32 subtraction of `g32` from the stored product). When
     /// `FIX_IN_REGISTER`, nothing is left for [`PlainRows::finish`] to fix.
@@ -1284,8 +1284,8 @@ impl PlainRows {
 
 /// `exp(v - z_t)` lane-wise and its f32 sum for a short row (`-inf` past its end) whose target
 /// logit is `zt`: the row shifted by its target's logit instead of its maximum, which spares
-/// the maximum's reduction tree and its latency before the exponentials (64x10 fwd+bwd on
-/// avx512: 820 to 726 ns). `None` (the caller shifts by the maximum) unless the sum is at most
+/// the maximum's reduction tree and its latency before the exponentials. `None` (the caller
+/// shifts by the maximum) unless the sum is at most
 /// `2^60`.
 ///
 /// Why that is enough: the target's own term is `exp(0) = 1`, so the sum is at least 1 and

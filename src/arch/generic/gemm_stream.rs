@@ -129,9 +129,9 @@ impl StreamKernels {
 /// GFLOP/s) and faster from 96 (60 against 50), on Zen 4.
 pub(crate) const NT_MIN_CLASSES: usize = 96;
 
-/// The largest batch the AVX2 and AVX-512 tiers send to the streaming kernels (measured on
-/// Zen 4 at `[C, D]` = `[128256, 256]` and `[32000, 1024]`: at 64 rows they beat sgemm on
-/// 131 rows by 10-50% per multiply-add). [`stream_nt`] keeps the partial sums of a tile over
+/// The largest batch the AVX2 and AVX-512 tiers send to the streaming kernels (at 64 rows
+/// they beat sgemm per multiply-add on the output layer's shapes, measured on Zen 4:
+/// `docs/design-measurements.md`). [`stream_nt`] keeps the partial sums of a tile over
 /// all panels in a stack buffer sized for it (checked below for the tiers' tiles).
 pub(crate) const SIMD_MAX_ROWS: usize = 64;
 

@@ -179,10 +179,8 @@ pub(crate) struct LinearKernels {
 
 /// The batch size at and below which the AVX-512 tier's weight gradient uses the streaming
 /// rank-k kernel instead of sgemm: measured on Zen 4 against `matrixmultiply`'s AVX-512
-/// sgemm. Before the kernel prefetched the next strip of W, the two tied between `k` = 48 and
-/// 64 (`[C, D]` = `[1000, 2048]`, `[4096, 4096]`; `benches/linear.rs`, group
-/// `rank_k_vs_sgemm_1t`); with it, `k` = 64 on `[128256, 256]` and `[32000, 1024]` runs at
-/// 92-100 GFLOP/s against sgemm's 58-80. sgemm pays for packing and for a C tile loaded and
+/// sgemm (`benches/linear.rs`, group `rank_k_vs_sgemm_1t`; the numbers are in
+/// `docs/design-measurements.md`). sgemm pays for packing and for a C tile loaded and
 /// stored per `k`-block, which a small `k` does not amortize; the streaming kernel is an
 /// unpacked micro-kernel that runs near the FMA peak as soon as `k` is about 16.
 pub(crate) const RANK_K_MAX_AVX512: usize = 64;
@@ -209,8 +207,7 @@ const COLSUM_CHUNK_MAX: usize = 64;
 /// Why strips: the update of a W that does not fit in the caches is bound by how many cache
 /// misses the core keeps in flight, and every load (hits included) holds a load-queue entry
 /// until it retires behind the oldest miss. One load of `y` per line of W halves the lines in
-/// flight (measured on Zen 4: 3.4 against 5 Gelem/s for a 4096 x 4096 W); shared by 8 rows it
-/// costs almost nothing.
+/// flight (measured: `docs/design-measurements.md`); shared by 8 rows it costs almost nothing.
 ///
 /// # Safety
 /// `p.x` valid for `p.rows` reads, `p.y` for `p.cols` reads, and for each `r < p.rows`,
@@ -464,8 +461,8 @@ unsafe fn rank_k_panel<S: Simd, const MR: usize, const NV: usize, const MODE: u8
 /// Whole rows, not column panels: each strip of `MR` rows of W streams through full rows while
 /// the tile's `k` lines of A come from L1 (or L2, where the whole `k x D` block of A lives).
 /// Column panels sized to keep all of A's panel in L1 cut W's stream into short row segments
-/// and measured slower on Zen 4 (1000 x 2048, AVX-512: 316 against 250 us at k = 2, 1815
-/// against 1350 us at k = 32). The caller pads A's row stride when it would make the rows of A
+/// and measured slower (`docs/design-measurements.md`). The caller pads A's row stride when it
+/// would make the rows of A
 /// collide in the same L1 sets (see `crate::linear`).
 ///
 /// # Safety

@@ -67,7 +67,7 @@ pub(crate) unsafe fn exp_sum_then_max<S: Simd>(
 /// and
 /// * with `STORE`, each `exp(x_i - m)` stored to `y[i]`, or with `STORE` and `SHIFTED` each
 ///   `x_i - m` (log_softmax: that brings its output row into L1 while the pass is bound by the
-///   exps, and its last pass then works there; writing a cold `y` in that pass cost about 7%);
+///   exps, and its last pass then works there instead of writing a cold `y`);
 /// * with `NEXT`, the max of the next row `next[0..n]` by `row_max`'s exact operations on the
 ///   same offsets (the second result; `-inf` without `NEXT`), so a pipelined row loop gets the
 ///   next row's pass 1 from this pass.
@@ -215,8 +215,7 @@ pub(crate) unsafe fn scale<S: Simd>(s: S, y: *mut f32, n: usize, r: f32) {
 /// accumulators, same order, so the same value bit for bit), fused with another row's last
 /// sweep: `f(i, k)` is called once for each vector `i .. i + k` of `0..n` (`k == LANES`, or
 /// the partial tail). Interleaving the next row's first sweep (its first touch, from L2/L3)
-/// with this row's last one (in L1) lets the loads of one overlap the work of the other
-/// (softmax 256x1000 on Zen 4: 3.63 -> 3.95 Gelem/s on one thread).
+/// with this row's last one (in L1) lets the loads of one overlap the work of the other.
 ///
 /// # Safety
 /// `x .. x + n` valid for reads and not written by `f`.
@@ -518,8 +517,8 @@ pub(crate) const UNSHIFTED_CLAMP: f32 = 64.0;
 /// to 64 and so push the sum past `2^60`); NaN or `+inf` make the sum NaN or infinite; a term
 /// whose `exp` is subnormal (argument below -87.3) has a probability below
 /// `2^-126 / 2^-26 < 1e-30`, outside the accuracy contract, and adds less than an ULP to the
-/// sum. Skipping the maximum's reduction tree (and its latency before the exponentials) saved a
-/// tenth of a 10-class softmax row (64x10: 488 to 450 ns on avx512); without the rounding of
+/// sum. Skipping the maximum's reduction tree (and its latency before the exponentials) saves
+/// about a tenth of a 10-class softmax row; without the rounding of
 /// `z - m`, each `exp` is also one rounding closer. Softmax only: log_softmax and the
 /// cross-entropy loss of a row dominated by one entry would lose `ln s - z_max` (small) to
 /// cancellation, where `(z - m) - ln s'` keeps it.
@@ -593,7 +592,7 @@ unsafe fn short_rows<S: Simd, const K: usize>(
 /// Floats per chunk of [`softmax_dense`].
 const DENSE: usize = 512;
 /// Chunks of fewer rows stay in registers: for 1 or 2 rows of 10 the two passes cost more than
-/// they save (1x10: 19 against 30 ns).
+/// they save.
 const DENSE_MIN_ROWS: usize = 4;
 
 /// Softmax of the short rows `rows` (together at most [`DENSE`] floats) in two passes: `exp`
@@ -852,11 +851,10 @@ unsafe fn try_short<S: Simd>(
         };
     }
     // In place with a masked tail: a row's load right after the previous row's masked store,
-    // whose span reaches into the next row, waits for that store to reach the cache: 64x10
-    // in place took 1139 ns against 440 out of place. So such rows go, a chunk at a time, to
-    // a buffer on the stack and are copied back with plain stores (549 ns). Rows of whole
-    // vectors do not overlap the next row's loads and skip the copy (64x16 and 64x64 were
-    // slower with it). Both ways run the one inlined copy of `run!` below, so the results are
+    // whose span reaches into the next row, waits for that store to reach the cache (more
+    // than twice as slow as out of place). So such rows go, a chunk at a time, to a buffer on
+    // the stack and are copied back with plain stores. Rows of whole vectors do not overlap
+    // the next row's loads and skip the copy (it made them slower). Both ways run the one inlined copy of `run!` below, so the results are
     // the same bits, NaN payloads included (two copies may order an operation's operands
     // differently, and x86 propagates the first NaN operand).
     // The buffer holds one chunk of `short_rows`'s dense softmax ([`DENSE`] floats), so that
