@@ -35,7 +35,8 @@
 //! [`weight_grad`], [`sgd_step`] and [`Sgd::step`] use the streaming rank-k kernel, which reads
 //! and writes `W` once with no packing; above it, sgemm. Likewise [`linear_forward`] and
 //! [`linear_backward_input`] use streaming kernels for `B <= 64` (the forward from 96 classes,
-//! below which packing `A` costs more than it saves) on the AVX2 and AVX-512 tiers
+//! below which packing `A` costs more than it saves; `dA` on AVX2 only for `B <= 4`, where it
+//! still beats sgemm with 16 registers) on the AVX2 and AVX-512 tiers
 //! (`W` read once from its rows, no packing; `A` packed, a few KiB): these form every
 //! output element with exactly sgemm's operations (blocks of 256 products, each a chain of
 //! fused multiply-adds), so the choice never changes a bit, and a chunk of rows gets the
@@ -979,7 +980,8 @@ impl Kernels {
     ///
     /// `delta` is `[B, C]`, `w` is `layout` = `[C, D]` with its leading dimension, `da` is
     /// `[B, D]` and is overwritten. sgemm tiles as in [`Kernels::linear_forward`], or for
-    /// `B <= 64` on the AVX2 and AVX-512 tiers the streaming kernel over ranges of columns.
+    /// `B <= 64` on the AVX-512 tier (`B <= 4` on AVX2) the streaming kernel over ranges of
+    /// columns.
     ///
     /// # Errors
     /// As [`Kernels::linear_forward`] (`delta` for `a`, `da` for `z`).

@@ -100,6 +100,9 @@ pub(crate) struct StreamKernels {
     /// The forward and input-gradient GEMMs use these kernels for batches of at most this
     /// many rows (sgemm above).
     pub(crate) max_rows: usize,
+    /// [`stream_nn`] serves batches of at most this many rows (sgemm above):
+    /// [`SIMD_MAX_ROWS`] on AVX-512, [`AVX2_NN_MAX_ROWS`] on AVX2.
+    pub(crate) nn_max_rows: usize,
 }
 
 impl StreamKernels {
@@ -115,7 +118,7 @@ impl StreamKernels {
 
     /// Whether `dA = G W` with a batch of `m` rows takes [`stream_nn`].
     pub(crate) fn serves_nn(&self, m: usize) -> bool {
-        m <= self.max_rows
+        m <= self.nn_max_rows
     }
 
     /// Whether `Z = A W^T + b` with a batch of `m` rows and `c` classes takes [`stream_nt`].
@@ -134,6 +137,12 @@ pub(crate) const NT_MIN_CLASSES: usize = 96;
 /// `docs/design-measurements.md`). [`stream_nt`] keeps the partial sums of a tile over
 /// all panels in a stack buffer sized for it (checked below for the tiers' tiles).
 pub(crate) const SIMD_MAX_ROWS: usize = 64;
+
+/// The largest batch the AVX2 tier sends to [`stream_nn`]: with 16 registers its `dA` ran
+/// below sgemm from 8 rows on at the output layer's shapes on Zen 3, while it still wins
+/// where the GEMM is a matrix-vector product (`docs/design-measurements.md`). The streaming
+/// forward keeps [`SIMD_MAX_ROWS`] on AVX2.
+pub(crate) const AVX2_NN_MAX_ROWS: usize = 4;
 
 // The partial sums of a tile (`panels * NR * pw` floats) fit `NT_ZBUF` for every batch of at
 // most SIMD_MAX_ROWS rows: AVX-512 (one-vector panels of 24 classes up to 16 rows, two-vector

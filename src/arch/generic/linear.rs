@@ -820,6 +820,11 @@ macro_rules! stamp_linear {
                     2 * <$token as $crate::arch::vector::Simd>::LANES
                 },
                 max_rows: $crate::arch::generic::gemm_stream::SIMD_MAX_ROWS,
+                nn_max_rows: if <$token as $crate::arch::vector::Simd>::LANES >= 16 {
+                    $crate::arch::generic::gemm_stream::SIMD_MAX_ROWS
+                } else {
+                    $crate::arch::generic::gemm_stream::AVX2_NN_MAX_ROWS
+                },
             };
 
         /// This tier's linear kernels.
