@@ -149,6 +149,17 @@ unsafe fn load_z_part<S: Simd, const CAP: bool>(
     }
 }
 
+/// The factor every gradient path multiplies `exp(z - m)` by: `g (head + 2 zl lse) / s`,
+/// with `g` the row's scale, `head` the target's share (`(1 - eps) w_t + (eps / C) sum w`
+/// for class targets, `sum w y'` for probabilities), `zl2 = 2 zl` and `s = sum exp(z - m)`,
+/// in f64 and rounded once. (The plain short rows divide `g32 / s` in f32: the same
+/// rounding for `head = 1`, `zl = 0`, since a quotient of two f32 values rounded from f64 is
+/// the f32 quotient.)
+#[inline(always)]
+fn grad_factor(g: f64, head: f64, zl2: f32, lse: f64, total: f64) -> f32 {
+    (g * (head + zl2 as f64 * lse) / total) as f32
+}
+
 /// Pass 1: the maximum of the (capped) logits and, when `argmax`, its first index.
 ///
 /// # Safety
@@ -437,7 +448,7 @@ unsafe fn ce_short<S: Simd, const K: usize>(
         };
         if !grad.is_null() {
             let lse = m as f64 + out.ls;
-            let factor = (a.g as f64 * (a.a0 as f64 + a.zl2 as f64 * lse) / total) as f32;
+            let factor = grad_factor(a.g as f64, a.a0 as f64, a.zl2, lse, total);
             let vf = s.splat(factor);
             for ej in e.iter_mut() {
                 *ej = s.mul(*ej, vf);
@@ -550,7 +561,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
         }
         // Pass 3.
         let lse = m as f64 + out.ls;
-        let factor = (a.g as f64 * (a.a0 as f64 + a.zl2 as f64 * lse) / total) as f32;
+        let factor = grad_factor(a.g as f64, a.a0 as f64, a.zl2, lse, total);
         if defer {
             return CeRowOut {
                 deferred: Some(factor),
@@ -732,7 +743,7 @@ pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
             return out;
         }
         let lse = m as f64 + out.ls;
-        let factor = (a.g as f64 * (wy + a.zl2 as f64 * lse) / total) as f32;
+        let factor = grad_factor(a.g as f64, wy, a.zl2, lse, total);
         let vf = s.splat(factor);
         let vg = s.splat(a.g);
         let one = s.splat(1.0);
@@ -906,8 +917,8 @@ pub(crate) unsafe fn ce_short_rows<S: Simd, const K: usize>(
             if !gr.is_null() {
                 if m.is_finite() {
                     let lse_k = mf + ls;
-                    let factor = ((g as f32) as f64 * ((wt as f32) as f64 + b.zl2 as f64 * lse_k)
-                        / total) as f32;
+                    let factor =
+                        grad_factor((g as f32) as f64, (wt as f32) as f64, b.zl2, lse_k, total);
                     let vf = s.splat(factor);
                     let mut e = e;
                     for ej in e.iter_mut() {
