@@ -72,9 +72,7 @@
 //! [`LceHeader`] and the seeds in [`seeds`]).
 #![cfg_attr(fuzzing, no_main)]
 
-use fuzz_common::cross_entropy::{
-    ignore_index, label_value, scale, smoothing, softcap, z_loss, FromWide,
-};
+use fuzz_common::cross_entropy::{ignore_index, label_value, FromWide, OptionBits};
 use fuzz_common::input::{encode_words, exact, perturb, split, Fill, Win, Words};
 use fuzz_common::seeds::Seed;
 use fuzz_common::{close, close64, has_unwritten, pow2, unchanged, Report, UNWRITTEN};
@@ -264,6 +262,32 @@ thread_local! {
 
 /// `2^110`: the domain's bound on magnitudes (f32 overflows at `2^128`).
 const LIM: f64 = 1.298_074_214_633_707e33;
+
+/// The header's cross-entropy option fields.
+fn option_bits(h: &LceHeader) -> OptionBits {
+    OptionBits {
+        smoothing: (h.smoothing, h.smoothing_bits),
+        z_loss: (h.z_loss, h.z_loss_bits),
+        softcap: (h.softcap, h.softcap_bits),
+        all_ignored: h.all_ignored,
+        scale: (h.scale, h.scale_bits),
+    }
+}
+
+/// The fused call's options: `ce` with the decoded chunking (the struct is
+/// `#[non_exhaustive]`: set on [`LinearCeOptions::new`]).
+fn lce_options(
+    ce: CrossEntropyOptions<'_>,
+    (rows, classes, bytes): (Option<usize>, Option<usize>, usize),
+    accumulate: bool,
+) -> LinearCeOptions<'_> {
+    let mut o = LinearCeOptions::new(ce);
+    o.chunk_rows = rows;
+    o.chunk_classes = classes;
+    o.chunk_bytes = bytes;
+    o.accumulate = accumulate;
+    o
+}
 
 /// The chunking options from the header: `(chunk_rows, chunk_classes, chunk_bytes)`.
 pub fn chunking(h: &LceHeader) -> (Option<usize>, Option<usize>, usize) {
@@ -592,26 +616,8 @@ fn typed<L: FromWide>(h: &LceHeader, words: &mut Words, probs: bool) -> Result<(
         _ => {}
     }
     let (chunk_rows, chunk_classes, chunk_bytes) = chunking(h);
-    // The options structs are #[non_exhaustive]: set every field on the defaults.
-    let mut ce = CrossEntropyOptions::default();
-    ce.reduction = reduction;
-    ce.weight = cweight.as_deref();
-    ce.ignore_index = ignore;
-    ce.label_smoothing = smoothing(h.smoothing, h.smoothing_bits);
-    ce.z_loss = z_loss(h.z_loss, h.z_loss_bits);
-    ce.softcap = softcap(h.softcap, h.softcap_bits);
-    ce.all_ignored = if h.all_ignored & 1 != 0 {
-        AllIgnored::Zero
-    } else {
-        AllIgnored::Nan
-    };
-    ce.scale = scale(h.scale, h.scale_bits);
-    ce.row_scale = row_scale.as_deref();
-    let mut opts = LinearCeOptions::new(ce);
-    opts.chunk_rows = chunk_rows;
-    opts.chunk_classes = chunk_classes;
-    opts.chunk_bytes = chunk_bytes;
-    opts.accumulate = accumulate;
+    let ce = option_bits(h).options(reduction, cweight.as_deref(), ignore, row_scale.as_deref());
+    let opts = lce_options(ce, (chunk_rows, chunk_classes, chunk_bytes), accumulate);
     let want_rl = o & 8 != 0 || (reduction == Reduction::None && o & 0x80 == 0);
     let case = Case {
         b,
@@ -686,24 +692,12 @@ fn wide_fused_only<L: FromWide>(
         .then(|| words.floats(b, h.rswin));
     let (chunk_rows, chunk_classes, chunk_bytes) = chunking(h);
     let o = h.outputs;
-    let mut ce = CrossEntropyOptions::default();
-    ce.reduction = reduction;
-    ce.ignore_index = ignore;
-    ce.label_smoothing = smoothing(h.smoothing, h.smoothing_bits);
-    ce.z_loss = z_loss(h.z_loss, h.z_loss_bits);
-    ce.softcap = softcap(h.softcap, h.softcap_bits);
-    ce.all_ignored = if h.all_ignored & 1 != 0 {
-        AllIgnored::Zero
-    } else {
-        AllIgnored::Nan
-    };
-    ce.scale = scale(h.scale, h.scale_bits);
-    ce.row_scale = row_scale.as_deref();
-    let mut opts = LinearCeOptions::new(ce);
-    opts.chunk_rows = chunk_rows;
-    opts.chunk_classes = chunk_classes;
-    opts.chunk_bytes = chunk_bytes;
-    opts.accumulate = h.accumulate & 1 != 0;
+    let ce = option_bits(h).options(reduction, None, ignore, row_scale.as_deref());
+    let opts = lce_options(
+        ce,
+        (chunk_rows, chunk_classes, chunk_bytes),
+        h.accumulate & 1 != 0,
+    );
     let want_rl = o & 8 != 0 || (reduction == Reduction::None && o & 0x80 == 0);
     let case = Case {
         b,

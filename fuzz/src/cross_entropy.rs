@@ -132,6 +132,49 @@ const SPECIALS: [f32; 8] = [
     -1.0,
 ];
 
+/// The option fields every target's header carries, as `(selector, bits)` pairs.
+pub struct OptionBits {
+    /// Label smoothing ([`smoothing`]).
+    pub smoothing: (u8, u32),
+    /// z-loss ([`z_loss`]).
+    pub z_loss: (u8, u32),
+    /// Soft cap ([`softcap`]).
+    pub softcap: (u8, u32),
+    /// `AllIgnored::Zero` when the low bit is set.
+    pub all_ignored: u8,
+    /// Gradient scale ([`scale`]).
+    pub scale: (u8, u32),
+}
+
+impl OptionBits {
+    /// The cross-entropy options these fields decode to, with the buffers and choices the
+    /// target decoded itself. (The struct is `#[non_exhaustive]`: every field is set on the
+    /// defaults.)
+    pub fn options<'a>(
+        &self,
+        reduction: Reduction,
+        weight: Option<&'a [f32]>,
+        ignore: Option<i64>,
+        row_scale: Option<&'a [f32]>,
+    ) -> CrossEntropyOptions<'a> {
+        let mut o = CrossEntropyOptions::default();
+        o.reduction = reduction;
+        o.weight = weight;
+        o.ignore_index = ignore;
+        o.label_smoothing = smoothing(self.smoothing.0, self.smoothing.1);
+        o.z_loss = z_loss(self.z_loss.0, self.z_loss.1);
+        o.softcap = softcap(self.softcap.0, self.softcap.1);
+        o.all_ignored = if self.all_ignored & 1 != 0 {
+            AllIgnored::Zero
+        } else {
+            AllIgnored::Nan
+        };
+        o.scale = scale(self.scale.0, self.scale.1);
+        o.row_scale = row_scale;
+        o
+    }
+}
+
 /// Label smoothing: mostly 0 or valid, sometimes out of `[0, 1]` or NaN.
 pub fn smoothing(sel: u8, bits: u32) -> f32 {
     match sel % 8 {
@@ -365,21 +408,14 @@ fn typed<L: FromWide>(
         };
         words.floats(len, h.rswin)
     });
-    // The options struct is #[non_exhaustive]: set every field on the defaults.
-    let mut opts = CrossEntropyOptions::default();
-    opts.reduction = reduction;
-    opts.weight = weight.as_deref();
-    opts.ignore_index = ignore;
-    opts.label_smoothing = smoothing(h.smoothing, h.smoothing_bits);
-    opts.z_loss = z_loss(h.z_loss, h.z_loss_bits);
-    opts.softcap = softcap(h.softcap, h.softcap_bits);
-    opts.all_ignored = if h.all_ignored & 1 != 0 {
-        AllIgnored::Zero
-    } else {
-        AllIgnored::Nan
+    let bits = OptionBits {
+        smoothing: (h.smoothing, h.smoothing_bits),
+        z_loss: (h.z_loss, h.z_loss_bits),
+        softcap: (h.softcap, h.softcap_bits),
+        all_ignored: h.all_ignored,
+        scale: (h.scale, h.scale_bits),
     };
-    opts.scale = scale(h.scale, h.scale_bits);
-    opts.row_scale = row_scale.as_deref();
+    let opts = bits.options(reduction, weight.as_deref(), ignore, row_scale.as_deref());
     let which = (h.out_len >> 3) % 3;
     let out_len = |i: u8| {
         if i == which {
