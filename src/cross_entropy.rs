@@ -52,28 +52,39 @@
 //! The row losses are summed in f64 over fixed row blocks, so the loss is bit-identical for any
 //! number of threads.
 //!
-//! Rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) without smoothing or cap are
-//! held in registers and, when `sum_c exp(z_c - z_t) <= 2^60`, shifted by their target logit
-//! instead of their maximum (the target's term is 1, so every argument is below 41.6; each
-//! argument's rounding is corrected exactly, so the probabilities are at least as accurate as
-//! with the maximum); the loss is then `ln s`. Other rows take the maximum. Without weights and
-//! z-loss, each group of 16 such rows adds its loss as `sum (m - z_t) + ln prod s` (one `ln`
-//! per group, inline: `crate::ln`). The path a row takes depends on the row alone.
+//! ## Paths
 //!
-//! Small calls with class targets and default-like options (at most 64 short rows, no
-//! weights, smoothing, z-loss, cap, row scales or per-row outputs) skip the general path's
-//! plan and row blocks; a call of one row keeps its label, class and loss in registers and
-//! skips the reduction's divisions by 1. The bits are those of the general path
-//! (`one_row_calls_match_the_general_path` in `tests/cross_entropy.rs`).
+//! A call is validated first (options, lengths, every label), then [`CePlan::choose`] picks its
+//! path once, from the target kind, the options, the outputs asked for, the row count and the
+//! tier's short-row width (`W`: 64 classes on AVX-512, 32 on AVX2). Each row block then runs
+//! the path's kernel (`crate::arch::generic::ce`). The path depends on the call alone, never on
+//! the thread count.
+//!
+//! | path | chosen when | what it saves |
+//! |---|---|---|
+//! | `Probs` | probability targets | - |
+//! | `OneRow` | one row of at most `W` classes; no smoothing, cap, weights, row scales, z-loss or per-row outputs | the loop's set-up; the target's fix-up is in the register |
+//! | `Dense` | as `OneRow`, from 4 rows, rows of one vector (16 classes on AVX-512, 8 on AVX2) | idle lanes: the exps of many rows as one dense array |
+//! | `ShortPlain` | as `OneRow`, several rows | the per-row `ln`: the loss adds `ln prod s` once per 16 rows |
+//! | `Short` | rows of at most `W` classes, no smoothing or cap | loops: each row in registers, shifted by its target logit when that is safe |
+//! | `Rows` | every other class-target call | - (three passes per row, pipelined across rows) |
+//!
+//! The short paths (`OneRow`, `Dense`, `ShortPlain`, `Short`) compute each row with one
+//! function, so they give the same bits; a short row shifted by its target logit (when
+//! `sum_c exp(z_c - z_t) <= 2^60`, every argument below 41.6, each argument's rounding
+//! corrected exactly) is at least as accurate as one shifted by its maximum. `Rows` shifts
+//! every row by its maximum.
 
-use crate::arch::generic::cross_entropy::{CeArgs, CeProbArgs, CeRowOut, CeShortBatch};
+use crate::arch::generic::ce::{CeAcc, CeCall, CeRows, IGNORED};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
-use crate::parallel::{sum_row_blocks, SyncPtr, BLOCK_BYTES};
+use crate::parallel::{sum_row_blocks, SyncPtr};
 
-/// The most rows [`Kernels::ce_plain_small`] takes (one batch of the short-row kernel, as
-/// [`Ctx::class_block_short`] calls it).
-const PLAIN_ROWS: usize = 64;
+/// Labels converted to kernel classes at a time (on the stack) per row block.
+const LABEL_BATCH: usize = 64;
+
+/// `Dense` pays from this many rows on; fewer rows stay on `ShortPlain`.
+const DENSE_MIN_ROWS: usize = 4;
 
 /// The largest class count (`cols`, or `C` of the fused layer) the cross-entropy family
 /// accepts: class indices are `u32` inside the kernels and in the argmax output. A larger
@@ -228,19 +239,6 @@ impl<'a> CrossEntropyOptions<'a> {
         self
     }
 
-    /// Valid options without weights, row scales, smoothing, z-loss or cap, and with a reduced
-    /// loss (`Mean` or `Sum`): what [`Kernels::ce_plain_small`] serves.
-    #[inline]
-    fn is_plain(&self) -> bool {
-        self.weight.is_none()
-            && self.row_scale.is_none()
-            && self.label_smoothing == 0.0
-            && self.z_loss == 0.0
-            && self.softcap.is_none()
-            && self.scale.is_finite()
-            && self.reduction != Reduction::None
-    }
-
     fn validate(&self, rows: usize, cols: usize) -> Result<()> {
         let bad = |name, value: f32, expected| {
             Err(Error::InvalidOption {
@@ -380,29 +378,6 @@ impl Kernels {
             Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
             Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
         };
-        // A small call first, before the checks of the general path, which cost as much as
-        // the kernel on a 1x10 call: the shape is checked here without a division (any call
-        // this test turns away takes the general path and its errors).
-        if let Targets::Classes(t) = targets {
-            if t.len() <= PLAIN_ROWS
-                && cols != 0
-                && cols <= BLOCK_BYTES / 4
-                // Neither product overflows: both factors are bounded above.
-                && t.len() * cols == len
-                && len <= BLOCK_BYTES / 4
-                && grad_len == len
-                && opts.is_plain()
-                && outputs.row_loss.is_none()
-                && outputs.lse.is_none()
-                && outputs.argmax.is_none()
-            {
-                // SAFETY: `xp` holds `len = t.len() * cols` floats; `gp` is null, or `xp`
-                // itself (in place), or a distinct buffer of `len` floats (the borrows above).
-                if let Some(st) = unsafe { self.ce_plain_small(xp, gp, t.len(), cols, t, opts)? } {
-                    return Ok(st);
-                }
-            }
-        }
         let rows = rows_of("logits", len, cols)?;
         check_len("grad", grad_len, len)?;
         let plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
@@ -412,6 +387,69 @@ impl Kernels {
         let (total, correct) =
             unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
         Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
+    }
+
+    /// The path [`Kernels::cross_entropy_with`] takes for this call (after the same checks),
+    /// for tests and reports that name it.
+    ///
+    /// # Errors
+    /// As [`Kernels::cross_entropy_with`].
+    #[doc(hidden)]
+    pub fn cross_entropy_path<L: Label>(
+        &self,
+        logits: &[f32],
+        targets: Targets<'_, L>,
+        cols: usize,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &CrossEntropyOutputs<'_>,
+    ) -> Result<CePath> {
+        let rows = rows_of("logits", logits.len(), cols)?;
+        Ok(self.ce_plan(targets, rows, cols, opts, outputs)?.path)
+    }
+
+    /// [`Kernels::cross_entropy_with`] on a chosen path instead of the planned one, for tests
+    /// that compare the paths. `Ok(None)` (nothing computed or written) when `path` does not
+    /// take this call ([`CePath::accepts`]).
+    ///
+    /// # Errors
+    /// As [`Kernels::cross_entropy_with`].
+    #[doc(hidden)]
+    pub fn cross_entropy_on_path<L: Label>(
+        &self,
+        path: CePath,
+        logits: Logits<'_>,
+        targets: Targets<'_, L>,
+        cols: usize,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> Result<Option<CrossEntropyStats>> {
+        let (len, grad_len) = match &logits {
+            Logits::Read(x) => (x.len(), x.len()),
+            Logits::Grad(x, gr) => (x.len(), gr.len()),
+            Logits::InPlace(x) => (x.len(), x.len()),
+        };
+        let rows = rows_of("logits", len, cols)?;
+        check_len("grad", grad_len, len)?;
+        let mut plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
+        if !path.accepts(&CallFacts::of(self, rows, cols, &targets, opts, outputs)) {
+            return Ok(None);
+        }
+        plan.path = path;
+        let (xp, gp): (*const f32, *mut f32) = match logits {
+            Logits::Read(x) => (x.as_ptr(), std::ptr::null_mut()),
+            Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
+            Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
+        };
+        // SAFETY: as in `cross_entropy_with`; `path` accepts the call.
+        let (total, correct) =
+            unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
+        Ok(Some(plan.finish(
+            opts,
+            total,
+            correct,
+            outputs.argmax.is_some(),
+            &targets,
+        )))
     }
 
     /// The old name of [`Kernels::cross_entropy_with`].
@@ -427,132 +465,9 @@ impl Kernels {
         self.cross_entropy_with(logits, targets, cols, opts, outputs)
     }
 
-    /// A small call (at most [`PLAIN_ROWS`] rows, one row block, short rows) with class
-    /// targets, options that [`CrossEntropyOptions::is_plain`] accepts and no per-row outputs:
-    /// the labels are validated and turned into the short-row kernel's classes in one pass, and
-    /// the kernel is called directly, without the general path's plan, context and row-block
-    /// set-up (which cost as much as the kernel on a 1x10 call). The same arithmetic as the
-    /// general path (which takes one block and one short-row batch here), so the same bits.
-    /// `Ok(None)` when the tier has no short-row kernel for `cols` (nothing was computed).
-    ///
-    /// # Safety
-    /// `xp` valid for `rows * cols` reads; `gp` null or valid for `rows * cols` writes, equal to
-    /// `xp` or not overlapping it; `t.len() == rows <= PLAIN_ROWS`.
-    unsafe fn ce_plain_small<L: Label>(
-        &self,
-        xp: *const f32,
-        gp: *mut f32,
-        rows: usize,
-        cols: usize,
-        t: &[L],
-        opts: &CrossEntropyOptions<'_>,
-    ) -> Result<Option<CrossEntropyStats>> {
-        debug_assert!(t.len() == rows && rows <= PLAIN_ROWS && opts.is_plain());
-        if rows == 1 {
-            // SAFETY: the caller's contract (one row).
-            if let Some(st) = unsafe { self.ce_plain_one_row(xp, gp, cols, t, opts)? } {
-                return Ok(Some(st));
-            }
-        }
-        let mut classes = std::mem::MaybeUninit::<[u32; PLAIN_ROWS]>::uninit();
-        let cp = classes.as_mut_ptr().cast::<u32>();
-        let mut used = 0usize;
-        for (r, &l) in t.iter().enumerate() {
-            let c = match class_of(l, cols, opts.ignore_index) {
-                // `c < cols <= BLOCK_BYTES / 4` fits a u32.
-                Ok(Some(c)) => {
-                    used += 1;
-                    c as u32
-                }
-                Ok(None) => u32::MAX,
-                Err(label) => {
-                    return Err(Error::BadLabel {
-                        row: r,
-                        label,
-                        classes: cols,
-                    })
-                }
-            };
-            // SAFETY: `r < rows <= PLAIN_ROWS`.
-            unsafe { cp.add(r).write(c) };
-        }
-        // As `ce_plan` and `Ctx::class_block` (every target weight is 1).
-        let plan = CePlan::plain(opts, used, cols);
-        let base_g = plan.red_scale * opts.scale as f64;
-        let mut acc = (0.0f64, 0usize);
-        let b = CeShortBatch {
-            classes: cp,
-            weights: std::ptr::null(),
-            base_g,
-            row_scale: std::ptr::null(),
-            zl: 0.0,
-            zl2: 0.0,
-            want_argmax: false,
-            row_loss: std::ptr::null_mut(),
-            lse: std::ptr::null_mut(),
-            argmax: std::ptr::null_mut(),
-        };
-        // SAFETY: the caller's contract; `cp` holds `rows` validated classes (or `u32::MAX`
-        // for ignored rows), written above; the batch has no per-row pointers.
-        let done = unsafe { (self.ce.short_rows)(xp, gp, rows, cols, &b, &mut acc) };
-        if !done {
-            return Ok(None);
-        }
-        // `0.0 +` as `sum_row_blocks` (which turns a -0.0 sum into 0.0).
-        let total = 0.0 + acc.0;
-        Ok(Some(plan.finish(
-            opts,
-            total,
-            acc.1,
-            false,
-            &Targets::Classes(t),
-        )))
-    }
-
-    /// [`Kernels::ce_plain_small`] for one row: the label, the kernel's class and the loss stay
-    /// in registers, and the reduction's divisions by 1 are skipped (`x / 1 == x`), since the
-    /// time of a 1-row call is the latency from the label to the loss. The same bits as the
-    /// batched path. `Ok(None)` when the tier has no one-row kernel for `cols`.
-    ///
-    /// # Safety
-    /// As [`Kernels::ce_plain_small`] with one row.
-    unsafe fn ce_plain_one_row<L: Label>(
-        &self,
-        xp: *const f32,
-        gp: *mut f32,
-        cols: usize,
-        t: &[L],
-        opts: &CrossEntropyOptions<'_>,
-    ) -> Result<Option<CrossEntropyStats>> {
-        let (class, used) = match class_of(t[0], cols, opts.ignore_index) {
-            // `c < cols <= BLOCK_BYTES / 4` fits a u32.
-            Ok(Some(c)) => (c as u32, 1),
-            Ok(None) => (u32::MAX, 0),
-            Err(label) => {
-                return Err(Error::BadLabel {
-                    row: 0,
-                    label,
-                    classes: cols,
-                })
-            }
-        };
-        // (An ignored row's gradient is zero whatever the scale.)
-        let plan = CePlan::plain(opts, used, cols);
-        let g = plan.red_scale * opts.scale as f64;
-        // SAFETY: the caller's contract (one row); `class` is validated.
-        let Some(v) = (unsafe { (self.ce.plain_one)(xp, gp, cols, class, g) }) else {
-            return Ok(None);
-        };
-        // The other paths sum `0.0 + (0.0 + v)` (the accumulator, then `sum_row_blocks`'s
-        // `0.0 +`), which is `v` itself, bit for bit: `v` is `+0.0`, positive or NaN
-        // (`ce_plain_one`).
-        debug_assert!(!(v.to_bits() == (-0.0f64).to_bits() || v < 0.0));
-        Ok(Some(plan.finish(opts, v, 0, false, &Targets::Classes(t))))
-    }
-
     /// Checks everything but the logits for a cross-entropy over `rows x cols` (options,
-    /// target and output lengths), then validates the labels in one pass over them and sums
-    /// the weights of the rows used.
+    /// target and output lengths), validates the labels in one pass over them and sums the
+    /// weights of the rows used, then chooses the path ([`CePlan::choose`]).
     pub(crate) fn ce_plan<L: Label>(
         &self,
         targets: Targets<'_, L>,
@@ -620,6 +535,7 @@ impl Kernels {
             Reduction::Sum | Reduction::None => 1.0,
         };
         Ok(CePlan {
+            path: CePlan::choose(self, rows, cols, &targets, opts, outputs),
             denominator,
             rows_used,
             red_scale,
@@ -650,28 +566,96 @@ impl Kernels {
         plan: &CePlan,
         outputs: &mut CrossEntropyOutputs<'_>,
     ) -> (f64, usize) {
-        let want_argmax = outputs.argmax.is_some();
-        let ctx = Ctx {
-            k: self,
-            x: SyncPtr(xp as *mut f32),
-            g: SyncPtr(gp),
+        let eps = opts.label_smoothing as f64;
+        let eps_c = eps / cols as f64;
+        let call = CeCall {
             cols,
-            opts: *opts,
-            red_scale: plan.red_scale,
+            weights: opts.weight.map_or(std::ptr::null(), |w| w.as_ptr()),
+            base_g: plan.red_scale * opts.scale as f64,
+            eps,
+            keep: 1.0 - eps,
+            eps_c,
+            smooth_a0: if eps == 0.0 { 0.0 } else { eps_c * plan.wsum },
             wsum: plan.wsum,
-            row_loss: SyncPtr(opt_ptr(&mut outputs.row_loss)),
-            lse: SyncPtr(opt_ptr(&mut outputs.lse)),
-            argmax: SyncPtr(
-                outputs
-                    .argmax
-                    .as_mut()
-                    .map_or(std::ptr::null_mut(), |a| a.as_mut_ptr()),
-            ),
-            want_argmax,
+            zl: opts.z_loss as f64,
+            zl2: 2.0 * opts.z_loss,
+            cap: opts.softcap.unwrap_or(0.0),
+            argmax: outputs.argmax.is_some(),
         };
+        let path = self.ce.entry(plan.path);
+        let (x, g) = (SyncPtr(xp as *mut f32), SyncPtr(gp));
+        let row_loss = SyncPtr(opt_ptr(&mut outputs.row_loss));
+        let lse = SyncPtr(opt_ptr(&mut outputs.lse));
+        let argmax = SyncPtr(
+            outputs
+                .argmax
+                .as_mut()
+                .map_or(std::ptr::null_mut(), |a| a.as_mut_ptr()),
+        );
+        let row_scale = SyncPtr(
+            opts.row_scale
+                .map_or(std::ptr::null_mut(), |v| v.as_ptr() as *mut f32),
+        );
+        let call = &call;
+        // Rows `r0 .. r0 + n` of the call, their classes at `classes` (or null).
+        let run = move |r0: usize, n: usize, classes: *const u32, probs: *const f32| {
+            let at = |p: *mut f32| p.wrapping_add(if p.is_null() { 0 } else { r0 });
+            CeRows {
+                call,
+                x: x.get().wrapping_add(r0 * cols),
+                grad: if g.get().is_null() {
+                    g.get()
+                } else {
+                    g.get().wrapping_add(r0 * cols)
+                },
+                rows: n,
+                classes,
+                probs,
+                row_scale: at(row_scale.get()),
+                row_loss: at(row_loss.get()),
+                lse: at(lse.get()),
+                argmax: if argmax.get().is_null() {
+                    argmax.get()
+                } else {
+                    argmax.get().wrapping_add(r0)
+                },
+            }
+        };
+        let ignore = opts.ignore_index.map(|i| i as i128);
         match targets {
-            Targets::Classes(t) => sum_row_blocks(rows, cols, |r| ctx.class_block(t, r)),
-            Targets::Probs(y) => sum_row_blocks(rows, cols, |r| ctx.prob_block(y, r)),
+            Targets::Classes(t) => sum_row_blocks(rows, cols, |block| {
+                let mut acc: CeAcc = (0.0, 0);
+                let mut classes = [0u32; LABEL_BATCH];
+                let mut r0 = block.start;
+                while r0 < block.end {
+                    let n = (block.end - r0).min(LABEL_BATCH);
+                    for (c, l) in classes[..n].iter_mut().zip(&t[r0..r0 + n]) {
+                        let v = l.to_i128();
+                        // Labels were validated: anything but the ignored label is in
+                        // `0..cols`, and `cols <= MAX_CLASSES` fits a u32.
+                        *c = if ignore == Some(v) { IGNORED } else { v as u32 };
+                    }
+                    // SAFETY: rows `r0 .. r0 + n` lie inside `x` (and `g`) and belong to this
+                    // task; the per-row outputs and row scales hold `rows` entries (checked by
+                    // `ce_plan`); `classes` holds `n` validated classes; `plan.path` accepts
+                    // the call.
+                    unsafe { path(&run(r0, n, classes.as_ptr(), std::ptr::null()), &mut acc) };
+                    r0 += n;
+                }
+                acc
+            }),
+            Targets::Probs(y) => sum_row_blocks(rows, cols, |block| {
+                let mut acc: CeAcc = (0.0, 0);
+                let yp = y.as_ptr().wrapping_add(block.start * cols);
+                // SAFETY: as above; `y` holds `rows * cols` floats (checked by `ce_plan`).
+                unsafe {
+                    path(
+                        &run(block.start, block.len(), std::ptr::null(), yp),
+                        &mut acc,
+                    )
+                };
+                acc
+            }),
         }
     }
 
@@ -870,9 +854,87 @@ pub(crate) fn class_of<L: Label>(
     }
 }
 
-/// What [`Kernels::ce_plan`] found: the reduction's denominator and scale, and the weight sum.
+/// A cross-entropy path: how the rows of a call are computed (the table in the module docs).
+/// Public only for tests that run a call on a chosen path
+/// ([`Kernels::cross_entropy_on_path`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CePath {
+    OneRow,
+    Dense,
+    ShortPlain,
+    Short,
+    Rows,
+    Probs,
+}
+
+impl CePath {
+    /// Every path.
+    pub const ALL: [CePath; 6] = [
+        CePath::OneRow,
+        CePath::Dense,
+        CePath::ShortPlain,
+        CePath::Short,
+        CePath::Rows,
+        CePath::Probs,
+    ];
+
+    /// Whether the path computes calls with these facts correctly (it need not be the fastest).
+    fn accepts(self, f: &CallFacts) -> bool {
+        match self {
+            CePath::Probs => f.probs,
+            CePath::Rows => !f.probs,
+            CePath::Short => !f.probs && f.short,
+            CePath::ShortPlain => !f.probs && f.short && f.plain,
+            CePath::Dense => !f.probs && f.short && f.plain && f.one_vector,
+            CePath::OneRow => !f.probs && f.short && f.plain && f.rows == 1,
+        }
+    }
+}
+
+/// What the path of a call depends on.
+struct CallFacts {
+    rows: usize,
+    /// Probability targets.
+    probs: bool,
+    /// Rows the short paths take: at most the tier's short width, no smoothing, no cap.
+    short: bool,
+    /// No weights, row scales, z-loss or per-row outputs.
+    plain: bool,
+    /// Rows of one vector.
+    one_vector: bool,
+}
+
+impl CallFacts {
+    fn of<L: Label>(
+        k: &Kernels,
+        rows: usize,
+        cols: usize,
+        targets: &Targets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &CrossEntropyOutputs<'_>,
+    ) -> CallFacts {
+        CallFacts {
+            rows,
+            probs: matches!(targets, Targets::Probs(_)),
+            short: cols <= k.ce.short_cols && opts.label_smoothing == 0.0 && opts.softcap.is_none(),
+            plain: opts.weight.is_none()
+                && opts.row_scale.is_none()
+                && opts.z_loss == 0.0
+                && outputs.row_loss.is_none()
+                && outputs.lse.is_none()
+                && outputs.argmax.is_none(),
+            one_vector: cols <= k.ce.dense_cols,
+        }
+    }
+}
+
+/// What [`Kernels::ce_plan`] found: the path, the reduction's denominator and scale, and the
+/// weight sum.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CePlan {
+    /// How the rows are computed.
+    pub path: CePath,
     /// `Mean`'s denominator (sum of the used rows' target weights, or the row count).
     pub denominator: f64,
     /// Rows not ignored.
@@ -884,20 +946,26 @@ pub(crate) struct CePlan {
 }
 
 impl CePlan {
-    /// The plan of a call without weights (what [`Kernels::ce_plan`] finds then): `used` rows
-    /// not ignored, each of weight 1. `1 / used` for Mean is skipped for one row (`1 / 1 == 1`
-    /// exactly): a one-row call waits on it.
-    fn plain(opts: &CrossEntropyOptions<'_>, used: usize, cols: usize) -> CePlan {
-        CePlan {
-            denominator: used as f64,
-            rows_used: used,
-            red_scale: match opts.reduction {
-                Reduction::Mean if used == 1 => 1.0,
-                Reduction::Mean => 1.0 / used as f64,
-                Reduction::Sum | Reduction::None => 1.0,
-            },
-            wsum: cols as f64,
-        }
+    /// The path of a valid call: the only place that reads the option flags, the tier's
+    /// short-row widths, the row count and the outputs asked for. The fastest path that
+    /// accepts the call, in the order of the module docs' table.
+    pub(crate) fn choose<L: Label>(
+        k: &Kernels,
+        rows: usize,
+        cols: usize,
+        targets: &Targets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &CrossEntropyOutputs<'_>,
+    ) -> CePath {
+        let f = CallFacts::of(k, rows, cols, targets, opts, outputs);
+        let prefer = |p: CePath| match p {
+            CePath::Dense => rows >= DENSE_MIN_ROWS,
+            _ => true,
+        };
+        CePath::ALL
+            .into_iter()
+            .find(|&p| p.accepts(&f) && prefer(p))
+            .unwrap_or(CePath::Rows)
     }
 
     /// The call's statistics from the summed row losses.
@@ -929,298 +997,6 @@ impl CePlan {
 
 fn opt_ptr(o: &mut Option<&mut [f32]>) -> *mut f32 {
     o.as_mut().map_or(std::ptr::null_mut(), |s| s.as_mut_ptr())
-}
-
-/// Everything a row block needs; shared by the parallel tasks.
-struct Ctx<'a> {
-    k: &'a Kernels,
-    x: SyncPtr<f32>,
-    g: SyncPtr<f32>,
-    cols: usize,
-    opts: CrossEntropyOptions<'a>,
-    red_scale: f64,
-    wsum: f64,
-    row_loss: SyncPtr<f32>,
-    lse: SyncPtr<f32>,
-    argmax: SyncPtr<u32>,
-    want_argmax: bool,
-}
-
-impl Ctx<'_> {
-    /// The gradient scale of row `r`.
-    fn row_g(&self, r: usize) -> f32 {
-        let rs = self.opts.row_scale.map_or(1.0, |g| g[r] as f64);
-        (self.red_scale * self.opts.scale as f64 * rs) as f32
-    }
-
-    /// Writes the optional per-row outputs of row `r`.
-    ///
-    /// # Safety
-    /// `r < rows`; each row is written by one task only.
-    unsafe fn put(&self, r: usize, loss: f64, out: &CeRowOut) {
-        // SAFETY: the output pointers are null or valid for `rows` entries (checked by the
-        // caller), and row `r` belongs to this task alone.
-        unsafe {
-            if !self.row_loss.get().is_null() {
-                *self.row_loss.get().add(r) = loss as f32;
-            }
-            if !self.lse.get().is_null() {
-                *self.lse.get().add(r) = lse_of(out) as f32;
-            }
-            if !self.argmax.get().is_null() {
-                *self.argmax.get().add(r) = out.argmax;
-            }
-        }
-    }
-
-    /// Class targets over rows `rows`: returns the f64 sum of their losses and how many
-    /// argmaxes hit the label.
-    fn class_block<L: Label>(&self, t: &[L], rows: std::ops::Range<usize>) -> (f64, usize) {
-        let (cols, o) = (self.cols, &self.opts);
-        let ignore = o.ignore_index.map(|i| i as i128);
-        let wp = o.weight.map_or(std::ptr::null(), |w| w.as_ptr());
-        let base_g = self.red_scale * o.scale as f64;
-        // Short rows without smoothing or cap first: they need none of what follows.
-        if o.label_smoothing == 0.0 && o.softcap.is_none() {
-            if let Some(acc) = self.class_block_short(t, rows.clone(), ignore, wp, base_g) {
-                return acc;
-            }
-        }
-        // Everything that does not depend on the row, hoisted (short rows spend as much time
-        // here as in the kernel).
-        let eps = o.label_smoothing as f64;
-        let keep = 1.0 - eps;
-        let eps_c = eps / cols as f64;
-        // Without smoothing the weight sum plays no part (a NaN weight of a class that is no
-        // row's target must not reach the gradient, as in PyTorch).
-        let smooth_a0 = if eps == 0.0 { 0.0 } else { eps_c * self.wsum };
-        let zl = o.z_loss as f64;
-        let mut args = CeArgs {
-            t: 0,
-            a0: 0.0,
-            zl2: 2.0 * o.z_loss,
-            g: 0.0,
-            smooth: 0.0,
-            fix_t: 0.0,
-            weights: wp,
-            cap: o.softcap.unwrap_or(0.0),
-            dot: eps != 0.0,
-            argmax: self.want_argmax,
-            next: std::ptr::null(),
-            known_max: None,
-            // With a gradient, each row's last pass (scale and `- fix_t`) runs after the next
-            // row's kernel call, so that the row's division and `ln` overlap that call.
-            defer: !self.g.get().is_null(),
-        };
-        let (mut sum, mut correct) = (0.0f64, 0usize);
-        let end = rows.end;
-        // The next row's max, when the kernel computed it in this row's last sweep.
-        let mut pending_max: Option<f32> = None;
-        // A deferred last pass: (gradient row, target, factor, fix_t).
-        let mut deferred: Option<(*mut f32, usize, f32, f32)> = None;
-        let k = self.k;
-        let finish = |d: Option<(*mut f32, usize, f32, f32)>| {
-            if let Some((p, tc, f, fix)) = d {
-                // SAFETY: `p` is a gradient row of this task (`cols` floats), `tc < cols`,
-                // and no other row's pass touches it.
-                unsafe {
-                    (k.ce.scale)(p, cols, f);
-                    *p.add(tc) -= fix;
-                }
-            }
-        };
-        for r in rows {
-            // SAFETY: `x` (and `g` when not null) hold `rows * cols` floats, row `r` belongs to
-            // this task; `weights` is null or `cols` floats; labels were validated (so a label
-            // that is not the ignored one is in `0..cols`).
-            unsafe {
-                let xr = self.x.get().add(r * cols);
-                let gr = if self.g.get().is_null() {
-                    std::ptr::null_mut()
-                } else {
-                    self.g.get().add(r * cols)
-                };
-                let v = t[r].to_i128();
-                if ignore == Some(v) {
-                    // A max computed for this row goes unused; the next row computes its own.
-                    pending_max = None;
-                    // Ignored row: loss 0, gradient 0; lse/argmax still reported if asked.
-                    let out = if self.lse.get().is_null() && !self.want_argmax {
-                        CeRowOut::default()
-                    } else {
-                        let a = self.args(0, 0.0, 0.0, false);
-                        (self.k.ce.row)(xr, std::ptr::null_mut(), cols, &a)
-                    };
-                    if !gr.is_null() {
-                        crate::arch::special::fill(gr, cols, 0.0);
-                    }
-                    self.put(r, 0.0, &out);
-                    continue;
-                }
-                let c = v as usize;
-                let wt = if wp.is_null() { 1.0 } else { *wp.add(c) as f64 };
-                let g = match o.row_scale {
-                    Some(rs) => base_g * rs[r] as f64,
-                    None => base_g,
-                };
-                args.t = c;
-                // The next row of this block: the kernel computes its max during this row's
-                // last sweep (without a cap or an argmax), and the next call reuses it.
-                args.next = if r + 1 < end {
-                    xr.wrapping_add(cols)
-                } else {
-                    std::ptr::null()
-                };
-                args.known_max = pending_max.take();
-                args.a0 = (keep * wt + smooth_a0) as f32;
-                args.g = g as f32;
-                args.smooth = (g * eps_c) as f32;
-                args.fix_t = (g * keep * wt) as f32;
-                let out = (self.k.ce.row)(xr, gr, cols, &args);
-                finish(deferred.take());
-                deferred = out.deferred.map(|f| (gr, c, f, args.fix_t));
-                pending_max = out.next_max;
-                // Every term relative to the row max `m`, so that huge logits keep `ln s`:
-                // lse - z_t = (m - z_t) + ln s, sum_c w_c (lse - z_c) = W ln s - sum_c w_c (z_c - m).
-                let mut loss = keep * wt * ((out.m - out.zt) + out.ls);
-                if zl != 0.0 {
-                    let lse = lse_of(&out);
-                    loss += zl * lse * lse;
-                }
-                if eps != 0.0 {
-                    loss += eps_c * (self.wsum * out.ls - out.dot);
-                }
-                sum += loss;
-                correct += (out.argmax as usize == c) as usize;
-                self.put(r, loss, &out);
-            }
-        }
-        finish(deferred);
-        (sum, correct)
-    }
-
-    /// [`Ctx::class_block`] without smoothing or cap through the tier's batched short-row
-    /// kernel, 64 rows per call: the same arithmetic row for row (and the same order of the
-    /// loss sum), without a kernel call and argument block per row. `None` when the rows are
-    /// too long for the tier's short-row path (a function of `cols` only).
-    fn class_block_short<L: Label>(
-        &self,
-        t: &[L],
-        rows: std::ops::Range<usize>,
-        ignore: Option<i128>,
-        wp: *const f32,
-        base_g: f64,
-    ) -> Option<(f64, usize)> {
-        const BATCH: usize = PLAIN_ROWS;
-        let (cols, o) = (self.cols, &self.opts);
-        let mut classes = [0u32; BATCH];
-        let mut acc = (0.0f64, 0usize);
-        let at = |p: *mut f32, r: usize| if p.is_null() { p } else { p.wrapping_add(r) };
-        let mut r = rows.start;
-        while r < rows.end {
-            let n = (rows.end - r).min(BATCH);
-            for (i, c) in classes[..n].iter_mut().enumerate() {
-                let v = t[r + i].to_i128();
-                // Labels were validated: anything but the ignored label is in `0..cols`.
-                *c = if ignore == Some(v) {
-                    u32::MAX
-                } else {
-                    v as u32
-                };
-            }
-            let b = CeShortBatch {
-                classes: classes.as_ptr(),
-                weights: wp,
-                base_g,
-                row_scale: o.row_scale.map_or(std::ptr::null(), |g| g[r..].as_ptr()),
-                zl: o.z_loss as f64,
-                zl2: 2.0 * o.z_loss,
-                want_argmax: self.want_argmax,
-                row_loss: at(self.row_loss.get(), r),
-                lse: at(self.lse.get(), r),
-                argmax: if self.argmax.get().is_null() {
-                    std::ptr::null_mut()
-                } else {
-                    self.argmax.get().wrapping_add(r)
-                },
-            };
-            let g = at(self.g.get(), r * cols);
-            // SAFETY: rows `r .. r + n` lie inside `x` (and `g`), belong to this task, and the
-            // per-row outputs hold `rows` entries (checked by `ce_plan`), so every pointer above
-            // is valid for the `n` rows it covers; `classes` holds `n` validated classes.
-            let done = unsafe {
-                (self.k.ce.short_rows)(self.x.get().add(r * cols), g, n, cols, &b, &mut acc)
-            };
-            if !done {
-                debug_assert_eq!(r, rows.start, "the short path depends on cols only");
-                return None;
-            }
-            r += n;
-        }
-        Some(acc)
-    }
-
-    fn args(&self, t: usize, wt: f64, g: f64, used: bool) -> CeArgs {
-        let o = &self.opts;
-        let eps = o.label_smoothing as f64;
-        let c = self.cols as f64;
-        CeArgs {
-            t,
-            a0: ((1.0 - eps) * wt + eps / c * self.wsum) as f32,
-            zl2: 2.0 * o.z_loss,
-            g: g as f32,
-            smooth: (g * eps / c) as f32,
-            fix_t: (g * (1.0 - eps) * wt) as f32,
-            weights: o.weight.map_or(std::ptr::null(), |w| w.as_ptr()),
-            cap: o.softcap.unwrap_or(0.0),
-            dot: used && eps != 0.0,
-            argmax: self.want_argmax,
-            next: std::ptr::null(),
-            known_max: None,
-            defer: false,
-        }
-    }
-
-    /// Probability targets over rows `rows`.
-    fn prob_block(&self, y: &[f32], rows: std::ops::Range<usize>) -> (f64, usize) {
-        let (cols, o) = (self.cols, &self.opts);
-        let mut sum = 0.0f64;
-        for r in rows {
-            let a = CeProbArgs {
-                eps: o.label_smoothing,
-                zl2: 2.0 * o.z_loss,
-                g: self.row_g(r),
-                weights: o.weight.map_or(std::ptr::null(), |w| w.as_ptr()),
-                cap: o.softcap.unwrap_or(0.0),
-                argmax: self.want_argmax,
-            };
-            // SAFETY: as in `class_block`; `y` holds `rows * cols` floats (checked).
-            unsafe {
-                let xr = self.x.get().add(r * cols);
-                let gr = if self.g.get().is_null() {
-                    std::ptr::null_mut()
-                } else {
-                    self.g.get().add(r * cols)
-                };
-                let out = (self.k.ce.prob_row)(xr, y.as_ptr().add(r * cols), gr, cols, &a);
-                // sum w y' (lse - z) = (sum w y') ln s - sum w y' (z - m).
-                let lse = lse_of(&out);
-                let loss = out.zt * out.ls - out.dot + o.z_loss as f64 * lse * lse;
-                sum += loss;
-                self.put(r, loss, &out);
-            }
-        }
-        (sum, 0)
-    }
-}
-
-/// A row's logsumexp from its kernel results (NaN for a non-finite maximum, as the loss).
-fn lse_of(out: &CeRowOut) -> f64 {
-    if out.m.is_finite() {
-        out.m + out.ls
-    } else {
-        f64::NAN
-    }
 }
 
 /// Cross-entropy loss against class labels on the active tier ([`Kernels::cross_entropy`]).

@@ -153,7 +153,7 @@ pub struct Kernels {
     /// The output-layer update kernels (`crate::linear`).
     pub(crate) linear: &'static crate::arch::generic::linear::LinearKernels,
     /// The cross-entropy kernels (`crate::cross_entropy`).
-    pub(crate) ce: &'static crate::arch::generic::cross_entropy::CeKernels,
+    pub(crate) ce: &'static crate::arch::generic::ce::CeKernels,
 }
 
 impl fmt::Debug for Kernels {

@@ -57,7 +57,7 @@
 //! float rounding: the logits have the same bits (the streaming GEMMs form sgemm's sums), the
 //! loss the same per-row values, and the `dW` and `db` sums are associated by chunk.
 
-use crate::arch::generic::cross_entropy::{CeArgs, CeRowOut};
+use crate::arch::generic::ce::{CeArgs, CeRowOut};
 use crate::cross_entropy::{
     class_of, CePlan, CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label,
     Reduction, Targets,

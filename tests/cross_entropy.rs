@@ -1724,12 +1724,11 @@ fn short_rows_target_shift_edges() {
     }
 }
 
-/// One-row calls take their own path (`Kernels::ce_plain_one_row`: the label and the loss in
-/// registers, the fix-up of the target inside the vector, the reduction's division by 1
-/// skipped). Every tier, every row length from 1 to 70 (past the short rows too), the target at
+/// One-row calls take their own path (`CePath::OneRow`: no row loop, the fix-up of the target
+/// inside the vector). Every tier, every row length from 1 to 70 (past the short rows too), the target at
 /// the first, a middle and the last class, and rows with special values: each 1-row call (out
 /// of place, in place, loss only) must give the same loss and gradient bits as the same call
-/// asking for an argmax (which takes the general path), and, for finite rows, the f64 loss
+/// asking for an argmax (which takes `CePath::Short`), and, for finite rows, the f64 loss
 /// and gradient written here.
 #[test]
 fn one_row_calls_match_the_general_path() {
@@ -1770,7 +1769,8 @@ fn one_row_calls_match_the_general_path() {
                         let ctx =
                             format!("{:?} 1x{cols} t {t} case {case} {red:?} {scale}", k.isa());
                         let labels = [t as i64];
-                        // The general path: an argmax output turns the small-call paths away.
+                        // `Short`: an argmax output turns the plain paths away (`tests/ce_paths.rs` names
+                        // the paths directly).
                         let mut g_ref = vec![UNWRITTEN; cols];
                         let mut am = [0u32];
                         let want = k

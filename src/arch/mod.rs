@@ -24,10 +24,10 @@ macro_rules! stamp_tier {
         $crate::arch::stamp_tier!(@emit $isa, [], $token);
     };
     (@emit $isa:expr, [$(#[$attr:meta])*], $token:ty) => {
-        use $crate::arch::generic::{exp as gexp, softmax as gsm};
+        use $crate::arch::generic::{exp as gexp, rows as grows, softmax as gsm};
 
         $crate::arch::generic::linear::stamp_linear!([$(#[$attr])*], $token);
-        $crate::arch::generic::cross_entropy::stamp_ce!([$(#[$attr])*], $token);
+        $crate::arch::generic::ce::stamp_ce!([$(#[$attr])*], $token);
 
         /// # Safety
         /// The tier's CPU features; pointer ranges as `generic::softmax::softmax_rows`.
@@ -102,16 +102,16 @@ macro_rules! stamp_tier {
         unsafe fn scale(y: *mut f32, n: usize, r: f32) {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::scale(<$token>::new_unchecked(), y, n, r) }
+            unsafe { grows::scale(<$token>::new_unchecked(), y, n, r) }
         }
 
         /// # Safety
-        /// The tier's CPU features; pointer ranges as `generic::softmax::sub2`.
+        /// The tier's CPU features; pointer ranges as `generic::rows::sub2`.
         $(#[$attr])*
         unsafe fn sub2(x: *const f32, y: *mut f32, n: usize, m: f32, ls: f32) {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::sub2(<$token>::new_unchecked(), x, y, n, m, ls) }
+            unsafe { grows::sub2(<$token>::new_unchecked(), x, y, n, m, ls) }
         }
 
         /// # Safety

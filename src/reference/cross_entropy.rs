@@ -1,49 +1,86 @@
-//! The scalar reference's cross-entropy kernels: f64 arithmetic straight from the formulas.
+//! The scalar reference's cross-entropy kernels: f64 arithmetic straight from the formulas,
+//! one row at a time. Every class path of the table is the same plain row loop ([`rows`]), so
+//! the reference has no special paths to trust.
 
-use crate::arch::generic::cross_entropy::{CeArgs, CeKernels, CeProbArgs, CeRowOut, CeShortBatch};
-
-/// The scalar tier's cross-entropy kernels.
-pub(crate) static CE: CeKernels = CeKernels {
-    row: ce_row,
-    prob_row: ce_prob_row,
-    short_rows: no_short_rows,
-    plain_one: no_plain_one,
-    scale: scale_row,
+use crate::arch::generic::ce::{
+    row_of, CeAcc, CeArgs, CeKernels, CeProbArgs, CeRowOut, CeRows, IGNORED,
 };
 
-/// The oracle never defers its last pass ([`CeArgs::defer`] is ignored), so this is never
-/// called; it scales `y[0..n]` by `r` in f32 as the SIMD tiers' pass does.
+/// The scalar tier's cross-entropy kernels. The plan may choose any path for any class count
+/// here (the short-row widths are unbounded); each runs [`rows`].
+pub(crate) static CE: CeKernels = CeKernels {
+    short_cols: usize::MAX,
+    dense_cols: usize::MAX,
+    one_row: rows,
+    dense: rows,
+    short_plain: rows,
+    short: rows,
+    rows,
+    probs,
+    row: ce_row,
+};
+
+/// Every class-target path: each row through [`ce_row`], its loss from
+/// [`crate::arch::generic::ce::CeCall::class_loss`].
 ///
 /// # Safety
-/// `y .. y + n` valid for reads and writes.
-unsafe fn scale_row(y: *mut f32, n: usize, r: f32) {
-    for i in 0..n {
-        // SAFETY: `i < n`, inside the caller's range.
-        unsafe { *y.add(i) *= r };
+/// The contract of `generic::ce::CePathFn`.
+unsafe fn rows(b: &CeRows<'_>, acc: &mut CeAcc) {
+    let c = b.call;
+    let cols = c.cols;
+    for r in 0..b.rows {
+        // SAFETY: row `r < rows` lies inside `x` (and `grad`); its class is `< cols` unless
+        // ignored (the contract of `CePathFn`).
+        unsafe {
+            let xr = b.x.add(r * cols);
+            let gr = row_of(b.grad, r, cols);
+            let class = *b.classes.add(r);
+            if class == IGNORED {
+                let out = if b.lse.is_null() && !c.argmax {
+                    CeRowOut::default()
+                } else {
+                    ce_row(xr, std::ptr::null_mut(), cols, &c.ignored_args())
+                };
+                if !gr.is_null() {
+                    crate::arch::special::fill(gr, cols, 0.0);
+                }
+                b.put(r, 0.0, out.lse(), out.argmax);
+                continue;
+            }
+            let t = class as usize;
+            let wt = c.weight_of(t);
+            let out = ce_row(xr, gr, cols, &c.class_args(t, wt, b.row_g(r)));
+            let loss = c.class_loss(wt, &out);
+            acc.0 += loss;
+            acc.1 += (out.argmax == class) as usize;
+            b.put(r, loss, out.lse(), out.argmax);
+        }
     }
 }
 
-/// The oracle has no one-row path.
+/// The probability-target path: each row through [`ce_prob_row`].
 ///
 /// # Safety
-/// None needed (nothing is read or written); `unsafe` for the table's signature.
-unsafe fn no_plain_one(_: *const f32, _: *mut f32, _: usize, _: u32, _: f64) -> Option<f64> {
-    None
-}
-
-/// The oracle has no batched short-row path: every row goes through [`ce_row`].
-///
-/// # Safety
-/// None needed (nothing is read or written); `unsafe` for the table's signature.
-unsafe fn no_short_rows(
-    _: *const f32,
-    _: *mut f32,
-    _: usize,
-    _: usize,
-    _: &CeShortBatch,
-    _: &mut (f64, usize),
-) -> bool {
-    false
+/// The contract of `generic::ce::CePathFn`.
+unsafe fn probs(b: &CeRows<'_>, acc: &mut CeAcc) {
+    let c = b.call;
+    let cols = c.cols;
+    for r in 0..b.rows {
+        // SAFETY: row `r < rows` lies inside `x`, `probs` (and `grad`).
+        unsafe {
+            let (xr, yr) = (b.x.add(r * cols), b.probs.add(r * cols));
+            let out = ce_prob_row(
+                xr,
+                yr,
+                row_of(b.grad, r, cols),
+                cols,
+                &c.prob_args(b.row_g(r)),
+            );
+            let loss = c.prob_loss(&out);
+            acc.0 += loss;
+            b.put(r, loss, out.lse(), out.argmax);
+        }
+    }
 }
 
 /// `cap * tanh(x / cap)` in f64 (or `x` when `cap == 0`).
@@ -75,7 +112,7 @@ unsafe fn scan(x: *const f32, n: usize, cap: f32) -> (Vec<f64>, f64, u32, bool) 
 }
 
 /// # Safety
-/// The contract of `generic::cross_entropy::ce_row`.
+/// The contract of `generic::ce::ce_row`.
 unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOut {
     // SAFETY: forwarded; every index is `< n`, `a.t < n`.
     unsafe {
@@ -141,7 +178,7 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
 }
 
 /// # Safety
-/// The contract of `generic::cross_entropy::ce_prob_row`.
+/// The contract of `generic::ce::ce_prob_row`.
 unsafe fn ce_prob_row(
     x: *const f32,
     y: *const f32,
