@@ -378,14 +378,26 @@ impl Kernels {
             Logits::Grad(x, gr) => (x.as_ptr(), gr.as_mut_ptr()),
             Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
         };
-        let rows = rows_of("logits", len, cols)?;
+        let rows = rows_of_call(len, cols, &targets)?;
         check_len("grad", grad_len, len)?;
-        let plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
+        // A call of at most one label batch keeps the kernel classes of its validation pass
+        // (converting the labels a second time cost a 64x10 call a tenth of its time).
+        let mut small = [IGNORED; LABEL_BATCH];
+        let keep = rows <= LABEL_BATCH && matches!(targets, Targets::Classes(_));
+        let plan = self.ce_plan_keeping(
+            targets,
+            rows,
+            cols,
+            opts,
+            outputs,
+            keep.then_some(&mut small),
+        )?;
+        let pre = keep.then(|| &small[..rows]);
         // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
         // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
-        // options and outputs for `rows` rows.
+        // options and outputs for `rows` rows, and wrote `small`'s classes.
         let (total, correct) =
-            unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
+            unsafe { self.ce_rows_with(xp, gp, rows, cols, targets, pre, opts, &plan, outputs) };
         Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
     }
 
@@ -476,6 +488,20 @@ impl Kernels {
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
     ) -> Result<CePlan> {
+        self.ce_plan_keeping(targets, rows, cols, opts, outputs, None)
+    }
+
+    /// [`Kernels::ce_plan`], writing each row's kernel class (or [`IGNORED`]) to `keep` when
+    /// given (class targets, `rows <= LABEL_BATCH`).
+    fn ce_plan_keeping<L: Label>(
+        &self,
+        targets: Targets<'_, L>,
+        rows: usize,
+        cols: usize,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &CrossEntropyOutputs<'_>,
+        mut keep: Option<&mut [u32; LABEL_BATCH]>,
+    ) -> Result<CePlan> {
         if cols > MAX_CLASSES {
             return Err(Error::TooManyClasses {
                 classes: cols,
@@ -509,6 +535,10 @@ impl Kernels {
                         Ok(Some(c)) => {
                             den += opts.weight.map_or(1.0, |w| w[c] as f64);
                             used += 1;
+                            if let Some(k) = keep.as_deref_mut() {
+                                // `r < rows <= LABEL_BATCH`; `c < cols <= MAX_CLASSES` fits.
+                                k[r] = c as u32;
+                            }
                         }
                         Ok(None) => {}
                         Err(label) => {
@@ -531,6 +561,8 @@ impl Kernels {
             }
         };
         let red_scale = match opts.reduction {
+            // `1 / 1 == 1` exactly: a one-row call skips the division's latency.
+            Reduction::Mean if denominator == 1.0 => 1.0,
             Reduction::Mean => 1.0 / denominator,
             Reduction::Sum | Reduction::None => 1.0,
         };
@@ -562,6 +594,28 @@ impl Kernels {
         rows: usize,
         cols: usize,
         targets: Targets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        plan: &CePlan,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> (f64, usize) {
+        // SAFETY: forwarded.
+        unsafe { self.ce_rows_with(xp, gp, rows, cols, targets, None, opts, plan, outputs) }
+    }
+
+    /// [`Kernels::ce_rows`] with, for class targets, the rows' kernel classes when the caller
+    /// has them (`pre`: `rows` entries, each `< cols` or [`IGNORED`], from the validation pass).
+    ///
+    /// # Safety
+    /// As [`Kernels::ce_rows`]; `pre` the classes of `targets`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn ce_rows_with<L: Label>(
+        &self,
+        xp: *const f32,
+        gp: *mut f32,
+        rows: usize,
+        cols: usize,
+        targets: Targets<'_, L>,
+        pre: Option<&[u32]>,
         opts: &CrossEntropyOptions<'_>,
         plan: &CePlan,
         outputs: &mut CrossEntropyOutputs<'_>,
@@ -625,6 +679,17 @@ impl Kernels {
         match targets {
             Targets::Classes(t) => sum_row_blocks(rows, cols, |block| {
                 let mut acc: CeAcc = (0.0, 0);
+                if let Some(pre) = pre {
+                    let cp = pre[block.start..].as_ptr();
+                    // SAFETY: as below; `pre` holds the validated classes of every row.
+                    unsafe {
+                        path(
+                            &run(block.start, block.len(), cp, std::ptr::null()),
+                            &mut acc,
+                        )
+                    };
+                    return acc;
+                }
                 let mut classes = [0u32; LABEL_BATCH];
                 let mut r0 = block.start;
                 while r0 < block.end {
@@ -947,8 +1012,8 @@ pub(crate) struct CePlan {
 
 impl CePlan {
     /// The path of a valid call: the only place that reads the option flags, the tier's
-    /// short-row widths, the row count and the outputs asked for. The fastest path that
-    /// accepts the call, in the order of the module docs' table.
+    /// short-row widths, the row count and the outputs asked for: the fastest path that
+    /// accepts the call ([`CePath::accepts`]), as the module docs' table says.
     pub(crate) fn choose<L: Label>(
         k: &Kernels,
         rows: usize,
@@ -958,14 +1023,21 @@ impl CePlan {
         outputs: &CrossEntropyOutputs<'_>,
     ) -> CePath {
         let f = CallFacts::of(k, rows, cols, targets, opts, outputs);
-        let prefer = |p: CePath| match p {
-            CePath::Dense => rows >= DENSE_MIN_ROWS,
-            _ => true,
+        let path = if f.probs {
+            CePath::Probs
+        } else if !f.short {
+            CePath::Rows
+        } else if !f.plain {
+            CePath::Short
+        } else if rows == 1 {
+            CePath::OneRow
+        } else if f.one_vector && rows >= DENSE_MIN_ROWS {
+            CePath::Dense
+        } else {
+            CePath::ShortPlain
         };
-        CePath::ALL
-            .into_iter()
-            .find(|&p| p.accepts(&f) && prefer(p))
-            .unwrap_or(CePath::Rows)
+        debug_assert!(path.accepts(&f));
+        path
     }
 
     /// The call's statistics from the summed row losses.
@@ -993,6 +1065,18 @@ impl CePlan {
             correct: (want_argmax && is_classes).then_some(correct),
         }
     }
+}
+
+/// The row count of a call of `len` logits: the labels' count when it fits (no division:
+/// a one-row call would wait on it), else [`rows_of`] with its errors.
+#[inline]
+fn rows_of_call<L: Label>(len: usize, cols: usize, targets: &Targets<'_, L>) -> Result<usize> {
+    if let Targets::Classes(t) = targets {
+        if cols != 0 && t.len().checked_mul(cols) == Some(len) {
+            return Ok(t.len());
+        }
+    }
+    rows_of("logits", len, cols)
 }
 
 fn opt_ptr(o: &mut Option<&mut [f32]>) -> *mut f32 {

@@ -1,9 +1,12 @@
 //! The scalar reference's cross-entropy kernels: f64 arithmetic straight from the formulas,
-//! one row at a time. Every class path of the table is the same plain row loop ([`rows`]), so
-//! the reference has no special paths to trust.
+//! one row at a time, driven by the same row loops as the SIMD tiers' `Rows` and `Probs`
+//! paths. Every class path of the table is that one loop ([`rows`]), so the reference has no
+//! special paths to trust.
 
+use crate::arch::generic::ce::probs::probs_path;
+use crate::arch::generic::ce::row::rows_path;
 use crate::arch::generic::ce::{
-    row_of, CeAcc, CeArgs, CeKernels, CeProbArgs, CeRowOut, CeRows, IGNORED,
+    CeAcc, CeArgs, CeKernels, CeProbArgs, CeRowOut, CeRows, RowKernels,
 };
 
 /// The scalar tier's cross-entropy kernels. The plan may choose any path for any class count
@@ -20,67 +23,53 @@ pub(crate) static CE: CeKernels = CeKernels {
     row: ce_row,
 };
 
-/// Every class-target path: each row through [`ce_row`], its loss from
-/// [`crate::arch::generic::ce::CeCall::class_loss`].
-///
-/// # Safety
-/// The contract of `generic::ce::CePathFn`.
-unsafe fn rows(b: &CeRows<'_>, acc: &mut CeAcc) {
-    let c = b.call;
-    let cols = c.cols;
-    for r in 0..b.rows {
-        // SAFETY: row `r < rows` lies inside `x` (and `grad`); its class is `< cols` unless
-        // ignored (the contract of `CePathFn`).
-        unsafe {
-            let xr = b.x.add(r * cols);
-            let gr = row_of(b.grad, r, cols);
-            let class = *b.classes.add(r);
-            if class == IGNORED {
-                let out = if b.lse.is_null() && !c.argmax {
-                    CeRowOut::default()
-                } else {
-                    ce_row(xr, std::ptr::null_mut(), cols, &c.ignored_args())
-                };
-                if !gr.is_null() {
-                    crate::arch::special::fill(gr, cols, 0.0);
-                }
-                b.put(r, 0.0, out.lse(), out.argmax);
-                continue;
-            }
-            let t = class as usize;
-            let wt = c.weight_of(t);
-            let out = ce_row(xr, gr, cols, &c.class_args(t, wt, b.row_g(r)));
-            let loss = c.class_loss(wt, &out);
-            acc.0 += loss;
-            acc.1 += (out.argmax == class) as usize;
-            b.put(r, loss, out.lse(), out.argmax);
+/// The reference's one-row kernels, for the row loops the SIMD tiers run too.
+#[derive(Clone, Copy)]
+struct Reference;
+
+impl RowKernels for Reference {
+    unsafe fn class_row(self, x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOut {
+        // SAFETY: forwarded.
+        unsafe { ce_row(x, grad, n, a) }
+    }
+
+    unsafe fn prob_row(
+        self,
+        x: *const f32,
+        y: *const f32,
+        grad: *mut f32,
+        n: usize,
+        a: &CeProbArgs,
+    ) -> CeRowOut {
+        // SAFETY: forwarded.
+        unsafe { ce_prob_row(x, y, grad, n, a) }
+    }
+
+    /// Never called: [`ce_row`] ignores [`CeArgs::defer`] and finishes every row itself.
+    unsafe fn scale(self, y: *mut f32, n: usize, f: f32) {
+        for i in 0..n {
+            // SAFETY: `i < n`, inside the caller's range.
+            unsafe { *y.add(i) *= f };
         }
     }
 }
 
-/// The probability-target path: each row through [`ce_prob_row`].
+/// Every class-target path: the SIMD tiers' `Rows` loop over [`ce_row`].
+///
+/// # Safety
+/// The contract of `generic::ce::CePathFn`.
+unsafe fn rows(b: &CeRows<'_>, acc: &mut CeAcc) {
+    // SAFETY: forwarded.
+    unsafe { rows_path(Reference, b, acc) }
+}
+
+/// The probability-target path: the SIMD tiers' loop over [`ce_prob_row`].
 ///
 /// # Safety
 /// The contract of `generic::ce::CePathFn`.
 unsafe fn probs(b: &CeRows<'_>, acc: &mut CeAcc) {
-    let c = b.call;
-    let cols = c.cols;
-    for r in 0..b.rows {
-        // SAFETY: row `r < rows` lies inside `x`, `probs` (and `grad`).
-        unsafe {
-            let (xr, yr) = (b.x.add(r * cols), b.probs.add(r * cols));
-            let out = ce_prob_row(
-                xr,
-                yr,
-                row_of(b.grad, r, cols),
-                cols,
-                &c.prob_args(b.row_g(r)),
-            );
-            let loss = c.prob_loss(&out);
-            acc.0 += loss;
-            b.put(r, loss, out.lse(), out.argmax);
-        }
-    }
+    // SAFETY: forwarded.
+    unsafe { probs_path(Reference, b, acc) }
 }
 
 /// `cap * tanh(x / cap)` in f64 (or `x` when `cap == 0`).

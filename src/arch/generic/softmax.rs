@@ -546,27 +546,8 @@ pub(crate) unsafe fn softmax_backward_rows<S: Simd>(
     rows: usize,
     cols: usize,
 ) {
-    let w = S::LANES;
-    for r in 0..rows {
-        // SAFETY: row `r` of each buffer is inside the caller's ranges; accesses within
-        // `0..cols` as in `row_max`.
-        unsafe {
-            let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
-            let dot = blocked_sum::<S, true>(s, yr, dyr, cols) as f32;
-            let vd = s.splat(dot);
-            let mut i = 0;
-            while i + w <= cols {
-                let v = s.mul(s.load(yr.add(i)), s.sub(s.load(dyr.add(i)), vd));
-                s.store(dxr.add(i), v);
-                i += w;
-            }
-            if i < cols {
-                let vy = s.load_partial(yr.add(i), cols - i, 0.0);
-                let vdy = s.load_partial(dyr.add(i), cols - i, 0.0);
-                s.store_partial(dxr.add(i), cols - i, s.mul(vy, s.sub(vdy, vd)));
-            }
-        }
-    }
+    // SAFETY: forwarded.
+    unsafe { backward_rows::<S, false>(s, y, dy, dx, rows, cols) }
 }
 
 /// `dx = dy - exp(y) * sum(dy)` per row (`y` are log-probabilities).
@@ -582,24 +563,58 @@ pub(crate) unsafe fn log_softmax_backward_rows<S: Simd>(
     rows: usize,
     cols: usize,
 ) {
+    // SAFETY: forwarded.
+    unsafe { backward_rows::<S, true>(s, y, dy, dx, rows, cols) }
+}
+
+/// The backward passes, one sweep per row after its reduction: softmax's
+/// `dx = y (dy - <dy, y>)`, or with `LOG` log_softmax's `dx = dy - exp(y) sum(dy)`.
+///
+/// # Safety
+/// As [`softmax_backward_rows`].
+#[inline(always)]
+unsafe fn backward_rows<S: Simd, const LOG: bool>(
+    s: S,
+    y: *const f32,
+    dy: *const f32,
+    dx: *mut f32,
+    rows: usize,
+    cols: usize,
+) {
     let w = S::LANES;
+    /// One vector of the result from `y`, `dy` and the row's reduction `vr`. (A function, not
+    /// a closure: a closure is not compiled with the tier's target features unless inlined.)
+    #[inline(always)]
+    fn lane<S: Simd, const LOG: bool>(s: S, vy: S::V, vdy: S::V, vr: S::V) -> S::V {
+        if LOG {
+            s.sub(vdy, s.mul(exp_full(s, vy), vr))
+        } else {
+            s.mul(vy, s.sub(vdy, vr))
+        }
+    }
     for r in 0..rows {
-        // SAFETY: as in `softmax_backward_rows`.
+        // SAFETY: row `r` of each buffer is inside the caller's ranges; accesses within
+        // `0..cols` as in `row_max`.
         unsafe {
             let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
-            let sum = blocked_sum::<S, false>(s, dyr, dyr, cols) as f32;
-            let vs = s.splat(sum);
+            let red = if LOG {
+                blocked_sum::<S, false>(s, dyr, dyr, cols)
+            } else {
+                blocked_sum::<S, true>(s, yr, dyr, cols)
+            };
+            let vr = s.splat(red as f32);
             let mut i = 0;
             while i + w <= cols {
-                let e = exp_full(s, s.load(yr.add(i)));
-                let v = s.sub(s.load(dyr.add(i)), s.mul(e, vs));
-                s.store(dxr.add(i), v);
+                s.store(
+                    dxr.add(i),
+                    lane::<S, LOG>(s, s.load(yr.add(i)), s.load(dyr.add(i)), vr),
+                );
                 i += w;
             }
             if i < cols {
-                let e = exp_full(s, s.load_partial(yr.add(i), cols - i, 0.0));
+                let vy = s.load_partial(yr.add(i), cols - i, 0.0);
                 let vdy = s.load_partial(dyr.add(i), cols - i, 0.0);
-                s.store_partial(dxr.add(i), cols - i, s.sub(vdy, s.mul(e, vs)));
+                s.store_partial(dxr.add(i), cols - i, lane::<S, LOG>(s, vy, vdy, vr));
             }
         }
     }

@@ -231,6 +231,73 @@ impl CeRows<'_> {
 /// `row_scale` and the outputs null or `rows` entries.
 pub(crate) type CePathFn = unsafe fn(&CeRows<'_>, &mut CeAcc);
 
+/// The one-row kernels the row loops ([`row::rows_path`], [`probs::probs_path`]) call: every
+/// SIMD tier's through its [`Simd`] type, and the scalar reference's, so that the reference
+/// runs the same loops with its f64 rows.
+pub(crate) trait RowKernels: Copy {
+    /// One row with a class target ([`row::ce_row`]).
+    ///
+    /// # Safety
+    /// The contract of [`row::ce_row`] (and the implementor's CPU features).
+    unsafe fn class_row(self, x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOut;
+    /// One row against a probability row ([`probs::ce_prob_row`]).
+    ///
+    /// # Safety
+    /// The contract of [`probs::ce_prob_row`] (and the implementor's CPU features).
+    unsafe fn prob_row(
+        self,
+        x: *const f32,
+        y: *const f32,
+        grad: *mut f32,
+        n: usize,
+        a: &CeProbArgs,
+    ) -> CeRowOut;
+    /// `y[..n] *= f`: the last pass that [`CeArgs::defer`] leaves to the loop.
+    ///
+    /// # Safety
+    /// `y .. y + n` valid for reads and writes (and the implementor's CPU features).
+    unsafe fn scale(self, y: *mut f32, n: usize, f: f32);
+}
+
+impl<S: Simd> RowKernels for S {
+    #[inline(always)]
+    unsafe fn class_row(self, x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOut {
+        // SAFETY: forwarded.
+        unsafe {
+            if a.cap != 0.0 {
+                row::ce_row::<S, true>(self, x, grad, n, a)
+            } else {
+                row::ce_row::<S, false>(self, x, grad, n, a)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn prob_row(
+        self,
+        x: *const f32,
+        y: *const f32,
+        grad: *mut f32,
+        n: usize,
+        a: &CeProbArgs,
+    ) -> CeRowOut {
+        // SAFETY: forwarded.
+        unsafe {
+            if a.cap != 0.0 {
+                probs::ce_prob_row::<S, true>(self, x, y, grad, n, a)
+            } else {
+                probs::ce_prob_row::<S, false>(self, x, y, grad, n, a)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scale(self, y: *mut f32, n: usize, f: f32) {
+        // SAFETY: forwarded.
+        unsafe { crate::arch::generic::rows::scale(self, y, n, f) }
+    }
+}
+
 /// One row of a column block, for the callers that split the vocabulary (the fused layer):
 /// (x, grad or null, n, args) -> the row's results. See [`row::ce_row`].
 pub(crate) type CeRowFn = unsafe fn(*const f32, *mut f32, usize, &CeArgs) -> CeRowOut;
@@ -446,7 +513,9 @@ macro_rules! stamp_ce {
         ) -> $crate::arch::generic::ce::CeRowOut {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { $crate::arch::generic::ce::row::ce_row_any(<$token>::new_unchecked(), x, grad, n, a) }
+            unsafe {
+                $crate::arch::generic::ce::RowKernels::class_row(<$token>::new_unchecked(), x, grad, n, a)
+            }
         }
 
         /// This tier's cross-entropy kernels.

@@ -2,7 +2,9 @@
 //! three passes of [`super::row::ce_row`] with the target row read alongside.
 
 use super::row::max_argmax;
-use super::{grad_factor, load_z, load_z_part, row_of, CeAcc, CeProbArgs, CeRowOut, CeRows};
+use super::{
+    grad_factor, load_z, load_z_part, row_of, CeAcc, CeProbArgs, CeRowOut, CeRows, RowKernels,
+};
 use crate::arch::generic::exp::exp_nonpos;
 use crate::arch::generic::mem::{load_upto, store_upto};
 use crate::arch::generic::rows::SUM_BLOCK_VECS;
@@ -15,7 +17,7 @@ use crate::arch::vector::Simd;
 /// # Safety
 /// As [`ce_row`], with `y .. y + n` valid for reads (and not overlapping `grad`).
 #[inline(always)]
-unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
+pub(crate) unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
     s: S,
     x: *const f32,
     y: *const f32,
@@ -167,8 +169,11 @@ unsafe fn ce_prob_row<S: Simd, const CAP: bool>(
 /// # Safety
 /// The contract of [`super::CePathFn`].
 #[inline(always)]
-pub(crate) unsafe fn probs_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
-    let c = b.call;
+pub(crate) unsafe fn probs_path<R: RowKernels>(k: R, b: &CeRows<'_>, acc: &mut CeAcc) {
+    // Locals, not loads through `b` after every store through the row pointers (which
+    // may alias anything, for all the compiler knows).
+    let (b, c) = (*b, *b.call);
+    let b = &CeRows { call: &c, ..b };
     let cols = c.cols;
     for r in 0..b.rows {
         // SAFETY: row `r < rows` lies inside `x`, `probs` (and `grad`), as the contract says.
@@ -176,11 +181,7 @@ pub(crate) unsafe fn probs_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) 
             let a = c.prob_args(b.row_g(r));
             let (xr, yr) = (b.x.add(r * cols), b.probs.add(r * cols));
             let gr = row_of(b.grad, r, cols);
-            let out = if c.cap != 0.0 {
-                ce_prob_row::<S, true>(s, xr, yr, gr, cols, &a)
-            } else {
-                ce_prob_row::<S, false>(s, xr, yr, gr, cols, &a)
-            };
+            let out = k.prob_row(xr, yr, gr, cols, &a);
             let loss = c.prob_loss(&out);
             acc.0 += loss;
             b.put(r, loss, out.lse(), out.argmax);

@@ -5,7 +5,9 @@
 //! row's division and `ln` overlap that call.
 
 use super::short::ce_short;
-use super::{grad_factor, load_z, load_z_part, row_of, CeAcc, CeArgs, CeRowOut, CeRows, IGNORED};
+use super::{
+    grad_factor, load_z, load_z_part, row_of, CeAcc, CeArgs, CeRowOut, CeRows, RowKernels, IGNORED,
+};
 use crate::arch::generic::exp::exp_nonpos;
 use crate::arch::generic::mem::{load_upto, store_upto};
 use crate::arch::generic::rows::{
@@ -394,35 +396,16 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
     }
 }
 
-/// [`ce_row`] with the cap chosen at run time.
-///
-/// # Safety
-/// As [`ce_row`].
-#[inline(always)]
-pub(crate) unsafe fn ce_row_any<S: Simd>(
-    s: S,
-    x: *const f32,
-    grad: *mut f32,
-    n: usize,
-    a: &CeArgs,
-) -> CeRowOut {
-    // SAFETY: forwarded.
-    unsafe {
-        if a.cap != 0.0 {
-            ce_row::<S, true>(s, x, grad, n, a)
-        } else {
-            ce_row::<S, false>(s, x, grad, n, a)
-        }
-    }
-}
-
 /// The `CePath::Rows` entry: class targets, any row length, every option.
 ///
 /// # Safety
 /// The contract of [`super::CePathFn`].
 #[inline(always)]
-pub(crate) unsafe fn rows_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
-    let c = b.call;
+pub(crate) unsafe fn rows_path<R: RowKernels>(k: R, b: &CeRows<'_>, acc: &mut CeAcc) {
+    // Locals, not loads through `b` after every store through the row pointers (which
+    // may alias anything, for all the compiler knows).
+    let (b, c) = (*b, *b.call);
+    let b = &CeRows { call: &c, ..b };
     let cols = c.cols;
     // With a gradient, each row's last pass (scale and `- fix_t`) runs after the next row's
     // kernel call, so that the row's division and `ln` overlap that call.
@@ -437,11 +420,11 @@ pub(crate) unsafe fn rows_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
     /// # Safety
     /// `p` is a gradient row of `cols` floats no other pass touches; `t < cols`.
     #[inline(always)]
-    unsafe fn finish<S: Simd>(s: S, d: Option<(*mut f32, usize, f32, f32)>, cols: usize) {
+    unsafe fn finish<R: RowKernels>(k: R, d: Option<(*mut f32, usize, f32, f32)>, cols: usize) {
         if let Some((p, t, f, fix)) = d {
             // SAFETY: the contract above.
             unsafe {
-                scale(s, p, cols, f);
+                k.scale(p, cols, f);
                 *p.add(t) -= fix;
             }
         }
@@ -460,7 +443,7 @@ pub(crate) unsafe fn rows_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
                 let out = if b.lse.is_null() && !c.argmax {
                     CeRowOut::default()
                 } else {
-                    ce_row_any(s, xr, std::ptr::null_mut(), cols, &c.ignored_args())
+                    k.class_row(xr, std::ptr::null_mut(), cols, &c.ignored_args())
                 };
                 if !gr.is_null() {
                     crate::arch::special::fill(gr, cols, 0.0);
@@ -482,8 +465,8 @@ pub(crate) unsafe fn rows_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
                 defer,
                 ..c.class_args(t, wt, b.row_g(r))
             };
-            let out = ce_row_any(s, xr, gr, cols, &args);
-            finish(s, deferred.take(), cols);
+            let out = k.class_row(xr, gr, cols, &args);
+            finish(k, deferred.take(), cols);
             deferred = out.deferred.map(|f| (gr, t, f, args.fix_t));
             pending_max = out.next_max;
             let loss = c.class_loss(wt, &out);
@@ -493,5 +476,5 @@ pub(crate) unsafe fn rows_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
         }
     }
     // SAFETY: the last deferred row is a gradient row of this run.
-    unsafe { finish(s, deferred, cols) };
+    unsafe { finish(k, deferred, cols) };
 }

@@ -73,6 +73,20 @@ struct RowGrad {
     fix: f32,
 }
 
+impl RowGrad {
+    /// The coefficients of the plain paths: no weights, no z-loss, the call's scale `g`.
+    #[inline(always)]
+    fn plain(g: f64) -> Self {
+        let g = g as f32;
+        RowGrad {
+            g,
+            head: 1.0,
+            zl2: 0.0,
+            fix: g,
+        }
+    }
+}
+
 /// A target fix-up not yet applied ([`FIX_LATER`]): the entry and the value.
 type PendingFix = Option<(*mut f32, f32)>;
 
@@ -258,7 +272,10 @@ pub(crate) unsafe fn ce_short<S: Simd, const K: usize>(
 /// The contract of [`super::CePathFn`], with `n = cols` in the bounds above.
 #[inline(always)]
 unsafe fn short_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
-    let c = b.call;
+    // Locals, not loads through `b` after every store through the row pointers (which
+    // may alias anything, for all the compiler knows).
+    let (b, c) = (*b, *b.call);
+    let b = &CeRows { call: &c, ..b };
     let n = c.cols;
     // The loss as `sum (m - z_t) + ln prod s` per group (no weights, no z-loss).
     let grouped = c.weights.is_null() && c.zl == 0.0;
@@ -365,6 +382,10 @@ unsafe fn short_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
 /// As [`short_rows`], with `b` plain as above.
 #[inline(always)]
 unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
+    // Locals, not loads through `b` after every store through the row pointers (which
+    // may alias anything, for all the compiler knows).
+    let (b, c) = (*b, *b.call);
+    let b = &CeRows { call: &c, ..b };
     // Row `r`'s vectors and target logit (any logit for an ignored row).
     // (A function, not a closure: a closure is not compiled with the tier's target features
     // unless it is inlined.)
@@ -388,13 +409,7 @@ unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
     }
     let n = b.call.cols;
     let rows = b.rows;
-    let g = b.call.base_g as f32;
-    let rg = RowGrad {
-        g,
-        head: 1.0,
-        zl2: 0.0,
-        fix: g,
-    };
+    let rg = RowGrad::plain(b.call.base_g);
     let mut groups = LossGroups::new();
     let mut pending: PendingFix = None;
     let mut ahead = if rows > 0 {
@@ -454,14 +469,12 @@ unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
 /// As [`plain_rows`] with `rows == 1`.
 #[inline(always)]
 unsafe fn one_row<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
+    // Locals, not loads through `b` after every store through the row pointers (which
+    // may alias anything, for all the compiler knows).
+    let (b, c) = (*b, *b.call);
+    let b = &CeRows { call: &c, ..b };
     let n = b.call.cols;
-    let g = b.call.base_g as f32;
-    let rg = RowGrad {
-        g,
-        head: 1.0,
-        zl2: 0.0,
-        fix: g,
-    };
+    let rg = RowGrad::plain(b.call.base_g);
     // SAFETY: row 0 of the caller's contract; `load_padded` touches exactly `0..n`.
     unsafe {
         let class = *b.classes;
@@ -499,16 +512,14 @@ unsafe fn one_row<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut CeAcc
 /// As [`plain_rows`], with `n <= LANES`.
 #[inline(always)]
 unsafe fn dense_rows<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
+    // Locals, not loads through `b` after every store through the row pointers (which
+    // may alias anything, for all the compiler knows).
+    let (b, c) = (*b, *b.call);
+    let b = &CeRows { call: &c, ..b };
     let w = S::LANES;
     let n = b.call.cols;
     let rows = b.rows;
-    let g = b.call.base_g as f32;
-    let rg = RowGrad {
-        g,
-        head: 1.0,
-        zl2: 0.0,
-        fix: g,
-    };
+    let rg = RowGrad::plain(b.call.base_g);
     let mut shift = std::mem::MaybeUninit::<[f32; DENSE_CHUNK]>::uninit();
     let mut ebuf = std::mem::MaybeUninit::<[f32; DENSE_CHUNK]>::uninit();
     let (sp, ep) = (
