@@ -78,7 +78,7 @@
 use crate::arch::generic::ce::{CeAcc, CeCall, CeRows, IGNORED};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
-use crate::parallel::{sum_row_blocks, SyncPtr};
+use crate::parallel::{sum_row_blocks, SyncPtr, BLOCK_BYTES};
 
 /// Labels converted to kernel classes at a time (on the stack) per row block.
 const LABEL_BATCH: usize = 64;
@@ -239,18 +239,23 @@ impl<'a> CrossEntropyOptions<'a> {
         self
     }
 
+    #[inline]
     fn validate(&self, rows: usize, cols: usize) -> Result<()> {
-        let bad = |name, value: f32, expected| {
+        // Out of line and cold: the checks of a valid call stay a few compares.
+        #[cold]
+        #[inline(never)]
+        fn bad(name: &'static str, value: f32, expected: &'static str) -> Result<()> {
             Err(Error::InvalidOption {
                 name,
                 value: value.to_string(),
                 expected,
             })
-        };
+        }
         if !(0.0..=1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing", self.label_smoothing, "in [0, 1]");
         }
-        if !(self.z_loss >= 0.0 && self.z_loss.is_finite()) {
+        // (NaN fails the comparisons too.)
+        if !(self.z_loss >= 0.0 && self.z_loss < f32::INFINITY) {
             return bad("z_loss", self.z_loss, "finite and >= 0");
         }
         if let Some(cap) = self.softcap {
@@ -382,17 +387,17 @@ impl Kernels {
         check_len("grad", grad_len, len)?;
         // A call of at most one label batch keeps the kernel classes of its validation pass
         // (converting the labels a second time cost a 64x10 call a tenth of its time).
-        let mut small = [IGNORED; LABEL_BATCH];
+        let mut small = std::mem::MaybeUninit::<[u32; LABEL_BATCH]>::uninit();
         let keep = rows <= LABEL_BATCH && matches!(targets, Targets::Classes(_));
-        let plan = self.ce_plan_keeping(
-            targets,
-            rows,
-            cols,
-            opts,
-            outputs,
-            keep.then_some(&mut small),
-        )?;
-        let pre = keep.then(|| &small[..rows]);
+        let kp = if keep {
+            small.as_mut_ptr().cast::<u32>()
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: `kp` is null or holds `LABEL_BATCH >= rows` entries.
+        let plan = unsafe { self.ce_plan_keeping(targets, rows, cols, opts, outputs, kp)? };
+        // SAFETY: with `keep`, `ce_plan_keeping` wrote the first `rows` entries.
+        let pre = keep.then(|| unsafe { std::slice::from_raw_parts(kp.cast_const(), rows) });
         // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
         // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
         // options and outputs for `rows` rows, and wrote `small`'s classes.
@@ -488,19 +493,23 @@ impl Kernels {
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
     ) -> Result<CePlan> {
-        self.ce_plan_keeping(targets, rows, cols, opts, outputs, None)
+        // SAFETY: nothing is kept.
+        unsafe { self.ce_plan_keeping(targets, rows, cols, opts, outputs, std::ptr::null_mut()) }
     }
 
-    /// [`Kernels::ce_plan`], writing each row's kernel class (or [`IGNORED`]) to `keep` when
-    /// given (class targets, `rows <= LABEL_BATCH`).
-    fn ce_plan_keeping<L: Label>(
+    /// [`Kernels::ce_plan`], writing each row's kernel class (or [`IGNORED`]) to `keep[r]`
+    /// unless `keep` is null (class targets only).
+    ///
+    /// # Safety
+    /// `keep` null or valid for `rows` writes.
+    unsafe fn ce_plan_keeping<L: Label>(
         &self,
         targets: Targets<'_, L>,
         rows: usize,
         cols: usize,
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
-        mut keep: Option<&mut [u32; LABEL_BATCH]>,
+        keep: *mut u32,
     ) -> Result<CePlan> {
         if cols > MAX_CLASSES {
             return Err(Error::TooManyClasses {
@@ -531,16 +540,14 @@ impl Kernels {
                 let mut den = 0.0f64;
                 let mut used = 0usize;
                 for (r, &l) in t.iter().enumerate() {
-                    match class_of(l, cols, opts.ignore_index) {
+                    let class = match class_of(l, cols, opts.ignore_index) {
                         Ok(Some(c)) => {
                             den += opts.weight.map_or(1.0, |w| w[c] as f64);
                             used += 1;
-                            if let Some(k) = keep.as_deref_mut() {
-                                // `r < rows <= LABEL_BATCH`; `c < cols <= MAX_CLASSES` fits.
-                                k[r] = c as u32;
-                            }
+                            // `c < cols <= MAX_CLASSES` fits.
+                            c as u32
                         }
-                        Ok(None) => {}
+                        Ok(None) => IGNORED,
                         Err(label) => {
                             return Err(Error::BadLabel {
                                 row: r,
@@ -548,6 +555,10 @@ impl Kernels {
                                 classes: cols,
                             })
                         }
+                    };
+                    if !keep.is_null() {
+                        // SAFETY: `r < rows`, which the caller's `keep` holds.
+                        unsafe { keep.add(r).write(class) };
                     }
                 }
                 (den, used)
@@ -621,7 +632,8 @@ impl Kernels {
         outputs: &mut CrossEntropyOutputs<'_>,
     ) -> (f64, usize) {
         let eps = opts.label_smoothing as f64;
-        let eps_c = eps / cols as f64;
+        // (`0 / C` is 0: no division for the common case.)
+        let eps_c = if eps == 0.0 { 0.0 } else { eps / cols as f64 };
         let call = CeCall {
             cols,
             weights: opts.weight.map_or(std::ptr::null(), |w| w.as_ptr()),
@@ -675,6 +687,14 @@ impl Kernels {
                 },
             }
         };
+        if let (Some(pre), true) = (pre, rows.saturating_mul(cols) <= BLOCK_BYTES / 4) {
+            // One row block (as `sum_row_blocks` would run it, `0.0 +` included), without
+            // its closures.
+            let mut acc: CeAcc = (0.0, 0);
+            // SAFETY: as below; `pre` holds the validated classes of every row.
+            unsafe { path(&run(0, rows, pre.as_ptr(), std::ptr::null()), &mut acc) };
+            return (0.0 + acc.0, acc.1);
+        }
         let ignore = opts.ignore_index.map(|i| i as i128);
         match targets {
             Targets::Classes(t) => sum_row_blocks(rows, cols, |block| {
@@ -971,6 +991,7 @@ struct CallFacts {
 }
 
 impl CallFacts {
+    #[inline(always)]
     fn of<L: Label>(
         k: &Kernels,
         rows: usize,
@@ -1014,6 +1035,7 @@ impl CePlan {
     /// The path of a valid call: the only place that reads the option flags, the tier's
     /// short-row widths, the row count and the outputs asked for: the fastest path that
     /// accepts the call ([`CePath::accepts`]), as the module docs' table says.
+    #[inline]
     pub(crate) fn choose<L: Label>(
         k: &Kernels,
         rows: usize,
