@@ -54,7 +54,7 @@
 //!
 //! ## Paths
 //!
-//! A call is validated first (options, lengths, every label), then [`CePlan::choose`] picks its
+//! A call is validated first (options, lengths, every label), then `CePlan::choose` picks its
 //! path once, from the target kind, the options, the outputs asked for, the row count and the
 //! tier's short-row width (`W`: 64 classes on AVX-512, 32 on AVX2). Each row block then runs
 //! the path's kernel (`crate::arch::generic::ce`). The path depends on the call alone, never on

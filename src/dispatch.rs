@@ -109,10 +109,10 @@ impl FromStr for Isa {
     }
 }
 
-/// `softmax`/`log_softmax` over `rows x cols` (src, dst, rows, cols, masked rows are zero).
-pub(crate) type RowsFn = unsafe fn(*const f32, *mut f32, usize, usize, bool);
-/// `logsumexp` over `rows x cols` (src, out, rows, cols).
-pub(crate) type LseFn = unsafe fn(*const f32, *mut f32, usize, usize);
+/// A forward path of the softmax family over `rows x cols` (src, dst, rows, cols, what to
+/// compute); `logsumexp` writes one value per row.
+pub(crate) type FwdFn =
+    unsafe fn(*const f32, *mut f32, usize, usize, crate::arch::generic::softmax::FwdArgs);
 /// Backward passes (y, dy, dx, rows, cols).
 pub(crate) type BackwardFn = unsafe fn(*const f32, *const f32, *mut f32, usize, usize);
 /// Online-softmax chunk state (src, dst or null, n) -> (max, sum).
@@ -140,9 +140,14 @@ pub(crate) type MapFn = unsafe fn(*const f32, *mut f32, usize);
 /// ```
 pub struct Kernels {
     pub(crate) isa: Isa,
-    pub(crate) softmax_rows: RowsFn,
-    pub(crate) log_softmax_rows: RowsFn,
-    pub(crate) logsumexp_rows: LseFn,
+    /// The most classes the `Short` forward path takes.
+    pub(crate) short_cols: usize,
+    /// The fewest classes the `Online` forward path takes.
+    pub(crate) online_min_cols: usize,
+    /// The `Short` forward path (`crate::softmax`'s module docs).
+    pub(crate) fwd_short: FwdFn,
+    /// The `Rows` forward path.
+    pub(crate) fwd_rows: FwdFn,
     pub(crate) softmax_backward_rows: BackwardFn,
     pub(crate) log_softmax_backward_rows: BackwardFn,
     pub(crate) chunk_stats: ChunkStatsFn,

@@ -4,27 +4,29 @@
 //! row length `cols`; `rows = len / cols` (zero rows is valid and does nothing). Each exists as a
 //! free function (using [`Kernels::active`]) and as a method on [`Kernels`] (a chosen tier).
 //!
-//! Rows of up to [`ONLINE_MIN_COLS`]` - 1` classes use three passes with reloading: the
-//! maximum; `exp(z - max)` stored and summed in one sweep; one reciprocal per row, then a
-//! scaling pass. Rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) are held in
-//! registers instead, and a short softmax row whose first entry is in `[-16, 40]` first tries
-//! no shift at all: when the unshifted
-//! sum `sum exp(z)` lands in `[2^-26, 2^60]`, `p = exp(z) / sum` meets the accuracy contract
-//! without the maximum (every argument is below 41.6, where the exp is within 2 ULP; an entry
-//! whose exp is subnormal has `p < 2^-100`), else the row takes the shifted path. From 4 rows
-//! on, those exps are computed over the rows' logits as one dense array (a chunk of 512
-//! floats), then each row is summed and scaled: 10-class rows no longer spend 16-lane exps on
-//! 10 lanes (the same bits as row by row). Longer rows
-//! use a chunked online variant: each [`ONLINE_CHUNK`]-float chunk
-//! gets its own `(max, sum)` while it is in L1, the states are merged in f64, and each chunk is
-//! rescaled once; the chunks of a row are spread across threads when there are fewer rows
-//! than threads. The choice depends only on `cols`, never on the thread count, so results are
-//! bit-identical for any number of threads.
+//! ## Paths
+//!
+//! The forward functions (`softmax`, `log_softmax`, `logsumexp`) pick a path from the row
+//! length and the tier alone ([`Kernels::softmax_path`]), never from the row or thread count,
+//! so results are bit-identical for any number of threads:
+//!
+//! | path | chosen when | what it does |
+//! |---|---|---|
+//! | `Short` | rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) | each row in registers from load to store, no loops; from 4 rows, softmax rows whose first entry is in `[-16, 40]` are exponentiated without the maximum, as one dense array per 512-float chunk (10-class rows do not spend 16-lane exps on 10 lanes) |
+//! | `Rows` | up to [`ONLINE_MIN_COLS`]` - 1` classes | three passes (the maximum; `exp(z - max)` stored and summed; one reciprocal or `ln` per row, then a scaling pass), the next row's maximum fused into this row's exp pass |
+//! | `Online` | [`ONLINE_MIN_COLS`] classes and more | each [`ONLINE_CHUNK`]-float chunk gets its own `(max, sum)` while it is in L1, the states merge in f64, each chunk is rescaled once; a row's chunks spread across threads when there are fewer rows than threads |
+//!
+//! The unshifted `Short` try: when `sum exp(z)` lands in `[2^-26, 2^60]`, `p = exp(z) / sum`
+//! meets the accuracy contract without the maximum (every argument is below 41.6, where the
+//! exp is within 2 ULP; an entry whose exp is subnormal has `p < 2^-100`), else the row takes
+//! the shifted way. The reference tier computes every row whole in f64 on every path.
 
+use crate::arch::generic::softmax::{FwdArgs, FwdKind};
 use crate::dispatch::Kernels;
 #[allow(unused_imports)] // `Error` is named by the docs.
 use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::{for_each_index, for_each_row_block, SyncPtr};
+#[allow(unused_imports)] // `ONLINE_MIN_COLS` is named by the docs.
 use crate::tuning::{ONLINE_CHUNK, ONLINE_MIN_COLS};
 
 /// What softmax and log_softmax return for a row whose logits are all `-inf` (a fully masked
@@ -62,11 +64,159 @@ enum Fwd {
     LogSoftmax,
 }
 
+impl Fwd {
+    fn kind(self) -> FwdKind {
+        match self {
+            Fwd::Softmax => FwdKind::Softmax,
+            Fwd::LogSoftmax => FwdKind::LogSoftmax,
+        }
+    }
+}
+
+/// A forward path of the softmax family (the table in the module docs). Public only for
+/// tests and reports that name it ([`Kernels::softmax_path`], [`Kernels::forward_on_path`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SoftmaxPath {
+    Short,
+    Rows,
+    Online,
+}
+
+/// What [`Kernels::forward_on_path`] computes.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SoftmaxOp {
+    Softmax,
+    LogSoftmax,
+    LogSumExp,
+}
+
 impl Kernels {
-    /// Whether rows of `cols` classes take the online path on this tier. The reference tier
-    /// always computes whole rows in f64.
-    fn online(&self, cols: usize) -> bool {
-        cols >= ONLINE_MIN_COLS && self.isa != crate::Isa::Scalar
+    /// The forward path of rows of `cols` classes on this tier: the only place that reads
+    /// the tier's short-row width and the online threshold. Depends on `cols` alone, never on
+    /// the row or thread count, so results are bit-identical for any number of threads.
+    /// (The reference tier computes every row whole in f64, on any path.)
+    #[doc(hidden)]
+    pub fn softmax_path(&self, cols: usize) -> SoftmaxPath {
+        if cols >= self.online_min_cols {
+            SoftmaxPath::Online
+        } else if cols <= self.short_cols {
+            SoftmaxPath::Short
+        } else {
+            SoftmaxPath::Rows
+        }
+    }
+
+    /// A forward function of the family on a chosen path instead of the planned one, for
+    /// tests that compare the paths: `y` holds `x.len()` floats, or one per row for
+    /// `LogSumExp`. Every path takes every shape.
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax`] and [`Kernels::logsumexp`].
+    #[doc(hidden)]
+    pub fn forward_on_path(
+        &self,
+        path: SoftmaxPath,
+        op: SoftmaxOp,
+        x: &[f32],
+        y: &mut [f32],
+        cols: usize,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let rows = rows_of("x", x.len(), cols)?;
+        let mz = opts.masked_rows == MaskedRows::Zero;
+        let fwd = match op {
+            SoftmaxOp::Softmax => Fwd::Softmax,
+            SoftmaxOp::LogSoftmax => Fwd::LogSoftmax,
+            SoftmaxOp::LogSumExp => {
+                check_len("out", y.len(), rows)?;
+                if path == SoftmaxPath::Online {
+                    self.logsumexp_online(x, y, cols);
+                } else {
+                    // SAFETY: `x` holds `rows * cols` floats, `y` one per row.
+                    unsafe {
+                        self.fwd_blocks(
+                            path,
+                            FwdKind::LogSumExp,
+                            x.as_ptr(),
+                            y.as_mut_ptr(),
+                            rows,
+                            cols,
+                            mz,
+                        )
+                    };
+                }
+                return Ok(());
+            }
+        };
+        check_len("y", y.len(), x.len())?;
+        // SAFETY: `x` and `y` are distinct slices of `rows * cols` floats.
+        unsafe { self.forward_path(path, fwd, x.as_ptr(), y.as_mut_ptr(), rows, cols, mz) };
+        Ok(())
+    }
+
+    /// Runs the `Short` or `Rows` forward entry over the row blocks of `rows x cols`.
+    ///
+    /// # Safety
+    /// `x` valid for `rows * cols` reads; `y` for as many writes (or `rows` for `LogSumExp`),
+    /// equal to `x` or not overlapping it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn fwd_blocks(
+        &self,
+        path: SoftmaxPath,
+        kind: FwdKind,
+        x: *const f32,
+        y: *mut f32,
+        rows: usize,
+        cols: usize,
+        masked_zero: bool,
+    ) {
+        let f = match path {
+            SoftmaxPath::Short => self.fwd_short,
+            _ => self.fwd_rows,
+        };
+        let a = FwdArgs { kind, masked_zero };
+        // Output floats per row.
+        let per = if kind == FwdKind::LogSumExp { 1 } else { cols };
+        let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
+        for_each_row_block(rows, cols, move |r| {
+            // SAFETY: the rows `r` lie inside the caller's ranges and blocks are disjoint; the
+            // table's existence proves the CPU features.
+            unsafe {
+                f(
+                    xp.get().add(r.start * cols),
+                    yp.get().add(r.start * per),
+                    r.len(),
+                    cols,
+                    a,
+                )
+            }
+        });
+    }
+
+    /// Runs softmax or log_softmax over `rows x cols` on `path`.
+    ///
+    /// # Safety
+    /// As [`Kernels::forward`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn forward_path(
+        &self,
+        path: SoftmaxPath,
+        kind: Fwd,
+        x: *const f32,
+        y: *mut f32,
+        rows: usize,
+        cols: usize,
+        mz: bool,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            match path {
+                SoftmaxPath::Online => self.forward_online(kind, x, y, rows, cols, mz),
+                _ => self.fwd_blocks(path, kind.kind(), x, y, rows, cols, mz),
+            }
+        }
     }
 
     /// Runs a forward kernel over `rows x cols`.
@@ -83,29 +233,8 @@ impl Kernels {
         opts: SoftmaxOptions,
     ) {
         let mz = opts.masked_rows == MaskedRows::Zero;
-        if self.online(cols) {
-            // SAFETY: forwarded.
-            unsafe { self.forward_online(kind, x, y, rows, cols, mz) };
-            return;
-        }
-        let f = match kind {
-            Fwd::Softmax => self.softmax_rows,
-            Fwd::LogSoftmax => self.log_softmax_rows,
-        };
-        let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
-        for_each_row_block(rows, cols, move |r| {
-            // SAFETY: the rows `r` lie inside the caller's ranges and blocks are disjoint; the
-            // table's existence proves the CPU features.
-            unsafe {
-                f(
-                    xp.get().add(r.start * cols),
-                    yp.get().add(r.start * cols),
-                    r.len(),
-                    cols,
-                    mz,
-                )
-            }
-        });
+        // SAFETY: forwarded.
+        unsafe { self.forward_path(self.softmax_path(cols), kind, x, y, rows, cols, mz) };
     }
 
     /// The chunked online variant for long rows.
@@ -323,23 +452,21 @@ impl Kernels {
     pub fn logsumexp(&self, x: &[f32], out: &mut [f32], cols: usize) -> Result<()> {
         let rows = rows_of("x", x.len(), cols)?;
         check_len("out", out.len(), rows)?;
-        if self.online(cols) {
-            self.logsumexp_online(x, out, cols);
-            return Ok(());
-        }
-        let f = self.logsumexp_rows;
-        let (xp, op) = (SyncPtr(x.as_ptr() as *mut f32), SyncPtr(out.as_mut_ptr()));
-        for_each_row_block(rows, cols, move |r| {
-            // SAFETY: rows `r` of `x` and entries `r` of `out` are in bounds; blocks disjoint.
-            unsafe {
-                f(
-                    xp.get().add(r.start * cols),
-                    op.get().add(r.start),
-                    r.len(),
+        match self.softmax_path(cols) {
+            SoftmaxPath::Online => self.logsumexp_online(x, out, cols),
+            // SAFETY: `x` holds `rows * cols` floats and `out` one per row.
+            path => unsafe {
+                self.fwd_blocks(
+                    path,
+                    FwdKind::LogSumExp,
+                    x.as_ptr(),
+                    out.as_mut_ptr(),
+                    rows,
                     cols,
+                    false,
                 )
-            }
-        });
+            },
+        }
         Ok(())
     }
 

@@ -30,30 +30,33 @@ macro_rules! stamp_tier {
         $crate::arch::generic::ce::stamp_ce!([$(#[$attr])*], $token);
 
         /// # Safety
-        /// The tier's CPU features; pointer ranges as `generic::softmax::softmax_rows`.
+        /// The tier's CPU features; pointer ranges as `generic::softmax::short_path`.
         $(#[$attr])*
-        unsafe fn softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, mz: bool) {
+        unsafe fn fwd_short(
+            x: *const f32,
+            y: *mut f32,
+            rows: usize,
+            cols: usize,
+            a: $crate::arch::generic::softmax::FwdArgs,
+        ) {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::softmax_rows(<$token>::new_unchecked(), x, y, rows, cols, mz) }
+            unsafe { gsm::short_path(<$token>::new_unchecked(), x, y, rows, cols, a) }
         }
 
         /// # Safety
-        /// The tier's CPU features; pointer ranges as `generic::softmax::log_softmax_rows`.
+        /// The tier's CPU features; pointer ranges as `generic::softmax::rows_path`.
         $(#[$attr])*
-        unsafe fn log_softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, mz: bool) {
+        unsafe fn fwd_rows(
+            x: *const f32,
+            y: *mut f32,
+            rows: usize,
+            cols: usize,
+            a: $crate::arch::generic::softmax::FwdArgs,
+        ) {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::log_softmax_rows(<$token>::new_unchecked(), x, y, rows, cols, mz) }
-        }
-
-        /// # Safety
-        /// The tier's CPU features; pointer ranges as `generic::softmax::logsumexp_rows`.
-        $(#[$attr])*
-        unsafe fn logsumexp_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
-            // SAFETY: this function's contract includes the tier's CPU features, which is what
-            // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::logsumexp_rows(<$token>::new_unchecked(), x, out, rows, cols) }
+            unsafe { gsm::rows_path(<$token>::new_unchecked(), x, y, rows, cols, a) }
         }
 
         /// # Safety
@@ -135,9 +138,11 @@ macro_rules! stamp_tier {
         /// This tier's kernel table.
         pub(crate) static KERNELS: $crate::dispatch::Kernels = $crate::dispatch::Kernels {
             isa: $isa,
-            softmax_rows,
-            log_softmax_rows,
-            logsumexp_rows,
+            short_cols: $crate::arch::generic::rows::SHORT_VECS
+                * <$token as $crate::arch::vector::Simd>::LANES,
+            online_min_cols: $crate::tuning::ONLINE_MIN_COLS,
+            fwd_short,
+            fwd_rows,
             softmax_backward_rows,
             log_softmax_backward_rows,
             chunk_stats,

@@ -14,6 +14,7 @@
 //! assert!((p[2] as f64 - 3.0f64.exp() / s).abs() < 1e-7);
 //! ```
 
+use crate::arch::generic::softmax::{FwdArgs, FwdKind};
 use crate::arch::special;
 use crate::dispatch::{Isa, Kernels};
 use crate::error::Result;
@@ -22,9 +23,11 @@ use crate::softmax::SoftmaxOptions;
 /// The scalar tier's kernel table.
 pub(crate) static KERNELS: Kernels = Kernels {
     isa: Isa::Scalar,
-    softmax_rows,
-    log_softmax_rows,
-    logsumexp_rows,
+    // Every row length takes the one plain f64 row loop (`forward`), never the online path.
+    short_cols: usize::MAX,
+    online_min_cols: usize::MAX,
+    fwd_short: forward,
+    fwd_rows: forward,
     softmax_backward_rows,
     log_softmax_backward_rows,
     chunk_stats,
@@ -53,6 +56,22 @@ unsafe fn max_sum(x: *const f32, n: usize) -> (f32, f64) {
         f64::NAN
     };
     (m, s)
+}
+
+/// Every forward path of the reference: whole rows in f64.
+///
+/// # Safety
+/// `x` valid for `rows * cols` reads; `y` for as many writes (equal or not overlapping), or
+/// `rows` for `LogSumExp`.
+unsafe fn forward(x: *const f32, y: *mut f32, rows: usize, cols: usize, a: FwdArgs) {
+    // SAFETY: forwarded.
+    unsafe {
+        match a.kind {
+            FwdKind::Softmax => softmax_rows(x, y, rows, cols, a.masked_zero),
+            FwdKind::LogSoftmax => log_softmax_rows(x, y, rows, cols, a.masked_zero),
+            FwdKind::LogSumExp => logsumexp_rows(x, y, rows, cols),
+        }
+    }
 }
 
 /// # Safety

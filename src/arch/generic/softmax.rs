@@ -10,9 +10,9 @@ use super::rows::*;
 use crate::arch::special;
 use crate::arch::vector::Simd;
 
-/// What a short-row kernel computes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ShortKind {
+/// What a forward kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FwdKind {
     Softmax,
     LogSoftmax,
     LogSumExp,
@@ -29,14 +29,14 @@ pub(crate) enum ShortKind {
 #[inline(always)]
 unsafe fn short_rows<S: Simd, const K: usize>(
     s: S,
-    kind: ShortKind,
+    kind: FwdKind,
     x: *const f32,
     y: *mut f32,
     rows: usize,
     cols: usize,
     masked_zero: bool,
 ) {
-    if kind != ShortKind::Softmax || rows < DENSE_MIN_ROWS {
+    if kind != FwdKind::Softmax || rows < DENSE_MIN_ROWS {
         // SAFETY: forwarded.
         unsafe { rows_in_registers::<S, K>(s, kind, x, y, 0..rows, cols, masked_zero) };
         return;
@@ -122,7 +122,7 @@ unsafe fn softmax_dense<S: Simd, const K: usize>(
                     continue;
                 }
             }
-            short_row::<S, K>(s, ShortKind::Softmax, x, y, r, cols, masked_zero, false);
+            short_row::<S, K>(s, FwdKind::Softmax, x, y, r, cols, masked_zero, false);
         }
     }
 }
@@ -136,7 +136,7 @@ unsafe fn softmax_dense<S: Simd, const K: usize>(
 #[inline(always)]
 unsafe fn rows_in_registers<S: Simd, const K: usize>(
     s: S,
-    kind: ShortKind,
+    kind: FwdKind,
     x: *const f32,
     y: *mut f32,
     rows: std::ops::Range<usize>,
@@ -147,7 +147,7 @@ unsafe fn rows_in_registers<S: Simd, const K: usize>(
     while r < rows.end {
         // Two softmax rows at a time, both unshifted or both shifted: their chains (exp, sum
         // tree, divide) are independent, so interleaving them doubles the work in flight.
-        if kind == ShortKind::Softmax && r + 2 <= rows.end {
+        if kind == FwdKind::Softmax && r + 2 <= rows.end {
             // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; both are loaded
             // before anything is stored.
             let done = unsafe { softmax_pair::<S, K>(s, x.add(r * cols), y.add(r * cols), cols) };
@@ -158,7 +158,7 @@ unsafe fn rows_in_registers<S: Simd, const K: usize>(
         }
         // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges.
         unsafe {
-            let attempt = kind == ShortKind::Softmax && unshifted_likely(*x.add(r * cols));
+            let attempt = kind == FwdKind::Softmax && unshifted_likely(*x.add(r * cols));
             short_row::<S, K>(s, kind, x, y, r, cols, masked_zero, attempt)
         };
         r += 1;
@@ -230,7 +230,7 @@ fn unshifted_likely(x0: f32) -> bool {
 #[inline(always)]
 unsafe fn short_row<S: Simd, const K: usize>(
     s: S,
-    kind: ShortKind,
+    kind: FwdKind,
     x: *const f32,
     y: *mut f32,
     r: usize,
@@ -259,9 +259,9 @@ unsafe fn short_row<S: Simd, const K: usize>(
             let m = s.reduce_max(mx);
             if !m.is_finite() {
                 match kind {
-                    ShortKind::Softmax => special::softmax_row(xr, yr, cols, m, masked_zero),
-                    ShortKind::LogSoftmax => special::log_softmax_row(xr, yr, cols, m, masked_zero),
-                    ShortKind::LogSumExp => *y.add(r) = special::logsumexp_row(xr, cols, m),
+                    FwdKind::Softmax => special::softmax_row(xr, yr, cols, m, masked_zero),
+                    FwdKind::LogSoftmax => special::log_softmax_row(xr, yr, cols, m, masked_zero),
+                    FwdKind::LogSumExp => *y.add(r) = special::logsumexp_row(xr, cols, m),
                 }
                 return;
             }
@@ -269,7 +269,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
             (m, e, sum)
         };
         match kind {
-            ShortKind::Softmax => {
+            FwdKind::Softmax => {
                 let inv = s.splat(1.0 / sum);
                 let mut e = e;
                 for ej in e.iter_mut() {
@@ -277,7 +277,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
                 }
                 store_short::<S, K>(s, yr, cols, &e);
             }
-            ShortKind::LogSoftmax => {
+            FwdKind::LogSoftmax => {
                 // `(v - m) - ln s`; unshifted, `v - ln s` (`v - 0` is `v`).
                 let (vm, ls) = (s.splat(m), s.splat(sum.ln()));
                 let mut o = v;
@@ -286,7 +286,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
                 }
                 store_short::<S, K>(s, yr, cols, &o);
             }
-            ShortKind::LogSumExp => *y.add(r) = (m as f64 + (sum as f64).ln()) as f32,
+            FwdKind::LogSumExp => *y.add(r) = (m as f64 + (sum as f64).ln()) as f32,
         }
     }
 }
@@ -299,7 +299,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
 #[inline(always)]
 unsafe fn try_short<S: Simd>(
     s: S,
-    kind: ShortKind,
+    kind: FwdKind,
     x: *const f32,
     y: *mut f32,
     rows: usize,
@@ -332,7 +332,7 @@ unsafe fn try_short<S: Simd>(
     // The buffer holds one chunk of `short_rows`'s dense softmax ([`DENSE`] floats), so that
     // in place and out of place cut the rows into the same chunks.
     const BUF: usize = DENSE;
-    let via_buf = kind != ShortKind::LogSumExp
+    let via_buf = kind != FwdKind::LogSumExp
         && std::ptr::eq(x, y)
         && rows >= 2
         && !cols.is_multiple_of(S::LANES);
@@ -359,49 +359,65 @@ unsafe fn try_short<S: Simd>(
     true
 }
 
-/// Softmax of `rows` rows of `cols` floats, `x` to `y` (`y` may equal `x`).
-///
-/// Rows of at most [`SHORT_VECS`] vectors (e.g. 10 classes) are held in registers from load to
-/// store, with no loops and a plain f32 sum (at most 64 terms in a tree), so the per-row cost is
-/// a few dozen instructions and consecutive rows overlap in the pipeline. Longer rows take
-/// [`pipelined_rows`].
+/// The arguments of a forward entry beyond the rows: what it computes, and whether a fully
+/// masked (all `-inf`) row gives zeros instead of NaN.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FwdArgs {
+    pub kind: FwdKind,
+    pub masked_zero: bool,
+}
+
+/// The `Short` entry: rows of at most [`SHORT_VECS`] vectors (e.g. 10 classes) held in
+/// registers from load to store, with no loops and a plain f32 sum (at most 64 terms in a
+/// tree), so the per-row cost is a few dozen instructions and consecutive rows overlap in the
+/// pipeline. `y` receives the rows, or one value per row for `LogSumExp`. (Longer rows, which
+/// the plan never sends here, take [`rows_path`].)
 ///
 /// # Safety
-/// `x .. x + rows * cols` valid for reads, `y .. y + rows * cols` for writes, equal or not
-/// overlapping.
+/// `x .. x + rows * cols` valid for reads; `y .. y + rows * cols` (`rows` for `LogSumExp`)
+/// for writes, equal to `x` or not overlapping it.
 #[inline(always)]
-pub(crate) unsafe fn softmax_rows<S: Simd>(
+pub(crate) unsafe fn short_path<S: Simd>(
     s: S,
     x: *const f32,
     y: *mut f32,
     rows: usize,
     cols: usize,
-    masked_zero: bool,
+    a: FwdArgs,
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { pipelined_rows::<S, false>(s, x, y, rows, cols, masked_zero) }
+    unsafe {
+        if !try_short(s, a.kind, x, y, rows, cols, a.masked_zero) {
+            rows_path(s, x, y, rows, cols, a);
+        }
+    }
 }
 
-/// Log-softmax of `rows` rows: `y = (x - m) - ln(sum exp(x - m))`, one exp per element, no
-/// stores until the last pass.
+/// The `Rows` entry: rows of any length in three passes, pipelined across rows
+/// ([`pipelined_rows`]), or for `LogSumExp` a max pass and a sum pass per row.
 ///
 /// # Safety
-/// As [`softmax_rows`].
+/// As [`short_path`].
 #[inline(always)]
-pub(crate) unsafe fn log_softmax_rows<S: Simd>(
+pub(crate) unsafe fn rows_path<S: Simd>(
     s: S,
     x: *const f32,
     y: *mut f32,
     rows: usize,
     cols: usize,
-    masked_zero: bool,
+    a: FwdArgs,
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { pipelined_rows::<S, true>(s, x, y, rows, cols, masked_zero) }
+    unsafe {
+        match a.kind {
+            FwdKind::Softmax => pipelined_rows::<S, false>(s, x, y, rows, cols, a.masked_zero),
+            FwdKind::LogSoftmax => pipelined_rows::<S, true>(s, x, y, rows, cols, a.masked_zero),
+            FwdKind::LogSumExp => logsumexp_rows(s, x, y, rows, cols),
+        }
+    }
 }
 
-/// The row loop of softmax (`LOG = false`) and log_softmax (`LOG = true`), for rows longer
-/// than the short-row kernels take.
+/// The row loop of softmax (`LOG = false`) and log_softmax (`LOG = true`).
 ///
 /// Per row: pass 1 is the max (fused into the previous row's exp pass); pass 2 stores
 /// `exp(x - m)` (softmax) or `x - m` (log_softmax: that brings the output row into L1 while
@@ -413,7 +429,7 @@ pub(crate) unsafe fn log_softmax_rows<S: Simd>(
 /// the `special` module's scalar rules.
 ///
 /// # Safety
-/// As [`softmax_rows`].
+/// As [`short_path`].
 #[inline(always)]
 unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
     s: S,
@@ -423,15 +439,6 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
     cols: usize,
     masked_zero: bool,
 ) {
-    let kind = if LOG {
-        ShortKind::LogSoftmax
-    } else {
-        ShortKind::Softmax
-    };
-    // SAFETY: forwarded from this function's contract.
-    if unsafe { try_short(s, kind, x, y, rows, cols, masked_zero) } {
-        return;
-    }
     // Pass 3 of a row whose factor is known.
     let last_pass = |yp: *mut f32, factor: f32| {
         // SAFETY: `yp` is a row of `y` (`cols` floats), which the caller's contract makes
@@ -500,24 +507,15 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
     }
 }
 
-/// `out[r] = ln(sum_j exp(x[r, j]))`, with no stores but the result.
+/// `out[r] = ln(sum_j exp(x[r, j]))`, with no stores but the result: per row a max pass and
+/// a sum pass.
 ///
 /// # Safety
 /// `x .. x + rows * cols` valid for reads, `out .. out + rows` for writes.
 #[inline(always)]
-pub(crate) unsafe fn logsumexp_rows<S: Simd>(
-    s: S,
-    x: *const f32,
-    out: *mut f32,
-    rows: usize,
-    cols: usize,
-) {
-    // SAFETY: forwarded from this function's contract (`out` gets one value per row).
-    if unsafe { try_short(s, ShortKind::LogSumExp, x, out, rows, cols, false) } {
-        return;
-    }
+unsafe fn logsumexp_rows<S: Simd>(s: S, x: *const f32, out: *mut f32, rows: usize, cols: usize) {
     for r in 0..rows {
-        // SAFETY: as in `softmax_rows`; `out + r` is inside `out .. out + rows`.
+        // SAFETY: row `r` lies inside `x`; `out + r` is inside `out .. out + rows`.
         unsafe {
             let xr = x.add(r * cols);
             let m = row_max(s, xr, cols);
