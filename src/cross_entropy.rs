@@ -401,8 +401,9 @@ impl Kernels {
         // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
         // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
         // options and outputs for `rows` rows, and wrote `small`'s classes.
-        let (total, correct) =
-            unsafe { self.ce_rows_with(xp, gp, rows, cols, targets, pre, opts, &plan, outputs) };
+        let (total, correct) = unsafe {
+            self.ce_rows_with(raw(xp, gp, rows, cols), targets, pre, opts, &plan, outputs)
+        };
         Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
     }
 
@@ -459,7 +460,7 @@ impl Kernels {
         };
         // SAFETY: as in `cross_entropy_with`; `path` accepts the call.
         let (total, correct) =
-            unsafe { self.ce_rows(xp, gp, rows, cols, targets, opts, &plan, outputs) };
+            unsafe { self.ce_rows(raw(xp, gp, rows, cols), targets, opts, &plan, outputs) };
         Ok(Some(plan.finish(
             opts,
             total,
@@ -594,23 +595,19 @@ impl Kernels {
     /// fine); `plan` may come from the larger call.
     ///
     /// # Safety
-    /// `xp` valid for `rows * cols` reads; `gp` null or valid for `rows * cols` writes, equal
-    /// to `xp` or not overlapping it; [`Kernels::ce_plan`] accepted `targets`, `opts` and
-    /// `outputs` for `rows` rows.
-    #[allow(clippy::too_many_arguments)]
+    /// `z.x` valid for `rows * cols` reads; `z.grad` null or valid for `rows * cols` writes,
+    /// equal to `z.x` or not overlapping it; [`Kernels::ce_plan`] accepted `targets`, `opts`
+    /// and `outputs` for `rows` rows.
     pub(crate) unsafe fn ce_rows<L: Label>(
         &self,
-        xp: *const f32,
-        gp: *mut f32,
-        rows: usize,
-        cols: usize,
+        z: RawLogits,
         targets: Targets<'_, L>,
         opts: &CrossEntropyOptions<'_>,
         plan: &CePlan,
         outputs: &mut CrossEntropyOutputs<'_>,
     ) -> (f64, usize) {
         // SAFETY: forwarded.
-        unsafe { self.ce_rows_with(xp, gp, rows, cols, targets, None, opts, plan, outputs) }
+        unsafe { self.ce_rows_with(z, targets, None, opts, plan, outputs) }
     }
 
     /// [`Kernels::ce_rows`] with, for class targets, the rows' kernel classes when the caller
@@ -618,19 +615,21 @@ impl Kernels {
     ///
     /// # Safety
     /// As [`Kernels::ce_rows`]; `pre` the classes of `targets`.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn ce_rows_with<L: Label>(
         &self,
-        xp: *const f32,
-        gp: *mut f32,
-        rows: usize,
-        cols: usize,
+        z: RawLogits,
         targets: Targets<'_, L>,
         pre: Option<&[u32]>,
         opts: &CrossEntropyOptions<'_>,
         plan: &CePlan,
         outputs: &mut CrossEntropyOutputs<'_>,
     ) -> (f64, usize) {
+        let RawLogits {
+            x: xp,
+            grad: gp,
+            rows,
+            cols,
+        } = z;
         let eps = opts.label_smoothing as f64;
         // (`0 / C` is 0: no division for the common case.)
         let eps_c = if eps == 0.0 { 0.0 } else { eps / cols as f64 };
@@ -937,6 +936,26 @@ pub(crate) fn class_of<L: Label>(
     } else {
         Err(v)
     }
+}
+
+/// [`RawLogits`] from its parts.
+fn raw(x: *const f32, grad: *mut f32, rows: usize, cols: usize) -> RawLogits {
+    RawLogits {
+        x,
+        grad,
+        rows,
+        cols,
+    }
+}
+
+/// The logits and gradient of a checked call: `rows * cols` floats at `x`, and at `grad`
+/// (null for the loss alone, `x` itself in place, else a buffer not overlapping `x`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawLogits {
+    pub x: *const f32,
+    pub grad: *mut f32,
+    pub rows: usize,
+    pub cols: usize,
 }
 
 /// A cross-entropy path: how the rows of a call are computed (the table in the module docs).

@@ -60,7 +60,7 @@
 use crate::arch::generic::ce::{CeArgs, CeRowOut};
 use crate::cross_entropy::{
     class_of, CePlan, CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label,
-    Reduction, Targets,
+    RawLogits, Reduction, Targets,
 };
 use crate::dispatch::Kernels;
 use crate::error::{check_len, Error, Result};
@@ -450,10 +450,16 @@ impl Kernels {
             let mut oc = sub_outputs(&mut out.ce, r0, n);
             let zp = zc.as_mut_ptr();
             let gp = if want_grad { zp } else { std::ptr::null_mut() };
+            let z = RawLogits {
+                x: zp,
+                grad: gp,
+                rows: n,
+                cols: c,
+            };
             // SAFETY: `zc` holds `n * c` floats, the gradient is written in place over it (or
             // not at all); `ce_plan` accepted the whole call, and `chunk_targets` /
             // `sub_outputs` give the same arguments restricted to rows `r0 .. r0 + n`.
-            let (t, k) = unsafe { self.ce_rows(zp, gp, n, c, tc, &ce_c, plan, &mut oc) };
+            let (t, k) = unsafe { self.ce_rows(z, tc, &ce_c, plan, &mut oc) };
             total += t;
             correct += k;
             if let Some(da) = out.da.as_deref_mut() {

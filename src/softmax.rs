@@ -134,25 +134,23 @@ impl Kernels {
                 if path == SoftmaxPath::Online {
                     self.logsumexp_online(x, y, cols);
                 } else {
-                    // SAFETY: `x` holds `rows * cols` floats, `y` one per row.
-                    unsafe {
-                        self.fwd_blocks(
-                            path,
-                            FwdKind::LogSumExp,
-                            x.as_ptr(),
-                            y.as_mut_ptr(),
-                            rows,
-                            cols,
-                            mz,
-                        )
+                    let a = FwdArgs {
+                        kind: FwdKind::LogSumExp,
+                        masked_zero: mz,
                     };
+                    // SAFETY: `x` holds `rows * cols` floats, `y` one per row.
+                    unsafe { self.fwd_blocks(path, x.as_ptr(), y.as_mut_ptr(), rows, cols, a) };
                 }
                 return Ok(());
             }
         };
         check_len("y", y.len(), x.len())?;
+        let a = FwdArgs {
+            kind: fwd.kind(),
+            masked_zero: mz,
+        };
         // SAFETY: `x` and `y` are distinct slices of `rows * cols` floats.
-        unsafe { self.forward_path(path, fwd, x.as_ptr(), y.as_mut_ptr(), rows, cols, mz) };
+        unsafe { self.forward_path(path, x.as_ptr(), y.as_mut_ptr(), rows, cols, a) };
         Ok(())
     }
 
@@ -161,24 +159,25 @@ impl Kernels {
     /// # Safety
     /// `x` valid for `rows * cols` reads; `y` for as many writes (or `rows` for `LogSumExp`),
     /// equal to `x` or not overlapping it.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn fwd_blocks(
         &self,
         path: SoftmaxPath,
-        kind: FwdKind,
         x: *const f32,
         y: *mut f32,
         rows: usize,
         cols: usize,
-        masked_zero: bool,
+        a: FwdArgs,
     ) {
         let f = match path {
             SoftmaxPath::Short => self.fwd_short,
             _ => self.fwd_rows,
         };
-        let a = FwdArgs { kind, masked_zero };
         // Output floats per row.
-        let per = if kind == FwdKind::LogSumExp { 1 } else { cols };
+        let per = if a.kind == FwdKind::LogSumExp {
+            1
+        } else {
+            cols
+        };
         let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
         for_each_row_block(rows, cols, move |r| {
             // SAFETY: the rows `r` lie inside the caller's ranges and blocks are disjoint; the
@@ -195,26 +194,29 @@ impl Kernels {
         });
     }
 
-    /// Runs softmax or log_softmax over `rows x cols` on `path`.
+    /// Runs softmax or log_softmax (`a.kind`) over `rows x cols` on `path`.
     ///
     /// # Safety
     /// As [`Kernels::forward`].
-    #[allow(clippy::too_many_arguments)]
     unsafe fn forward_path(
         &self,
         path: SoftmaxPath,
-        kind: Fwd,
         x: *const f32,
         y: *mut f32,
         rows: usize,
         cols: usize,
-        mz: bool,
+        a: FwdArgs,
     ) {
+        debug_assert!(a.kind != FwdKind::LogSumExp);
+        let kind = match a.kind {
+            FwdKind::LogSoftmax => Fwd::LogSoftmax,
+            _ => Fwd::Softmax,
+        };
         // SAFETY: forwarded.
         unsafe {
             match path {
-                SoftmaxPath::Online => self.forward_online(kind, x, y, rows, cols, mz),
-                _ => self.fwd_blocks(path, kind.kind(), x, y, rows, cols, mz),
+                SoftmaxPath::Online => self.forward_online(kind, x, y, rows, cols, a.masked_zero),
+                _ => self.fwd_blocks(path, x, y, rows, cols, a),
             }
         }
     }
@@ -232,9 +234,12 @@ impl Kernels {
         cols: usize,
         opts: SoftmaxOptions,
     ) {
-        let mz = opts.masked_rows == MaskedRows::Zero;
+        let a = FwdArgs {
+            kind: kind.kind(),
+            masked_zero: opts.masked_rows == MaskedRows::Zero,
+        };
         // SAFETY: forwarded.
-        unsafe { self.forward_path(self.softmax_path(cols), kind, x, y, rows, cols, mz) };
+        unsafe { self.forward_path(self.softmax_path(cols), x, y, rows, cols, a) };
     }
 
     /// The chunked online variant for long rows.
@@ -454,18 +459,14 @@ impl Kernels {
         check_len("out", out.len(), rows)?;
         match self.softmax_path(cols) {
             SoftmaxPath::Online => self.logsumexp_online(x, out, cols),
-            // SAFETY: `x` holds `rows * cols` floats and `out` one per row.
-            path => unsafe {
-                self.fwd_blocks(
-                    path,
-                    FwdKind::LogSumExp,
-                    x.as_ptr(),
-                    out.as_mut_ptr(),
-                    rows,
-                    cols,
-                    false,
-                )
-            },
+            path => {
+                let a = FwdArgs {
+                    kind: FwdKind::LogSumExp,
+                    masked_zero: false,
+                };
+                // SAFETY: `x` holds `rows * cols` floats and `out` one per row.
+                unsafe { self.fwd_blocks(path, x.as_ptr(), out.as_mut_ptr(), rows, cols, a) }
+            }
         }
         Ok(())
     }

@@ -29,16 +29,16 @@ pub(crate) enum FwdKind {
 #[inline(always)]
 unsafe fn short_rows<S: Simd, const K: usize>(
     s: S,
-    kind: FwdKind,
+    a: FwdArgs,
     x: *const f32,
     y: *mut f32,
     rows: usize,
     cols: usize,
-    masked_zero: bool,
 ) {
-    if kind != FwdKind::Softmax || rows < DENSE_MIN_ROWS {
+    let masked_zero = a.masked_zero;
+    if a.kind != FwdKind::Softmax || rows < DENSE_MIN_ROWS {
         // SAFETY: forwarded.
-        unsafe { rows_in_registers::<S, K>(s, kind, x, y, 0..rows, cols, masked_zero) };
+        unsafe { rows_in_registers::<S, K>(s, a, x, y, 0..rows, cols) };
         return;
     }
     let mut buf = std::mem::MaybeUninit::<[f32; DENSE]>::uninit();
@@ -54,7 +54,7 @@ unsafe fn short_rows<S: Simd, const K: usize>(
             if n >= DENSE_MIN_ROWS && unshifted_likely(*x.add(r * cols)) {
                 softmax_dense::<S, K>(s, x, y, bp, r..r + n, cols, masked_zero);
             } else {
-                rows_in_registers::<S, K>(s, kind, x, y, r..r + n, cols, masked_zero);
+                rows_in_registers::<S, K>(s, a, x, y, r..r + n, cols);
             }
         }
         r += n;
@@ -122,7 +122,11 @@ unsafe fn softmax_dense<S: Simd, const K: usize>(
                     continue;
                 }
             }
-            short_row::<S, K>(s, FwdKind::Softmax, x, y, r, cols, masked_zero, false);
+            let a = FwdArgs {
+                kind: FwdKind::Softmax,
+                masked_zero,
+            };
+            short_row::<S, K>(s, a, x, y, r, cols, false);
         }
     }
 }
@@ -132,17 +136,16 @@ unsafe fn softmax_dense<S: Simd, const K: usize>(
 ///
 /// # Safety
 /// As [`short_rows`], for rows `rows` (inside `0..rows` of the caller's ranges).
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn rows_in_registers<S: Simd, const K: usize>(
     s: S,
-    kind: FwdKind,
+    a: FwdArgs,
     x: *const f32,
     y: *mut f32,
     rows: std::ops::Range<usize>,
     cols: usize,
-    masked_zero: bool,
 ) {
+    let kind = a.kind;
     let mut r = rows.start;
     while r < rows.end {
         // Two softmax rows at a time, both unshifted or both shifted: their chains (exp, sum
@@ -159,7 +162,7 @@ unsafe fn rows_in_registers<S: Simd, const K: usize>(
         // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges.
         unsafe {
             let attempt = kind == FwdKind::Softmax && unshifted_likely(*x.add(r * cols));
-            short_row::<S, K>(s, kind, x, y, r, cols, masked_zero, attempt)
+            short_row::<S, K>(s, a, x, y, r, cols, attempt)
         };
         r += 1;
     }
@@ -226,18 +229,17 @@ fn unshifted_likely(x0: f32) -> bool {
 ///
 /// # Safety
 /// As [`short_rows`], `r < rows`.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn short_row<S: Simd, const K: usize>(
     s: S,
-    kind: FwdKind,
+    a: FwdArgs,
     x: *const f32,
     y: *mut f32,
     r: usize,
     cols: usize,
-    masked_zero: bool,
     attempt: bool,
 ) {
+    let (kind, masked_zero) = (a.kind, a.masked_zero);
     // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row is
     // loaded before anything is stored.
     unsafe {
@@ -299,12 +301,11 @@ unsafe fn short_row<S: Simd, const K: usize>(
 #[inline(always)]
 unsafe fn try_short<S: Simd>(
     s: S,
-    kind: FwdKind,
+    a: FwdArgs,
     x: *const f32,
     y: *mut f32,
     rows: usize,
     cols: usize,
-    masked_zero: bool,
 ) -> bool {
     let k = cols.div_ceil(S::LANES);
     if !(1..=SHORT_VECS).contains(&k) {
@@ -315,10 +316,10 @@ unsafe fn try_short<S: Simd>(
     macro_rules! run {
         ($x:expr, $y:expr, $rows:expr) => {
             match k {
-                1 => short_rows::<S, 1>(s, kind, $x, $y, $rows, cols, masked_zero),
-                2 => short_rows::<S, 2>(s, kind, $x, $y, $rows, cols, masked_zero),
-                3 => short_rows::<S, 3>(s, kind, $x, $y, $rows, cols, masked_zero),
-                _ => short_rows::<S, 4>(s, kind, $x, $y, $rows, cols, masked_zero),
+                1 => short_rows::<S, 1>(s, a, $x, $y, $rows, cols),
+                2 => short_rows::<S, 2>(s, a, $x, $y, $rows, cols),
+                3 => short_rows::<S, 3>(s, a, $x, $y, $rows, cols),
+                _ => short_rows::<S, 4>(s, a, $x, $y, $rows, cols),
             }
         };
     }
@@ -332,7 +333,7 @@ unsafe fn try_short<S: Simd>(
     // The buffer holds one chunk of `short_rows`'s dense softmax ([`DENSE`] floats), so that
     // in place and out of place cut the rows into the same chunks.
     const BUF: usize = DENSE;
-    let via_buf = kind != FwdKind::LogSumExp
+    let via_buf = a.kind != FwdKind::LogSumExp
         && std::ptr::eq(x, y)
         && rows >= 2
         && !cols.is_multiple_of(S::LANES);
@@ -385,9 +386,17 @@ pub(crate) unsafe fn short_path<S: Simd>(
     cols: usize,
     a: FwdArgs,
 ) {
+    // One inlined copy per kind, each with its kind a constant (a run-time kind in every
+    // row's code cost a 1x10 log_softmax a fifth of its time).
+    let kind = |kind| FwdArgs { kind, ..a };
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        if !try_short(s, a.kind, x, y, rows, cols, a.masked_zero) {
+        let done = match a.kind {
+            FwdKind::Softmax => try_short(s, kind(FwdKind::Softmax), x, y, rows, cols),
+            FwdKind::LogSoftmax => try_short(s, kind(FwdKind::LogSoftmax), x, y, rows, cols),
+            FwdKind::LogSumExp => try_short(s, kind(FwdKind::LogSumExp), x, y, rows, cols),
+        };
+        if !done {
             rows_path(s, x, y, rows, cols, a);
         }
     }

@@ -140,7 +140,6 @@ unsafe fn lane_argmax<S: Simd, const CAP: bool>(
 ///
 /// # Safety
 /// As [`ce_row`].
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn ce_sweep<S: Simd, const CAP: bool>(
     s: S,
@@ -149,9 +148,9 @@ unsafe fn ce_sweep<S: Simd, const CAP: bool>(
     n: usize,
     m: f32,
     a: &CeArgs,
-    cap: S::V,
-    icap: S::V,
 ) -> (f64, f64) {
+    let cap = s.splat(a.cap);
+    let icap = s.splat(if CAP { 1.0 / a.cap } else { 0.0 });
     let w = S::LANES;
     let vm = s.splat(m);
     let store = !grad.is_null();
@@ -321,7 +320,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             };
             (t, 0.0)
         } else {
-            ce_sweep::<S, CAP>(s, x, grad, n, m, a, cap, icap)
+            ce_sweep::<S, CAP>(s, x, grad, n, m, a)
         };
         let out = CeRowOut {
             m: m as f64,

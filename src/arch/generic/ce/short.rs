@@ -90,15 +90,28 @@ impl RowGrad {
 /// A target fix-up not yet applied ([`FIX_LATER`]): the entry and the value.
 type PendingFix = Option<(*mut f32, f32)>;
 
-/// The one arithmetic of a short row of `(K - 1) * LANES < n <= K * LANES` floats: returns the
-/// shift `m` and `s = sum exp(z - m)` (f64, exact from the f32 lane sum; NaN when the maximum
-/// is not finite), and, when `gr` is not null, writes the gradient
-/// `g (head + zl2 lse) / s exp(z - m)` with the target's `- fix` as `FIX` says (a non-finite
-/// maximum fills the row with NaN).
+/// One short row of `(K - 1) * LANES < n <= K * LANES` floats, as [`short_row`] takes it.
+struct ShortIn<S: Simd, const K: usize> {
+    /// The row's logits.
+    xr: *const f32,
+    /// Its gradient row, or null.
+    gr: *mut f32,
+    n: usize,
+    /// The target class (`< n`; any for a row without one, whose `fix` is 0).
+    t: usize,
+    /// The target logit.
+    zt: f32,
+    /// The row's exps shifted by `zt` and their sum, when [`exp_from_target`] accepted them.
+    shifted: Option<([S::V; K], f32)>,
+}
+
+/// The one arithmetic of a short row: returns the shift `m` and `s = sum exp(z - m)` (f64,
+/// exact from the f32 lane sum; NaN when the maximum is not finite), and, when `gr` is not
+/// null, writes the gradient `g (head + zl2 lse) / s exp(z - m)` with the target's `- fix` as
+/// `FIX` says (a non-finite maximum fills the row with NaN).
 ///
-/// `shifted` is the row's exps shifted by its target logit `zt` and their sum, when
-/// [`exp_from_target`] accepted them; the shift is then `zt`. Else the row is loaded from `xr`
-/// and shifted by its maximum.
+/// With `shifted`, the shift is `zt`; else the row is loaded from `xr` and shifted by its
+/// maximum.
 ///
 /// With `head = 1` and `zl2 = 0` the factor is the f32 quotient `g / s`: both are f32, and a
 /// quotient rounded to f64 then to f32 is the correctly rounded f32 quotient (53 >= 2 * 24 + 2
@@ -108,19 +121,21 @@ type PendingFix = Option<(*mut f32, f32)>;
 /// # Safety
 /// `xr` valid for `n` reads and not yet overwritten by this row's gradient; `gr` null or
 /// valid for `n` writes (equal to `xr` or not overlapping it); `t < n`.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn short_row<S: Simd, const K: usize, const FIX: u8>(
     s: S,
-    xr: *const f32,
-    n: usize,
-    shifted: Option<([S::V; K], f32)>,
-    zt: f32,
-    gr: *mut f32,
-    t: usize,
+    row: ShortIn<S, K>,
     c: RowGrad,
     pending: &mut PendingFix,
 ) -> (f32, f64) {
+    let ShortIn {
+        xr,
+        gr,
+        n,
+        t,
+        zt,
+        shifted,
+    } = row;
     // SAFETY: the caller's contract; `load_rows`/`store_short` touch exactly `0..n`, `t < n`.
     unsafe {
         let (m, mut e, sum) = match shifted {
@@ -250,7 +265,19 @@ pub(crate) unsafe fn ce_short<S: Simd, const K: usize>(
             zl2: a.zl2,
             fix: a.fix_t,
         };
-        let (m, total) = short_row::<S, K, FIX_NOW>(s, x, n, None, 0.0, grad, a.t, c, &mut None);
+        let (m, total) = short_row::<S, K, FIX_NOW>(
+            s,
+            ShortIn {
+                xr: x,
+                gr: grad,
+                n,
+                t: a.t,
+                zt: 0.0,
+                shifted: None,
+            },
+            c,
+            &mut None,
+        );
         let finite = m.is_finite();
         CeRowOut {
             m: m as f64,
@@ -308,12 +335,14 @@ unsafe fn short_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
                     };
                     let (m, total) = short_row::<S, K, FIX_LATER>(
                         s,
-                        xr,
-                        n,
-                        None,
-                        0.0,
-                        std::ptr::null_mut(),
-                        0,
+                        ShortIn {
+                            xr,
+                            gr: std::ptr::null_mut(),
+                            n,
+                            t: 0,
+                            zt: 0.0,
+                            shifted: None,
+                        },
                         none,
                         &mut None,
                     );
@@ -343,8 +372,19 @@ unsafe fn short_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
                 zl2: c.zl2,
                 fix: (g * wt) as f32,
             };
-            let (m, total) =
-                short_row::<S, K, FIX_LATER>(s, xr, n, shifted, zt, gr, t, rg, &mut pending);
+            let (m, total) = short_row::<S, K, FIX_LATER>(
+                s,
+                ShortIn {
+                    xr,
+                    gr,
+                    n,
+                    t,
+                    zt,
+                    shifted,
+                },
+                rg,
+                &mut pending,
+            );
             let mf = m as f64;
             let (ls, lse) = if m.is_finite() {
                 let ls = total.ln();
@@ -444,12 +484,14 @@ unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
                 let xr = b.x.add(r * n);
                 let (m, total) = short_row::<S, K, FIX_LATER>(
                     s,
-                    xr,
-                    n,
-                    shifted,
-                    zt,
-                    gr,
-                    class as usize,
+                    ShortIn {
+                        xr,
+                        gr,
+                        n,
+                        t: class as usize,
+                        zt,
+                        shifted,
+                    },
                     rg,
                     &mut pending,
                 );
@@ -490,8 +532,19 @@ unsafe fn one_row<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut CeAcc
         let zt = *b.x.add(t);
         let v = load_padded::<S, K>(s, b.x, n, f32::NEG_INFINITY);
         let shifted = exp_from_target::<S, K>(s, &v, zt);
-        let (m, total) =
-            short_row::<S, K, FIX_IN_REGISTER>(s, b.x, n, shifted, zt, b.grad, t, rg, &mut None);
+        let (m, total) = short_row::<S, K, FIX_IN_REGISTER>(
+            s,
+            ShortIn {
+                xr: b.x,
+                gr: b.grad,
+                n,
+                t,
+                zt,
+                shifted,
+            },
+            rg,
+            &mut None,
+        );
         let mut groups = LossGroups::new();
         groups.add(m, zt, total);
         groups.finish(1, acc);
@@ -583,12 +636,14 @@ unsafe fn dense_rows<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
                 let (xr, zt) = (b.x.add(r * n), *zp.add(i));
                 let (mm, total) = short_row::<S, 1, FIX_LATER>(
                     s,
-                    xr,
-                    n,
-                    shifted,
-                    zt,
-                    gr,
-                    class as usize,
+                    ShortIn {
+                        xr,
+                        gr,
+                        n,
+                        t: class as usize,
+                        zt,
+                        shifted,
+                    },
                     rg,
                     &mut pending,
                 );
