@@ -10,6 +10,7 @@
 //!
 //! The last test, `required_tiers_ran`, enforces `SOFTMAX_KERNELS_REQUIRE=avx512,avx2,...`.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -389,52 +390,28 @@ fn check_tier(k: &Kernels, c: &Case, e: &Expected) {
     }
 }
 
-fn run(cases: &[Case]) {
-    let tiers = common::tiers();
+/// Every case on tier `k`.
+fn run(k: &Kernels, cases: &[Case]) {
     for c in cases {
-        let e = expected(c);
-        for &k in &tiers {
-            check_tier(k, c, &e);
-        }
-    }
-    for k in &tiers {
-        common::record_ran(k.isa());
+        check_tier(k, c, &expected(c));
     }
 }
 
-#[test]
-fn short_rows_1_to_70() {
-    let cols: Vec<usize> = (1..=70).collect();
-    run(&cases(&cols, &[0, 1, 2, 3, 17]));
-}
-
-#[test]
-fn medium_rows() {
-    run(&cases(&[127, 128, 129, 1000, 4097], &[0, 1, 2, 3, 17]));
-}
-
-#[test]
-fn rows_of_32000() {
-    run(&cases(&[32000], &[0, 1, 2, 3]));
-}
-
-#[test]
-fn rows_at_the_online_threshold() {
+// One test per tier and family of shapes (`tiers_softmax::short_rows_1_to_70::avx2`, ...).
+per_tier!(
+    short_rows_1_to_70 => |k| {
+        let cols: Vec<usize> = (1..=70).collect();
+        run(k, &cases(&cols, &[0, 1, 2, 3, 17]));
+    },
+    medium_rows => |k| run(k, &cases(&[127, 128, 129, 1000, 4097], &[0, 1, 2, 3, 17])),
+    rows_of_32000 => |k| run(k, &cases(&[32000], &[0, 1, 2, 3])),
     // One below the threshold (three-pass path on the SIMD tiers) and exactly at it (online
     // path, 16 full chunks).
-    run(&cases(&[65535, 65536], &[1, 2]));
-}
-
-#[test]
-fn long_rows_online_odd() {
+    rows_at_the_online_threshold => |k| run(k, &cases(&[65535, 65536], &[1, 2])),
     // 65536 + 4097: online path with 17 full chunks and a 1-float last chunk.
-    run(&cases(&[69633], &[0, 1, 2, 3]));
-}
-
-#[test]
-fn long_rows_128256() {
-    run(&cases(&[128256], &[0, 1, 2]));
-}
+    long_rows_online_odd => |k| run(k, &cases(&[69633], &[0, 1, 2, 3])),
+    long_rows_128256 => |k| run(k, &cases(&[128256], &[0, 1, 2])),
+);
 
 /// The free functions run `Kernels::active()` (or fail the same way it does).
 #[test]

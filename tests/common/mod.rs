@@ -60,6 +60,47 @@ pub fn tiers() -> Vec<&'static Kernels> {
         .collect()
 }
 
+/// Runs `f` on tier `isa` and records it as run, or prints the skip note when this CPU lacks
+/// the tier (the test then passes).
+pub fn on_tier(isa: Isa, f: impl FnOnce(&'static Kernels)) {
+    match Kernels::for_isa(isa) {
+        Some(k) => {
+            record_ran(isa);
+            f(k)
+        }
+        None => eprintln!("skipping tier {isa}: not available on this CPU"),
+    }
+}
+
+/// Stamps one test per tier (`scalar`, `portable`, `avx2`, `avx512`) inside a module `$name`,
+/// each running `$f(k)` through [`on_tier`], so that a failure names its tier (as memchr's test
+/// macros do). Use it after `#[macro_use] mod common;`.
+#[macro_export]
+macro_rules! per_tier {
+    ($($name:ident => $f:expr),* $(,)?) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn scalar() {
+                $crate::common::on_tier(softmax_kernels::Isa::Scalar, $f);
+            }
+            #[test]
+            fn portable() {
+                $crate::common::on_tier(softmax_kernels::Isa::Portable, $f);
+            }
+            #[test]
+            fn avx2() {
+                $crate::common::on_tier(softmax_kernels::Isa::Avx2, $f);
+            }
+            #[test]
+            fn avx512() {
+                $crate::common::on_tier(softmax_kernels::Isa::Avx512, $f);
+            }
+        }
+    )*};
+}
+
 /// The SIMD tiers only (every available tier but the scalar reference).
 pub fn simd_tiers() -> Vec<&'static Kernels> {
     tiers()
