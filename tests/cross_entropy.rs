@@ -24,6 +24,9 @@
 //! Nothing here reads an expected value from the crate: the oracle below is plain f64 code.
 //! Debug builds (`cargo test` without `--release`) run a thinned-out matrix.
 
+#[macro_use]
+mod common;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use softmax_kernels::{
@@ -800,14 +803,14 @@ fn to64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
-/// The class-target matrix over `cols_list`.
-fn class_matrix(cols_list: &[usize], what: &str) {
-    class_matrix_strided(cols_list, 1, what)
+/// The class-target matrix over `cols_list` on tier `k`.
+fn class_matrix(k: &'static Kernels, cols_list: &[usize], what: &str) {
+    class_matrix_strided(k, cols_list, 1, what)
 }
 
-/// The class-target matrix over `cols_list`, every `stride`-th combination.
-fn class_matrix_strided(cols_list: &[usize], stride: usize, what: &str) {
-    let ks = tiers();
+/// The class-target matrix over `cols_list` on tier `k`, every `stride`-th combination.
+fn class_matrix_strided(k: &'static Kernels, cols_list: &[usize], stride: usize, what: &str) {
+    let ks = [k];
     let combos = class_combos();
     let mut f = Failures::default();
     let mut cases = 0usize;
@@ -881,9 +884,9 @@ fn class_matrix_strided(cols_list: &[usize], stride: usize, what: &str) {
     f.finish(what);
 }
 
-/// The probability-target matrix over `cols_list`.
-fn prob_matrix(cols_list: &[usize], what: &str) {
-    let ks = tiers();
+/// The probability-target matrix over `cols_list` on tier `k`.
+fn prob_matrix(k: &'static Kernels, cols_list: &[usize], what: &str) {
+    let ks = [k];
     let combos = prob_combos();
     let mut f = Failures::default();
     let mut cases = 0usize;
@@ -929,42 +932,20 @@ fn prob_matrix(cols_list: &[usize], what: &str) {
 
 const SMALL_COLS: [usize; 13] = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65];
 
-#[test]
-fn class_targets_short_rows() {
-    class_matrix(&SMALL_COLS, "class targets, short rows");
-}
-
-#[test]
-fn class_targets_1000() {
-    class_matrix(&[1000], "class targets, 1000 classes");
-}
-
-#[test]
-fn class_targets_32000() {
-    class_matrix(&[32000], "class targets, 32000 classes");
-}
-
-/// An LM vocabulary (past the softmax family's online-chunking threshold): every 11th
-/// combination.
-#[test]
-fn class_targets_128256() {
-    class_matrix_strided(&[128_256], 11, "class targets, 128256 classes");
-}
-
-#[test]
-fn prob_targets_short_rows() {
-    prob_matrix(&SMALL_COLS, "probability targets, short rows");
-}
-
-#[test]
-fn prob_targets_1000() {
-    prob_matrix(&[1000], "probability targets, 1000 classes");
-}
-
-#[test]
-fn prob_targets_32000() {
-    prob_matrix(&[32000], "probability targets, 32000 classes");
-}
+// One test per tier and matrix (`class_targets_1000::avx2`, ...). The 128256-class matrix (an
+// LM vocabulary, past the softmax family's online-chunking threshold) runs every 11th
+// combination.
+per_tier!(
+    class_targets_short_rows => |k| class_matrix(k, &SMALL_COLS, "class targets, short rows"),
+    class_targets_1000 => |k| class_matrix(k, &[1000], "class targets, 1000 classes"),
+    class_targets_32000 => |k| class_matrix(k, &[32000], "class targets, 32000 classes"),
+    class_targets_128256 => |k| {
+        class_matrix_strided(k, &[128_256], 11, "class targets, 128256 classes")
+    },
+    prob_targets_short_rows => |k| prob_matrix(k, &SMALL_COLS, "probability targets, short rows"),
+    prob_targets_1000 => |k| prob_matrix(k, &[1000], "probability targets, 1000 classes"),
+    prob_targets_32000 => |k| prob_matrix(k, &[32000], "probability targets, 32000 classes"),
+);
 
 // ---------------------------------------------------------------------------------------------
 // Finite differences of the f64 loss
