@@ -64,7 +64,7 @@
 //! |---|---|---|
 //! | `Probs` | probability targets | - |
 //! | `OneRow` | one row of at most `W` classes; no smoothing, cap, weights, row scales, z-loss or per-row outputs | the loop's set-up; the target's fix-up is in the register |
-//! | `Dense` | as `OneRow`, from 4 rows, rows of one vector (16 classes on AVX-512, 8 on AVX2) | idle lanes: the exps of many rows as one dense array |
+//! | `Dense` | as `OneRow`, from 4 dense rows (`ld == cols`: not a strided view) of one vector (16 classes on AVX-512, 8 on AVX2) | idle lanes: the exps of many rows as one dense array |
 //! | `ShortPlain` | as `OneRow`, several rows | the per-row `ln`: the loss adds `ln prod s` once per 16 rows |
 //! | `Short` | rows of at most `W` classes, no smoothing or cap | loops: each row in registers, shifted by its target logit when that is safe |
 //! | `Rows` | every other class-target call | - (three passes per row, pipelined across rows) |
@@ -78,7 +78,9 @@
 use crate::arch::generic::ce::{CeAcc, CeCall, CeRows, IGNORED};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
-use crate::parallel::{sum_row_blocks, SyncPtr, BLOCK_BYTES};
+use crate::linear::MatrixLayout;
+use crate::parallel::{sum_row_blocks, BLOCK_BYTES};
+use crate::view::{same_shape, MatMut, MatRef};
 
 /// Labels converted to kernel classes at a time (on the stack) per row block.
 const LABEL_BATCH: usize = 64;
@@ -330,6 +332,28 @@ pub enum Logits<'a> {
     InPlace(&'a mut [f32]),
 }
 
+/// Strided logits ([`Kernels::cross_entropy_strided`]): [`Logits`] over views whose rows
+/// start `ld` floats apart.
+#[derive(Debug)]
+pub enum StridedLogits<'a> {
+    /// Loss only.
+    Read(MatRef<'a>),
+    /// Loss and gradient into a separate view of the same shape (its own stride).
+    Grad(MatRef<'a>, MatMut<'a>),
+    /// Loss and gradient written over the logits.
+    InPlace(MatMut<'a>),
+}
+
+/// Targets of a strided call: class labels (one per row), or probability rows in a view of
+/// the logits' shape (its own stride).
+#[derive(Clone, Copy, Debug)]
+pub enum StridedTargets<'a, L: Label = i64> {
+    /// One class label per row.
+    Classes(&'a [L]),
+    /// A probability distribution per row.
+    Probs(MatRef<'a>),
+}
+
 /// The targets.
 #[derive(Clone, Copy, Debug)]
 pub enum Targets<'a, L: Label = i64> {
@@ -385,6 +409,101 @@ impl Kernels {
         };
         let rows = rows_of_call(len, cols, &targets)?;
         check_len("grad", grad_len, len)?;
+        // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
+        // to `xp` or a distinct buffer (the borrows above).
+        unsafe { self.ce_call(RawLogits::dense(xp, gp, rows, cols), targets, opts, outputs) }
+    }
+
+    /// Cross-entropy over strided rows ([`crate::view`]): [`Kernels::cross_entropy_with`]
+    /// for logits, gradient and probability targets whose rows start `ld` floats apart, with
+    /// the same bits as on the rows copied out. The floats between rows are neither read nor
+    /// written. (Short plain rows that are not dense take `ShortPlain` rather than `Dense`,
+    /// which computes the same bits.)
+    ///
+    /// # Errors
+    /// As [`Kernels::cross_entropy_with`]; [`Error::ShapeMismatch`] if the gradient or the
+    /// probability targets have other rows or columns than the logits.
+    ///
+    /// ```
+    /// use softmax_kernels::{CrossEntropyOptions, CrossEntropyOutputs, Kernels, MatMut, MatRef};
+    /// use softmax_kernels::cross_entropy::{StridedLogits, StridedTargets};
+    /// // The last position of a [B = 2, T = 3, V = 4] logits tensor, and its gradient.
+    /// let (b, t, v) = (2, 3, 4);
+    /// let z = vec![0.5f32; b * t * v];
+    /// let mut g = vec![0.0f32; b * t * v];
+    /// let last = MatRef::new(&z[(t - 1) * v..], b, v, t * v).unwrap();
+    /// let grad = MatMut::new(&mut g[(t - 1) * v..], b, v, t * v).unwrap();
+    /// let st = Kernels::best()
+    ///     .cross_entropy_strided(
+    ///         StridedLogits::Grad(last, grad),
+    ///         StridedTargets::Classes(&[1i64, 3]),
+    ///         &CrossEntropyOptions::default(),
+    ///         &mut CrossEntropyOutputs::default(),
+    ///     )
+    ///     .unwrap();
+    /// assert!((st.loss - 4f32.ln()).abs() < 1e-6);
+    /// // Only the last position's rows were written: (1/4 - onehot) / 2.
+    /// assert_eq!(g[(t - 1) * v + 1], (0.25 - 1.0) / 2.0);
+    /// assert_eq!(g[..(t - 1) * v], vec![0.0; (t - 1) * v][..]);
+    /// ```
+    pub fn cross_entropy_strided<L: Label>(
+        &self,
+        logits: StridedLogits<'_>,
+        targets: StridedTargets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> Result<CrossEntropyStats> {
+        let (x, grad) = match logits {
+            StridedLogits::Read(x) => (x.raw()?, None),
+            StridedLogits::Grad(x, mut g) => {
+                let (x, g) = (x.raw()?, g.raw()?);
+                same_shape("grad", x, g)?;
+                (x, Some(g))
+            }
+            StridedLogits::InPlace(mut x) => {
+                let x = x.raw()?;
+                (x, Some(x))
+            }
+        };
+        let (targets, ldy) = match targets {
+            StridedTargets::Classes(t) => (Targets::Classes(t), x.cols),
+            StridedTargets::Probs(y) => {
+                let yr = y.raw()?;
+                same_shape("targets", x, yr)?;
+                (Targets::Probs(y.as_slice()), yr.ld)
+            }
+        };
+        let z = RawLogits {
+            x: x.ptr,
+            grad: grad.map_or(std::ptr::null_mut(), |g| g.ptr),
+            rows: x.rows,
+            cols: x.cols,
+            ldx: x.ld,
+            ldg: grad.map_or(x.ld, |g| g.ld),
+            ldy,
+        };
+        // SAFETY: checked views: the logits, and the gradient, a distinct mutable borrow or
+        // the logits themselves (in place, one stride); the probability targets' view is
+        // checked again by the plan, with their stride.
+        unsafe { self.ce_call(z, targets, opts, outputs) }
+    }
+
+    /// The body of every cross-entropy call whose matrices are checked: validates the rest,
+    /// plans and runs the rows.
+    ///
+    /// # Safety
+    /// `z.x` valid for reading `z.rows` rows of `z.cols` floats `z.ldx` apart; `z.grad` null
+    /// or valid for writing as many rows `z.ldg` apart, equal to `z.x` with the same stride or
+    /// not overlapping it.
+    #[inline(always)]
+    unsafe fn ce_call<L: Label>(
+        &self,
+        z: RawLogits,
+        targets: Targets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> Result<CrossEntropyStats> {
+        let rows = z.rows;
         // A call of at most one label batch keeps the kernel classes of its validation pass
         // (converting the labels a second time cost a 64x10 call a tenth of its time).
         let mut small = std::mem::MaybeUninit::<[u32; LABEL_BATCH]>::uninit();
@@ -395,15 +514,12 @@ impl Kernels {
             std::ptr::null_mut()
         };
         // SAFETY: `kp` is null or holds `LABEL_BATCH >= rows` entries.
-        let plan = unsafe { self.ce_plan_keeping(targets, rows, cols, opts, outputs, kp)? };
+        let plan = unsafe { self.ce_plan_keeping(targets, z.shape(), opts, outputs, kp)? };
         // SAFETY: with `keep`, `ce_plan_keeping` wrote the first `rows` entries.
         let pre = keep.then(|| unsafe { std::slice::from_raw_parts(kp.cast_const(), rows) });
-        // SAFETY: `xp` holds `rows * cols` floats, `gp` is null or `rows * cols` floats equal
-        // to `xp` or a distinct buffer (the borrows above); `ce_plan` checked the targets,
-        // options and outputs for `rows` rows, and wrote `small`'s classes.
-        let (total, correct) = unsafe {
-            self.ce_rows_with(raw(xp, gp, rows, cols), targets, pre, opts, &plan, outputs)
-        };
+        // SAFETY: the caller's contract for `z`; `ce_plan` checked the targets, options and
+        // outputs for `rows` rows, and wrote `small`'s classes.
+        let (total, correct) = unsafe { self.ce_rows_with(z, targets, pre, opts, &plan, outputs) };
         Ok(plan.finish(opts, total, correct, outputs.argmax.is_some(), &targets))
     }
 
@@ -449,7 +565,8 @@ impl Kernels {
         let rows = rows_of("logits", len, cols)?;
         check_len("grad", grad_len, len)?;
         let mut plan = self.ce_plan(targets, rows, cols, opts, outputs)?;
-        if !path.accepts(&CallFacts::of(self, rows, cols, &targets, opts, outputs)) {
+        let facts = CallFacts::of(self, Shape::dense(rows, cols), &targets, opts, outputs);
+        if !path.accepts(&facts) {
             return Ok(None);
         }
         plan.path = path;
@@ -459,8 +576,15 @@ impl Kernels {
             Logits::InPlace(x) => (x.as_ptr(), x.as_mut_ptr()),
         };
         // SAFETY: as in `cross_entropy_with`; `path` accepts the call.
-        let (total, correct) =
-            unsafe { self.ce_rows(raw(xp, gp, rows, cols), targets, opts, &plan, outputs) };
+        let (total, correct) = unsafe {
+            self.ce_rows(
+                RawLogits::dense(xp, gp, rows, cols),
+                targets,
+                opts,
+                &plan,
+                outputs,
+            )
+        };
         Ok(Some(plan.finish(
             opts,
             total,
@@ -494,8 +618,9 @@ impl Kernels {
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
     ) -> Result<CePlan> {
+        let shape = Shape::dense(rows, cols);
         // SAFETY: nothing is kept.
-        unsafe { self.ce_plan_keeping(targets, rows, cols, opts, outputs, std::ptr::null_mut()) }
+        unsafe { self.ce_plan_keeping(targets, shape, opts, outputs, std::ptr::null_mut()) }
     }
 
     /// [`Kernels::ce_plan`], writing each row's kernel class (or [`IGNORED`]) to `keep[r]`
@@ -506,12 +631,12 @@ impl Kernels {
     unsafe fn ce_plan_keeping<L: Label>(
         &self,
         targets: Targets<'_, L>,
-        rows: usize,
-        cols: usize,
+        shape: Shape,
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
         keep: *mut u32,
     ) -> Result<CePlan> {
+        let (rows, cols) = (shape.rows, shape.cols);
         if cols > MAX_CLASSES {
             return Err(Error::TooManyClasses {
                 classes: cols,
@@ -565,10 +690,16 @@ impl Kernels {
                 (den, used)
             }
             Targets::Probs(y) => {
-                let need = rows
-                    .checked_mul(cols)
-                    .ok_or(Error::SizeOverflow { arg: "targets" })?;
-                check_len("targets", y.len(), need)?;
+                if shape.ldy == cols {
+                    let need = rows
+                        .checked_mul(cols)
+                        .ok_or(Error::SizeOverflow { arg: "targets" })?;
+                    check_len("targets", y.len(), need)?;
+                } else {
+                    MatrixLayout::new(rows, cols)
+                        .with_ld(shape.ldy)
+                        .check("targets", y.len())?;
+                }
                 (rows as f64, rows)
             }
         };
@@ -579,7 +710,7 @@ impl Kernels {
             Reduction::Sum | Reduction::None => 1.0,
         };
         Ok(CePlan {
-            path: CePlan::choose(self, rows, cols, &targets, opts, outputs),
+            path: CePlan::choose(self, shape, &targets, opts, outputs),
             denominator,
             rows_used,
             red_scale,
@@ -629,6 +760,9 @@ impl Kernels {
             grad: gp,
             rows,
             cols,
+            ldx,
+            ldg,
+            ldy,
         } = z;
         let eps = opts.label_smoothing as f64;
         // (`0 / C` is 0: no division for the common case.)
@@ -648,50 +782,40 @@ impl Kernels {
             argmax: outputs.argmax.is_some(),
         };
         let path = self.ce.entry(plan.path);
-        let (x, g) = (SyncPtr(xp as *mut f32), SyncPtr(gp));
-        let row_loss = SyncPtr(opt_ptr(&mut outputs.row_loss));
-        let lse = SyncPtr(opt_ptr(&mut outputs.lse));
-        let argmax = SyncPtr(
-            outputs
+        // The whole call as one run of rows; `run` cuts the runs the tasks compute.
+        let all = SyncRows(CeRows {
+            call: &call,
+            x: xp,
+            grad: gp,
+            rows,
+            classes: std::ptr::null(),
+            probs: std::ptr::null(),
+            ldx,
+            ldg,
+            ldy,
+            row_scale: opts.row_scale.map_or(std::ptr::null(), |v| v.as_ptr()),
+            row_loss: opt_ptr(&mut outputs.row_loss),
+            lse: opt_ptr(&mut outputs.lse),
+            argmax: outputs
                 .argmax
                 .as_mut()
                 .map_or(std::ptr::null_mut(), |a| a.as_mut_ptr()),
-        );
-        let row_scale = SyncPtr(
-            opts.row_scale
-                .map_or(std::ptr::null_mut(), |v| v.as_ptr() as *mut f32),
-        );
-        let call = &call;
+        });
+        let all = &all;
         // Rows `r0 .. r0 + n` of the call, their classes at `classes` (or null).
         let run = move |r0: usize, n: usize, classes: *const u32, probs: *const f32| {
-            let at = |p: *mut f32| p.wrapping_add(if p.is_null() { 0 } else { r0 });
-            CeRows {
-                call,
-                x: x.get().wrapping_add(r0 * cols),
-                grad: if g.get().is_null() {
-                    g.get()
-                } else {
-                    g.get().wrapping_add(r0 * cols)
-                },
-                rows: n,
-                classes,
-                probs,
-                row_scale: at(row_scale.get()),
-                row_loss: at(row_loss.get()),
-                lse: at(lse.get()),
-                argmax: if argmax.get().is_null() {
-                    argmax.get()
-                } else {
-                    argmax.get().wrapping_add(r0)
-                },
-            }
+            all.0.run(r0, n, classes, probs)
         };
         if let (Some(pre), true) = (pre, rows.saturating_mul(cols) <= BLOCK_BYTES / 4) {
             // One row block (as `sum_row_blocks` would run it, `0.0 +` included), without
             // its closures.
             let mut acc: CeAcc = (0.0, 0);
+            let b = CeRows {
+                classes: pre.as_ptr(),
+                ..all.0
+            };
             // SAFETY: as below; `pre` holds the validated classes of every row.
-            unsafe { path(&run(0, rows, pre.as_ptr(), std::ptr::null()), &mut acc) };
+            unsafe { path(&b, &mut acc) };
             return (0.0 + acc.0, acc.1);
         }
         let ignore = opts.ignore_index.map(|i| i as i128);
@@ -730,8 +854,8 @@ impl Kernels {
             }),
             Targets::Probs(y) => sum_row_blocks(rows, cols, |block| {
                 let mut acc: CeAcc = (0.0, 0);
-                let yp = y.as_ptr().wrapping_add(block.start * cols);
-                // SAFETY: as above; `y` holds `rows * cols` floats (checked by `ce_plan`).
+                let yp = y.as_ptr().wrapping_add(block.start * ldy);
+                // SAFETY: as above; `y` holds `rows` rows `ldy` apart (checked by `ce_plan`).
                 unsafe {
                     path(
                         &run(block.start, block.len(), std::ptr::null(), yp),
@@ -938,24 +1062,73 @@ pub(crate) fn class_of<L: Label>(
     }
 }
 
-/// [`RawLogits`] from its parts.
-fn raw(x: *const f32, grad: *mut f32, rows: usize, cols: usize) -> RawLogits {
-    RawLogits {
-        x,
-        grad,
-        rows,
-        cols,
-    }
-}
+/// The rows of a call, shared by the tasks that compute parts of it.
+struct SyncRows<'a>(CeRows<'a>);
 
-/// The logits and gradient of a checked call: `rows * cols` floats at `x`, and at `grad`
-/// (null for the loss alone, `x` itself in place, else a buffer not overlapping `x`).
+// SAFETY: the tasks read the pointers' addresses only to cut disjoint runs of rows
+// (`CeRows::run`); what each run reads and writes is the contract of `Kernels::ce_rows`.
+unsafe impl Sync for SyncRows<'_> {}
+
+/// The logits and gradient of a checked call: `rows` rows of `cols` floats at `x`, `ldx`
+/// apart, and at `grad`, `ldg` apart (null for the loss alone, `x` itself with `ldg == ldx`
+/// in place, else a buffer not overlapping `x`); `ldy` is the row stride of probability
+/// targets.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawLogits {
     pub x: *const f32,
     pub grad: *mut f32,
     pub rows: usize,
     pub cols: usize,
+    pub ldx: usize,
+    pub ldg: usize,
+    pub ldy: usize,
+}
+
+impl RawLogits {
+    /// Dense rows (every stride `cols`).
+    pub(crate) fn dense(x: *const f32, grad: *mut f32, rows: usize, cols: usize) -> Self {
+        RawLogits {
+            x,
+            grad,
+            rows,
+            cols,
+            ldx: cols,
+            ldg: cols,
+            ldy: cols,
+        }
+    }
+
+    /// The shape the plan needs.
+    fn shape(&self) -> Shape {
+        Shape {
+            rows: self.rows,
+            cols: self.cols,
+            ldy: self.ldy,
+            dense: self.ldx == self.cols && (self.grad.is_null() || self.ldg == self.cols),
+        }
+    }
+}
+
+/// What the plan reads of a call's matrices: rows, columns, the probability targets' row
+/// stride, and whether the logits and gradient rows are dense (`ld == cols`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub rows: usize,
+    pub cols: usize,
+    pub ldy: usize,
+    pub dense: bool,
+}
+
+impl Shape {
+    /// A dense `[rows, cols]` call.
+    pub(crate) fn dense(rows: usize, cols: usize) -> Self {
+        Shape {
+            rows,
+            cols,
+            ldy: cols,
+            dense: true,
+        }
+    }
 }
 
 /// A cross-entropy path: how the rows of a call are computed (the table in the module docs).
@@ -990,7 +1163,7 @@ impl CePath {
             CePath::Rows => !f.probs,
             CePath::Short => !f.probs && f.short,
             CePath::ShortPlain => !f.probs && f.short && f.plain,
-            CePath::Dense => !f.probs && f.short && f.plain && f.one_vector,
+            CePath::Dense => !f.probs && f.short && f.plain && f.one_vector && f.dense,
             CePath::OneRow => !f.probs && f.short && f.plain && f.rows == 1,
         }
     }
@@ -1007,18 +1180,20 @@ struct CallFacts {
     plain: bool,
     /// Rows of one vector.
     one_vector: bool,
+    /// Dense logits and gradient rows (`ld == cols`).
+    dense: bool,
 }
 
 impl CallFacts {
     #[inline(always)]
     fn of<L: Label>(
         k: &Kernels,
-        rows: usize,
-        cols: usize,
+        shape: Shape,
         targets: &Targets<'_, L>,
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
     ) -> CallFacts {
+        let (rows, cols) = (shape.rows, shape.cols);
         CallFacts {
             rows,
             probs: matches!(targets, Targets::Probs(_)),
@@ -1030,6 +1205,7 @@ impl CallFacts {
                 && outputs.lse.is_none()
                 && outputs.argmax.is_none(),
             one_vector: cols <= k.ce.dense_cols,
+            dense: shape.dense,
         }
     }
 }
@@ -1057,13 +1233,13 @@ impl CePlan {
     #[inline]
     pub(crate) fn choose<L: Label>(
         k: &Kernels,
-        rows: usize,
-        cols: usize,
+        shape: Shape,
         targets: &Targets<'_, L>,
         opts: &CrossEntropyOptions<'_>,
         outputs: &CrossEntropyOutputs<'_>,
     ) -> CePath {
-        let f = CallFacts::of(k, rows, cols, targets, opts, outputs);
+        let f = CallFacts::of(k, shape, targets, opts, outputs);
+        let rows = shape.rows;
         let path = if f.probs {
             CePath::Probs
         } else if !f.short {
@@ -1072,7 +1248,7 @@ impl CePlan {
             CePath::Short
         } else if rows == 1 {
             CePath::OneRow
-        } else if f.one_vector && rows >= DENSE_MIN_ROWS {
+        } else if f.one_vector && f.dense && rows >= DENSE_MIN_ROWS {
             CePath::Dense
         } else {
             CePath::ShortPlain
@@ -1120,6 +1296,7 @@ fn rows_of_call<L: Label>(len: usize, cols: usize, targets: &Targets<'_, L>) -> 
     rows_of("logits", len, cols)
 }
 
+#[inline(always)]
 fn opt_ptr(o: &mut Option<&mut [f32]>) -> *mut f32 {
     o.as_mut().map_or(std::ptr::null_mut(), |s| s.as_mut_ptr())
 }

@@ -113,8 +113,8 @@ impl FromStr for Isa {
 /// compute); `logsumexp` writes one value per row.
 pub(crate) type FwdFn =
     unsafe fn(*const f32, *mut f32, usize, usize, crate::arch::generic::softmax::FwdArgs);
-/// Backward passes (y, dy, dx, rows, cols).
-pub(crate) type BackwardFn = unsafe fn(*const f32, *const f32, *mut f32, usize, usize);
+/// Backward passes (y, dy, dx, rows, cols, the row strides of y, dy and dx).
+pub(crate) type BackwardFn = unsafe fn(*const f32, *const f32, *mut f32, usize, usize, [usize; 3]);
 /// Online-softmax chunk state (src, dst or null, n) -> (max, sum).
 pub(crate) type ChunkStatsFn = unsafe fn(*const f32, *mut f32, usize) -> (f32, f64);
 /// `y *= r` (y, n, r).

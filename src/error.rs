@@ -110,6 +110,16 @@ pub enum Error {
         /// The largest class count supported.
         max: usize,
     },
+    /// A matrix's shape differs from the one the other arguments imply (for example a strided
+    /// output view with other rows or columns than its input).
+    ShapeMismatch {
+        /// The matrix's name.
+        arg: &'static str,
+        /// `[rows, cols]` the other arguments imply.
+        expected: (usize, usize),
+        /// `[rows, cols]` given.
+        actual: (usize, usize),
+    },
     /// An optimizer's state (its velocity buffer) belongs to a parameter of another shape.
     StateShape {
         /// The parameter's name.
@@ -199,6 +209,15 @@ impl fmt::Display for Error {
                 f,
                 "{classes} classes is more than the {max} the kernels support \
                  (class indices are u32)"
+            ),
+            Error::ShapeMismatch {
+                arg,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "`{arg}` is [{}, {}], but the other arguments need [{}, {}]",
+                actual.0, actual.1, expected.0, expected.1
             ),
             Error::StateShape {
                 arg,

@@ -96,6 +96,7 @@ mod parallel;
 pub mod reference;
 pub mod softmax;
 pub mod tuning;
+pub mod view;
 
 pub use dispatch::{Isa, Kernels, ISA_ENV};
 pub use error::{Error, Result};
@@ -104,12 +105,16 @@ pub use softmax::{
     log_softmax_with, logsumexp, softmax, softmax_backward, softmax_inplace, softmax_inplace_with,
     softmax_with, MaskedRows, SoftmaxOptions,
 };
+pub use softmax::{
+    log_softmax_backward_strided, log_softmax_strided, log_softmax_strided_inplace,
+    logsumexp_strided, softmax_backward_strided, softmax_strided, softmax_strided_inplace,
+};
 // Re-exports of the cross-entropy family (crate::cross_entropy).
 pub use cross_entropy::{
     cross_entropy, cross_entropy_fwd_bwd, cross_entropy_fwd_bwd_inplace, cross_entropy_probs,
     cross_entropy_probs_fwd_bwd, cross_entropy_probs_fwd_bwd_inplace, cross_entropy_with,
     AllIgnored, CrossEntropyOptions, CrossEntropyOutputs, CrossEntropyStats, Label, Logits,
-    Reduction, Targets, MAX_CLASSES,
+    Reduction, StridedLogits, StridedTargets, Targets, MAX_CLASSES,
 };
 // The old name, kept for one release.
 #[allow(deprecated)]
@@ -121,6 +126,7 @@ pub use linear::{
     weight_grad, MatrixLayout, Sgd, SgdOptions,
 };
 pub use linear_ce::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs};
+pub use view::{MatMut, MatRef};
 
 /// The README's Rust examples run as doctests.
 #[cfg(doctest)]

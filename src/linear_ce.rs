@@ -450,12 +450,7 @@ impl Kernels {
             let mut oc = sub_outputs(&mut out.ce, r0, n);
             let zp = zc.as_mut_ptr();
             let gp = if want_grad { zp } else { std::ptr::null_mut() };
-            let z = RawLogits {
-                x: zp,
-                grad: gp,
-                rows: n,
-                cols: c,
-            };
+            let z = RawLogits::dense(zp, gp, n, c);
             // SAFETY: `zc` holds `n * c` floats, the gradient is written in place over it (or
             // not at all); `ce_plan` accepted the whole call, and `chunk_targets` /
             // `sub_outputs` give the same arguments restricted to rows `r0 .. r0 + n`.

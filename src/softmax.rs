@@ -3,6 +3,8 @@
 //! All functions take row-major `[rows, cols]` data as a slice of `rows * cols` floats and the
 //! row length `cols`; `rows = len / cols` (zero rows is valid and does nothing). Each exists as a
 //! free function (using [`Kernels::active`]) and as a method on [`Kernels`] (a chosen tier).
+//! The `_strided` forms take [`MatRef`] / [`MatMut`] views instead, rows `ld` floats apart
+//! ([`crate::view`]), with the same bits as on the rows copied out.
 //!
 //! ## Paths
 //!
@@ -12,7 +14,7 @@
 //!
 //! | path | chosen when | what it does |
 //! |---|---|---|
-//! | `Short` | rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) | each row in registers from load to store, no loops; from 4 rows, softmax rows whose first entry is in `[-16, 40]` are exponentiated without the maximum, as one dense array per 512-float chunk (10-class rows do not spend 16-lane exps on 10 lanes) |
+//! | `Short` | rows of at most 4 vectors (64 classes on AVX-512, 32 on AVX2) | each row in registers from load to store, no loops; from 4 dense rows (not a strided view), softmax rows whose first entry is in `[-16, 40]` are exponentiated without the maximum, as one dense array per 512-float chunk (10-class rows do not spend 16-lane exps on 10 lanes) |
 //! | `Rows` | up to [`ONLINE_MIN_COLS`]` - 1` classes | three passes (the maximum; `exp(z - max)` stored and summed; one reciprocal or `ln` per row, then a scaling pass), the next row's maximum fused into this row's exp pass |
 //! | `Online` | [`ONLINE_MIN_COLS`] classes and more | each [`ONLINE_CHUNK`]-float chunk gets its own `(max, sum)` while it is in L1, the states merge in f64, each chunk is rescaled once; a row's chunks spread across threads when there are fewer rows than threads |
 //!
@@ -28,6 +30,7 @@ use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::{for_each_index, for_each_row_block, SyncPtr};
 #[allow(unused_imports)] // `ONLINE_MIN_COLS` is named by the docs.
 use crate::tuning::{ONLINE_CHUNK, ONLINE_MIN_COLS};
+use crate::view::{same_shape, MatMut, MatRef, Raw};
 
 /// What softmax and log_softmax return for a row whose logits are all `-inf` (a fully masked
 /// row).
@@ -69,6 +72,16 @@ impl Fwd {
         match self {
             Fwd::Softmax => FwdKind::Softmax,
             Fwd::LogSoftmax => FwdKind::LogSoftmax,
+        }
+    }
+
+    /// The kernels' arguments for rows `ldx` apart in the input and `ldy` in the output.
+    fn args(self, opts: SoftmaxOptions, ldx: usize, ldy: usize) -> FwdArgs {
+        FwdArgs {
+            kind: self.kind(),
+            masked_zero: opts.masked_rows == MaskedRows::Zero,
+            ldx,
+            ldy,
         }
     }
 }
@@ -132,11 +145,14 @@ impl Kernels {
             SoftmaxOp::LogSumExp => {
                 check_len("out", y.len(), rows)?;
                 if path == SoftmaxPath::Online {
-                    self.logsumexp_online(x, y, cols);
+                    // SAFETY: `x` holds `rows * cols` floats, `y` one per row.
+                    unsafe { self.logsumexp_online(x.as_ptr(), y, cols, cols) };
                 } else {
                     let a = FwdArgs {
                         kind: FwdKind::LogSumExp,
                         masked_zero: mz,
+                        ldx: cols,
+                        ldy: 1,
                     };
                     // SAFETY: `x` holds `rows * cols` floats, `y` one per row.
                     unsafe { self.fwd_blocks(path, x.as_ptr(), y.as_mut_ptr(), rows, cols, a) };
@@ -148,6 +164,8 @@ impl Kernels {
         let a = FwdArgs {
             kind: fwd.kind(),
             masked_zero: mz,
+            ldx: cols,
+            ldy: cols,
         };
         // SAFETY: `x` and `y` are distinct slices of `rows * cols` floats.
         unsafe { self.forward_path(path, x.as_ptr(), y.as_mut_ptr(), rows, cols, a) };
@@ -157,8 +175,9 @@ impl Kernels {
     /// Runs the `Short` or `Rows` forward entry over the row blocks of `rows x cols`.
     ///
     /// # Safety
-    /// `x` valid for `rows * cols` reads; `y` for as many writes (or `rows` for `LogSumExp`),
-    /// equal to `x` or not overlapping it.
+    /// `x` valid for reading `rows` rows of `cols` floats `a.ldx` apart; `y` for writing as
+    /// many `a.ldy` apart (one float per row, `a.ldy == 1`, for `LogSumExp`), equal to `x`
+    /// with the same stride or not overlapping it.
     unsafe fn fwd_blocks(
         &self,
         path: SoftmaxPath,
@@ -172,20 +191,14 @@ impl Kernels {
             SoftmaxPath::Short => self.fwd_short,
             _ => self.fwd_rows,
         };
-        // Output floats per row.
-        let per = if a.kind == FwdKind::LogSumExp {
-            1
-        } else {
-            cols
-        };
         let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
         for_each_row_block(rows, cols, move |r| {
             // SAFETY: the rows `r` lie inside the caller's ranges and blocks are disjoint; the
             // table's existence proves the CPU features.
             unsafe {
                 f(
-                    xp.get().add(r.start * cols),
-                    yp.get().add(r.start * per),
+                    xp.get().add(r.start * a.ldx),
+                    yp.get().add(r.start * a.ldy),
                     r.len(),
                     cols,
                     a,
@@ -208,36 +221,21 @@ impl Kernels {
         a: FwdArgs,
     ) {
         debug_assert!(a.kind != FwdKind::LogSumExp);
-        let kind = match a.kind {
-            FwdKind::LogSoftmax => Fwd::LogSoftmax,
-            _ => Fwd::Softmax,
-        };
         // SAFETY: forwarded.
         unsafe {
             match path {
-                SoftmaxPath::Online => self.forward_online(kind, x, y, rows, cols, a.masked_zero),
+                SoftmaxPath::Online => self.forward_online(x, y, rows, cols, a),
                 _ => self.fwd_blocks(path, x, y, rows, cols, a),
             }
         }
     }
 
-    /// Runs a forward kernel over `rows x cols`.
+    /// Runs a forward kernel over `rows x cols` on the planned path.
     ///
     /// # Safety
-    /// `x` valid for `rows * cols` reads, `y` for as many writes, equal or not overlapping.
-    unsafe fn forward(
-        &self,
-        kind: Fwd,
-        x: *const f32,
-        y: *mut f32,
-        rows: usize,
-        cols: usize,
-        opts: SoftmaxOptions,
-    ) {
-        let a = FwdArgs {
-            kind: kind.kind(),
-            masked_zero: opts.masked_rows == MaskedRows::Zero,
-        };
+    /// `x` valid for reading `rows` rows of `cols` floats `a.ldx` apart, `y` for writing as
+    /// many `a.ldy` apart, equal to `x` with the same stride or not overlapping it.
+    unsafe fn forward(&self, x: *const f32, y: *mut f32, rows: usize, cols: usize, a: FwdArgs) {
         // SAFETY: forwarded.
         unsafe { self.forward_path(self.softmax_path(cols), x, y, rows, cols, a) };
     }
@@ -248,36 +246,40 @@ impl Kernels {
     /// As [`Kernels::forward`].
     unsafe fn forward_online(
         &self,
-        kind: Fwd,
         x: *const f32,
         y: *mut f32,
         rows: usize,
         cols: usize,
-        mz: bool,
+        a: FwdArgs,
     ) {
+        let (kind, mz) = match a.kind {
+            FwdKind::LogSoftmax => (Fwd::LogSoftmax, a.masked_zero),
+            _ => (Fwd::Softmax, a.masked_zero),
+        };
         let nch = cols.div_ceil(ONLINE_CHUNK);
         let (xp, yp) = (SyncPtr(x as *mut f32), SyncPtr(y));
         let store = kind == Fwd::Softmax;
         // One row: phase A (chunk states, in parallel when `par`), merge, phase C.
         let row = |r: usize, par: bool| {
-            let base = r * cols;
+            let (bx, by) = (r * a.ldx, r * a.ldy);
+            // Chunk `c` of the row: its offsets in `x` and `y`, and its length.
             let span = move |c: usize| {
                 let lo = c * ONLINE_CHUNK;
-                (base + lo, ONLINE_CHUNK.min(cols - lo))
+                (bx + lo, by + lo, ONLINE_CHUNK.min(cols - lo))
             };
             let mut states = vec![(0.0f32, 0.0f64); nch];
             let sp = SyncPtr(states.as_mut_ptr());
             let phase_a = move |c: usize| {
-                let (off, len) = span(c);
+                let (ox, oy, len) = span(c);
                 // SAFETY: chunk `c` of row `r` lies inside the caller's ranges; chunks are
                 // disjoint, and each task writes only its own state slot `c < nch`.
                 unsafe {
                     let out = if store {
-                        yp.get().add(off)
+                        yp.get().add(oy)
                     } else {
                         std::ptr::null_mut()
                     };
-                    *sp.get().add(c) = (self.chunk_stats)(xp.get().add(off), out, len);
+                    *sp.get().add(c) = (self.chunk_stats)(xp.get().add(ox), out, len);
                 }
             };
             if par {
@@ -287,20 +289,20 @@ impl Kernels {
             }
             let merged = merge(&states, mz, kind);
             let phase_c = move |c: usize| {
-                let (off, len) = span(c);
+                let (ox, oy, len) = span(c);
                 // SAFETY: as in phase A.
                 unsafe {
                     match merged {
-                        Merged::Fill(v) => crate::arch::special::fill(yp.get().add(off), len, v),
+                        Merged::Fill(v) => crate::arch::special::fill(yp.get().add(oy), len, v),
                         Merged::Finite { m, s } => match kind {
                             Fwd::Softmax => {
                                 let (mc, _) = *sp.get().add(c);
                                 let f = ((mc as f64 - m as f64).exp() / s) as f32;
-                                (self.scale)(yp.get().add(off), len, f)
+                                (self.scale)(yp.get().add(oy), len, f)
                             }
                             Fwd::LogSoftmax => (self.sub2)(
-                                xp.get().add(off),
-                                yp.get().add(off),
+                                xp.get().add(ox),
+                                yp.get().add(oy),
                                 len,
                                 m,
                                 s.ln() as f32,
@@ -351,8 +353,9 @@ impl Kernels {
     ) -> Result<()> {
         let rows = rows_of("x", x.len(), cols)?;
         check_len("y", y.len(), x.len())?;
+        let a = Fwd::Softmax.args(opts, cols, cols);
         // SAFETY: `x` and `y` are distinct slices of `rows * cols` floats.
-        unsafe { self.forward(Fwd::Softmax, x.as_ptr(), y.as_mut_ptr(), rows, cols, opts) };
+        unsafe { self.forward(x.as_ptr(), y.as_mut_ptr(), rows, cols, a) };
         Ok(())
     }
 
@@ -373,9 +376,10 @@ impl Kernels {
     ) -> Result<()> {
         let rows = rows_of("x", x.len(), cols)?;
         let p = x.as_mut_ptr();
+        let a = Fwd::Softmax.args(opts, cols, cols);
         // SAFETY: source and destination are the same `rows * cols` floats, which the kernels
         // allow (each element is read before it is written).
-        unsafe { self.forward(Fwd::Softmax, p, p, rows, cols, opts) };
+        unsafe { self.forward(p, p, rows, cols, a) };
         Ok(())
     }
 
@@ -405,17 +409,9 @@ impl Kernels {
     ) -> Result<()> {
         let rows = rows_of("x", x.len(), cols)?;
         check_len("y", y.len(), x.len())?;
+        let a = Fwd::LogSoftmax.args(opts, cols, cols);
         // SAFETY: distinct slices of `rows * cols` floats.
-        unsafe {
-            self.forward(
-                Fwd::LogSoftmax,
-                x.as_ptr(),
-                y.as_mut_ptr(),
-                rows,
-                cols,
-                opts,
-            )
-        };
+        unsafe { self.forward(x.as_ptr(), y.as_mut_ptr(), rows, cols, a) };
         Ok(())
     }
 
@@ -436,8 +432,9 @@ impl Kernels {
     ) -> Result<()> {
         let rows = rows_of("x", x.len(), cols)?;
         let p = x.as_mut_ptr();
+        let a = Fwd::LogSoftmax.args(opts, cols, cols);
         // SAFETY: in place, which the kernels allow.
-        unsafe { self.forward(Fwd::LogSoftmax, p, p, rows, cols, opts) };
+        unsafe { self.forward(p, p, rows, cols, a) };
         Ok(())
     }
 
@@ -457,31 +454,49 @@ impl Kernels {
     pub fn logsumexp(&self, x: &[f32], out: &mut [f32], cols: usize) -> Result<()> {
         let rows = rows_of("x", x.len(), cols)?;
         check_len("out", out.len(), rows)?;
+        // SAFETY: `x` holds `rows * cols` floats and `out` one per row.
+        unsafe { self.logsumexp_rows(x.as_ptr(), out, cols, cols) };
+        Ok(())
+    }
+
+    /// `out[r]` = the logsumexp of row `r` of `x`, on the planned path.
+    ///
+    /// # Safety
+    /// `x` valid for reading `out.len()` rows of `cols` floats `ldx` apart.
+    unsafe fn logsumexp_rows(&self, x: *const f32, out: &mut [f32], cols: usize, ldx: usize) {
+        let rows = out.len();
         match self.softmax_path(cols) {
-            SoftmaxPath::Online => self.logsumexp_online(x, out, cols),
+            // SAFETY: forwarded.
+            SoftmaxPath::Online => unsafe { self.logsumexp_online(x, out, cols, ldx) },
             path => {
                 let a = FwdArgs {
                     kind: FwdKind::LogSumExp,
                     masked_zero: false,
+                    ldx,
+                    ldy: 1,
                 };
-                // SAFETY: `x` holds `rows * cols` floats and `out` one per row.
-                unsafe { self.fwd_blocks(path, x.as_ptr(), out.as_mut_ptr(), rows, cols, a) }
+                // SAFETY: forwarded; `out` holds one float per row.
+                unsafe { self.fwd_blocks(path, x, out.as_mut_ptr(), rows, cols, a) }
             }
         }
-        Ok(())
     }
 
     /// Long-row logsumexp: chunk states, merged in f64.
-    fn logsumexp_online(&self, x: &[f32], out: &mut [f32], cols: usize) {
+    ///
+    /// # Safety
+    /// As [`Kernels::logsumexp_rows`].
+    unsafe fn logsumexp_online(&self, x: *const f32, out: &mut [f32], cols: usize, ldx: usize) {
         let nch = cols.div_ceil(ONLINE_CHUNK);
         let rows = out.len();
+        let x = SyncPtr(x.cast_mut());
         let one = |r: usize, par: bool, dst: &mut f32| {
             let mut states = vec![(0.0f32, 0.0f64); nch];
             let sp = SyncPtr(states.as_mut_ptr());
             let phase_a = move |c: usize| {
-                let lo = r * cols + c * ONLINE_CHUNK;
+                let lo = r * ldx + c * ONLINE_CHUNK;
                 let len = ONLINE_CHUNK.min(cols - c * ONLINE_CHUNK);
-                let chunk = &x[lo..lo + len];
+                // SAFETY: chunk `c` of row `r` lies inside the caller's range.
+                let chunk = unsafe { std::slice::from_raw_parts(x.get().add(lo), len) };
                 // SAFETY: `chunk` is a valid slice; null asks for no stores; each task writes
                 // its own slot `c < nch`.
                 unsafe {
@@ -498,7 +513,9 @@ impl Kernels {
                 Merged::Finite { m, s } => (m as f64 + s.ln()) as f32,
             };
         };
-        if rows >= rayon::current_num_threads() && !crate::parallel::run_inline(x.len()) {
+        if rows >= rayon::current_num_threads()
+            && !crate::parallel::run_inline(rows.saturating_mul(cols))
+        {
             use rayon::prelude::*;
             out.par_iter_mut()
                 .enumerate()
@@ -568,25 +585,180 @@ impl Kernels {
         let rows = rows_of("y", y.len(), cols)?;
         check_len("dy", dy.len(), y.len())?;
         check_len("dx", dx.len(), y.len())?;
-        let (yp, dyp, dxp) = (
-            SyncPtr(y.as_ptr() as *mut f32),
-            SyncPtr(dy.as_ptr() as *mut f32),
-            SyncPtr(dx.as_mut_ptr()),
-        );
-        for_each_row_block(rows, cols, move |r| {
-            let o = r.start * cols;
-            // SAFETY: rows `r` of all three slices are in bounds; `dx` is a distinct `&mut`
-            // slice; blocks are disjoint.
+        let m = |p: *const f32| Raw {
+            ptr: p.cast_mut(),
+            rows,
+            cols,
+            ld: cols,
+        };
+        // SAFETY: three slices of `rows * cols` floats; `dx` is a distinct `&mut` slice.
+        unsafe { self.backward_raw(f, m(y.as_ptr()), m(dy.as_ptr()), m(dx.as_mut_ptr())) };
+        Ok(())
+    }
+
+    /// The backward pass `f` over checked matrices of one shape.
+    ///
+    /// # Safety
+    /// `y` and `dy` valid for reading their rows, `dx` for writing its rows, not overlapping
+    /// them unless `dx` is `dy` with the same stride.
+    unsafe fn backward_raw(&self, f: crate::dispatch::BackwardFn, y: Raw, dy: Raw, dx: Raw) {
+        let ld = [y.ld, dy.ld, dx.ld];
+        let (yp, dyp, dxp) = (SyncPtr(y.ptr), SyncPtr(dy.ptr), SyncPtr(dx.ptr));
+        let cols = y.cols;
+        for_each_row_block(y.rows, cols, move |r| {
+            let at = |p: SyncPtr<f32>, ld: usize| p.get().wrapping_add(r.start * ld);
+            // SAFETY: rows `r` of all three matrices are in bounds; blocks are disjoint.
             unsafe {
                 f(
-                    yp.get().add(o),
-                    dyp.get().add(o),
-                    dxp.get().add(o),
+                    at(yp, ld[0]),
+                    at(dyp, ld[1]),
+                    at(dxp, ld[2]),
                     r.len(),
                     cols,
+                    ld,
                 )
             }
         });
+    }
+
+    /// Softmax of each row of the strided view `x` into the strided view `y` (see
+    /// [`crate::view`]): the same bits as [`Kernels::softmax_with`] on the rows copied out. The
+    /// floats between rows are neither read nor written.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `cols == 0`, [`Error::ShapeMismatch`] if `y` has other rows or
+    /// columns than `x`.
+    ///
+    /// ```
+    /// use softmax_kernels::{Kernels, MatMut, MatRef};
+    /// // Two rows of 2 in a buffer with ld = 3; the padding (9.0) is never read or written.
+    /// let x = [0.0f32, 0.0, 9.0, 1.0, 1.0];
+    /// let mut y = [9.0f32; 5];
+    /// Kernels::best()
+    ///     .softmax_strided(
+    ///         MatRef::new(&x, 2, 2, 3).unwrap(),
+    ///         MatMut::new(&mut y, 2, 2, 3).unwrap(),
+    ///         Default::default(),
+    ///     )
+    ///     .unwrap();
+    /// assert_eq!(y, [0.5, 0.5, 9.0, 0.5, 0.5]);
+    /// ```
+    pub fn softmax_strided(
+        &self,
+        x: MatRef<'_>,
+        y: MatMut<'_>,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        self.forward_strided(Fwd::Softmax, x, y, opts)
+    }
+
+    /// Log-softmax of each row of the strided view `x` into `y` ([`Kernels::softmax_strided`]).
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax_strided`].
+    pub fn log_softmax_strided(
+        &self,
+        x: MatRef<'_>,
+        y: MatMut<'_>,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        self.forward_strided(Fwd::LogSoftmax, x, y, opts)
+    }
+
+    /// Softmax in place over the rows of the strided view `x`.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `cols == 0`.
+    pub fn softmax_strided_inplace(&self, x: MatMut<'_>, opts: SoftmaxOptions) -> Result<()> {
+        self.forward_strided_inplace(Fwd::Softmax, x, opts)
+    }
+
+    /// Log-softmax in place over the rows of the strided view `x`.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `cols == 0`.
+    pub fn log_softmax_strided_inplace(&self, x: MatMut<'_>, opts: SoftmaxOptions) -> Result<()> {
+        self.forward_strided_inplace(Fwd::LogSoftmax, x, opts)
+    }
+
+    /// The logsumexp of each row of the strided view `x`, one value per row into `out`.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `cols == 0`, [`Error::LengthMismatch`] if `out.len()` is not the
+    /// row count.
+    pub fn logsumexp_strided(&self, x: MatRef<'_>, out: &mut [f32]) -> Result<()> {
+        let x = x.raw()?;
+        check_len("out", out.len(), x.rows)?;
+        // SAFETY: `x` is a checked view; `out` holds one float per row.
+        unsafe { self.logsumexp_rows(x.ptr, out, x.cols, x.ld) };
+        Ok(())
+    }
+
+    /// Softmax backward over strided views ([`Kernels::softmax_backward`]).
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `cols == 0`, [`Error::ShapeMismatch`] if `dy` or `dx` has another
+    /// shape than `y`.
+    pub fn softmax_backward_strided(
+        &self,
+        y: MatRef<'_>,
+        dy: MatRef<'_>,
+        dx: MatMut<'_>,
+    ) -> Result<()> {
+        self.backward_strided(self.softmax_backward_rows, y, dy, dx)
+    }
+
+    /// Log-softmax backward over strided views ([`Kernels::log_softmax_backward`]).
+    ///
+    /// # Errors
+    /// As [`Kernels::softmax_backward_strided`].
+    pub fn log_softmax_backward_strided(
+        &self,
+        y: MatRef<'_>,
+        dy: MatRef<'_>,
+        dx: MatMut<'_>,
+    ) -> Result<()> {
+        self.backward_strided(self.log_softmax_backward_rows, y, dy, dx)
+    }
+
+    fn forward_strided(
+        &self,
+        kind: Fwd,
+        x: MatRef<'_>,
+        mut y: MatMut<'_>,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let (x, y) = (x.raw()?, y.raw()?);
+        same_shape("y", x, y)?;
+        // SAFETY: checked views of distinct borrows.
+        unsafe { self.forward(x.ptr, y.ptr, x.rows, x.cols, kind.args(opts, x.ld, y.ld)) };
+        Ok(())
+    }
+
+    fn forward_strided_inplace(
+        &self,
+        kind: Fwd,
+        mut x: MatMut<'_>,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        let x = x.raw()?;
+        // SAFETY: a checked view, in place with one stride, which the kernels allow.
+        unsafe { self.forward(x.ptr, x.ptr, x.rows, x.cols, kind.args(opts, x.ld, x.ld)) };
+        Ok(())
+    }
+
+    fn backward_strided(
+        &self,
+        f: crate::dispatch::BackwardFn,
+        y: MatRef<'_>,
+        dy: MatRef<'_>,
+        mut dx: MatMut<'_>,
+    ) -> Result<()> {
+        let (y, dy, dx) = (y.raw()?, dy.raw()?, dx.raw()?);
+        same_shape("dy", y, dy)?;
+        same_shape("dx", y, dx)?;
+        // SAFETY: checked views; `dx` is a distinct mutable borrow.
+        unsafe { self.backward_raw(f, y, dy, dx) };
         Ok(())
     }
 
@@ -801,4 +973,32 @@ free_fn!(
     /// assert!(dx.iter().all(|d| d.abs() < 1e-6));
     /// ```
     log_softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], cols: usize)
+);
+free_fn!(
+    /// Softmax over strided views ([`Kernels::softmax_strided`]), on the active tier.
+    softmax_strided(x: MatRef<'_>, y: MatMut<'_>, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Log-softmax over strided views ([`Kernels::log_softmax_strided`]).
+    log_softmax_strided(x: MatRef<'_>, y: MatMut<'_>, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Softmax in place over a strided view ([`Kernels::softmax_strided_inplace`]).
+    softmax_strided_inplace(x: MatMut<'_>, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Log-softmax in place over a strided view ([`Kernels::log_softmax_strided_inplace`]).
+    log_softmax_strided_inplace(x: MatMut<'_>, opts: SoftmaxOptions)
+);
+free_fn!(
+    /// Logsumexp of each row of a strided view ([`Kernels::logsumexp_strided`]).
+    logsumexp_strided(x: MatRef<'_>, out: &mut [f32])
+);
+free_fn!(
+    /// Softmax backward over strided views ([`Kernels::softmax_backward_strided`]).
+    softmax_backward_strided(y: MatRef<'_>, dy: MatRef<'_>, dx: MatMut<'_>)
+);
+free_fn!(
+    /// Log-softmax backward over strided views ([`Kernels::log_softmax_backward_strided`]).
+    log_softmax_backward_strided(y: MatRef<'_>, dy: MatRef<'_>, dx: MatMut<'_>)
 );

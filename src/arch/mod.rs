@@ -68,10 +68,11 @@ macro_rules! stamp_tier {
             dx: *mut f32,
             rows: usize,
             cols: usize,
+            ld: [usize; 3],
         ) {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::softmax_backward_rows(<$token>::new_unchecked(), y, dy, dx, rows, cols) }
+            unsafe { gsm::softmax_backward_rows(<$token>::new_unchecked(), y, dy, dx, rows, cols, ld) }
         }
 
         /// # Safety
@@ -84,10 +85,11 @@ macro_rules! stamp_tier {
             dx: *mut f32,
             rows: usize,
             cols: usize,
+            ld: [usize; 3],
         ) {
             // SAFETY: this function's contract includes the tier's CPU features, which is what
             // `new_unchecked` needs; the pointer contract is forwarded unchanged.
-            unsafe { gsm::log_softmax_backward_rows(<$token>::new_unchecked(), y, dy, dx, rows, cols) }
+            unsafe { gsm::log_softmax_backward_rows(<$token>::new_unchecked(), y, dy, dx, rows, cols, ld) }
         }
 
         /// # Safety

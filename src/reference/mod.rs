@@ -61,27 +61,29 @@ unsafe fn max_sum(x: *const f32, n: usize) -> (f32, f64) {
 /// Every forward path of the reference: whole rows in f64.
 ///
 /// # Safety
-/// `x` valid for `rows * cols` reads; `y` for as many writes (equal or not overlapping), or
-/// `rows` for `LogSumExp`.
+/// As `generic::softmax::short_path`: `x` valid for reading `rows` rows of `cols` floats
+/// `a.ldx` apart; `y` for writing as many `a.ldy` apart (equal, or not overlapping), or one
+/// float per row for `LogSumExp`.
 unsafe fn forward(x: *const f32, y: *mut f32, rows: usize, cols: usize, a: FwdArgs) {
     // SAFETY: forwarded.
     unsafe {
         match a.kind {
-            FwdKind::Softmax => softmax_rows(x, y, rows, cols, a.masked_zero),
-            FwdKind::LogSoftmax => log_softmax_rows(x, y, rows, cols, a.masked_zero),
-            FwdKind::LogSumExp => logsumexp_rows(x, y, rows, cols),
+            FwdKind::Softmax => softmax_rows(x, y, rows, cols, a),
+            FwdKind::LogSoftmax => log_softmax_rows(x, y, rows, cols, a),
+            FwdKind::LogSumExp => logsumexp_rows(x, y, rows, cols, a.ldx),
         }
     }
 }
 
 /// # Safety
-/// `x` valid for `rows * cols` reads, `y` for as many writes (equal or not overlapping).
-unsafe fn softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, mz: bool) {
+/// As `forward`.
+unsafe fn softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, a: FwdArgs) {
+    let mz = a.masked_zero;
     for r in 0..rows {
         // SAFETY: row `r` lies inside the caller's ranges; each `x[i]` is read before `y[i]`
         // is written.
         unsafe {
-            let (xr, yr) = (x.add(r * cols), y.add(r * cols));
+            let (xr, yr) = (x.add(r * a.ldx), y.add(r * a.ldy));
             let (m, s) = max_sum(xr, cols);
             if !m.is_finite() {
                 special::softmax_row(xr, yr, cols, m, mz);
@@ -95,12 +97,13 @@ unsafe fn softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, mz:
 }
 
 /// # Safety
-/// As `softmax_rows`.
-unsafe fn log_softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, mz: bool) {
+/// As `forward`.
+unsafe fn log_softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize, a: FwdArgs) {
+    let mz = a.masked_zero;
     for r in 0..rows {
         // SAFETY: as in `softmax_rows`.
         unsafe {
-            let (xr, yr) = (x.add(r * cols), y.add(r * cols));
+            let (xr, yr) = (x.add(r * a.ldx), y.add(r * a.ldy));
             let (m, s) = max_sum(xr, cols);
             if !m.is_finite() {
                 special::log_softmax_row(xr, yr, cols, m, mz);
@@ -115,12 +118,12 @@ unsafe fn log_softmax_rows(x: *const f32, y: *mut f32, rows: usize, cols: usize,
 }
 
 /// # Safety
-/// `x` valid for `rows * cols` reads, `out` for `rows` writes.
-unsafe fn logsumexp_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize) {
+/// `x` valid for reading `rows` rows of `cols` floats `ldx` apart, `out` for `rows` writes.
+unsafe fn logsumexp_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize, ldx: usize) {
     for r in 0..rows {
         // SAFETY: row `r` and `out[r]` lie inside the caller's ranges.
         unsafe {
-            let xr = x.add(r * cols);
+            let xr = x.add(r * ldx);
             let (m, s) = max_sum(xr, cols);
             *out.add(r) = if m.is_finite() {
                 (m as f64 + s.ln()) as f32
@@ -132,19 +135,21 @@ unsafe fn logsumexp_rows(x: *const f32, out: *mut f32, rows: usize, cols: usize)
 }
 
 /// # Safety
-/// `y`, `dy` valid for `rows * cols` reads, `dx` for as many writes (may equal `dy`).
+/// `y`, `dy` valid for reading `rows` rows of `cols` floats (`ld[0]`, `ld[1]` apart), `dx` for
+/// writing as many (`ld[2]` apart; may equal `dy` with the same stride).
 unsafe fn softmax_backward_rows(
     y: *const f32,
     dy: *const f32,
     dx: *mut f32,
     rows: usize,
     cols: usize,
+    ld: [usize; 3],
 ) {
     for r in 0..rows {
         // SAFETY: row `r` of each buffer lies inside the caller's ranges; `dy[i]` is read
         // before `dx[i]` is written.
         unsafe {
-            let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
+            let (yr, dyr, dxr) = (y.add(r * ld[0]), dy.add(r * ld[1]), dx.add(r * ld[2]));
             let dot: f64 = (0..cols)
                 .map(|i| *yr.add(i) as f64 * *dyr.add(i) as f64)
                 .sum();
@@ -163,11 +168,12 @@ unsafe fn log_softmax_backward_rows(
     dx: *mut f32,
     rows: usize,
     cols: usize,
+    ld: [usize; 3],
 ) {
     for r in 0..rows {
         // SAFETY: as in `softmax_backward_rows`.
         unsafe {
-            let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
+            let (yr, dyr, dxr) = (y.add(r * ld[0]), dy.add(r * ld[1]), dx.add(r * ld[2]));
             let sum: f64 = (0..cols).map(|i| *dyr.add(i) as f64).sum();
             for i in 0..cols {
                 *dxr.add(i) = (*dyr.add(i) as f64 - (*yr.add(i) as f64).exp() * sum) as f32;

@@ -24,8 +24,9 @@ pub(crate) enum FwdKind {
 /// skip the maximum, two at a time when both do.
 ///
 /// # Safety
-/// `x` valid for `rows * cols` reads; `y` for `rows * cols` writes (equal to `x` or not
-/// overlapping), or `rows` writes for `LogSumExp`.
+/// `x` valid for reading rows of `cols` floats `a.ldx` apart; `y` for writing rows `a.ldy`
+/// apart (equal to `x` with the same stride, or not overlapping it), or one float per row
+/// (`a.ldy == 1`) for `LogSumExp`.
 #[inline(always)]
 unsafe fn short_rows<S: Simd, const K: usize>(
     s: S,
@@ -36,7 +37,7 @@ unsafe fn short_rows<S: Simd, const K: usize>(
     cols: usize,
 ) {
     let masked_zero = a.masked_zero;
-    if a.kind != FwdKind::Softmax || rows < DENSE_MIN_ROWS {
+    if a.kind != FwdKind::Softmax || rows < DENSE_MIN_ROWS || !a.dense(cols) {
         // SAFETY: forwarded.
         unsafe { rows_in_registers::<S, K>(s, a, x, y, 0..rows, cols) };
         return;
@@ -51,7 +52,7 @@ unsafe fn short_rows<S: Simd, const K: usize>(
         // SAFETY: rows `r .. r + n` lie inside the caller's ranges; `bp` holds
         // `n * cols <= DENSE` floats and overlaps neither.
         unsafe {
-            if n >= DENSE_MIN_ROWS && unshifted_likely(*x.add(r * cols)) {
+            if n >= DENSE_MIN_ROWS && unshifted_likely(*x.add(r * a.ldx)) {
                 softmax_dense::<S, K>(s, x, y, bp, r..r + n, cols, masked_zero);
             } else {
                 rows_in_registers::<S, K>(s, a, x, y, r..r + n, cols);
@@ -79,8 +80,8 @@ const DENSE_MIN_ROWS: usize = 4;
 /// over the dense array 64 rows take 40 vectors instead of 64, and the per-row pass is short.
 ///
 /// # Safety
-/// As [`short_rows`] for rows `rows`; `buf` valid for `rows.len() * cols <= DENSE` writes and
-/// reads, overlapping neither `x` nor `y`.
+/// As [`short_rows`] for rows `rows`, with `x` and `y` dense (`ldx == ldy == cols`); `buf`
+/// valid for `rows.len() * cols <= DENSE` writes and reads, overlapping neither `x` nor `y`.
 #[inline(always)]
 unsafe fn softmax_dense<S: Simd, const K: usize>(
     s: S,
@@ -125,6 +126,8 @@ unsafe fn softmax_dense<S: Simd, const K: usize>(
             let a = FwdArgs {
                 kind: FwdKind::Softmax,
                 masked_zero,
+                ldx: cols,
+                ldy: cols,
             };
             short_row::<S, K>(s, a, x, y, r, cols, false);
         }
@@ -153,7 +156,8 @@ unsafe fn rows_in_registers<S: Simd, const K: usize>(
         if kind == FwdKind::Softmax && r + 2 <= rows.end {
             // SAFETY: rows `r` and `r + 1` lie inside the caller's ranges; both are loaded
             // before anything is stored.
-            let done = unsafe { softmax_pair::<S, K>(s, x.add(r * cols), y.add(r * cols), cols) };
+            let done =
+                unsafe { softmax_pair::<S, K>(s, a, x.add(r * a.ldx), y.add(r * a.ldy), cols) };
             if done {
                 r += 2;
                 continue;
@@ -161,7 +165,7 @@ unsafe fn rows_in_registers<S: Simd, const K: usize>(
         }
         // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges.
         unsafe {
-            let attempt = kind == FwdKind::Softmax && unshifted_likely(*x.add(r * cols));
+            let attempt = kind == FwdKind::Softmax && unshifted_likely(*x.add(r * a.ldx));
             short_row::<S, K>(s, a, x, y, r, cols, attempt)
         };
         r += 1;
@@ -174,17 +178,19 @@ unsafe fn rows_in_registers<S: Simd, const K: usize>(
 /// false, having stored nothing, otherwise.
 ///
 /// # Safety
-/// `x .. x + 2 cols` valid for reads, `y .. y + 2 cols` for writes, equal or not overlapping.
+/// The rows at `x` and `x + a.ldx` valid for reads, at `y` and `y + a.ldy` for writes, equal
+/// or not overlapping.
 #[inline(always)]
 unsafe fn softmax_pair<S: Simd, const K: usize>(
     s: S,
+    a: FwdArgs,
     x: *const f32,
     y: *mut f32,
     cols: usize,
 ) -> bool {
     // SAFETY: the caller's ranges; both rows are loaded before anything is stored.
     unsafe {
-        let (xa, xb) = (x, x.add(cols));
+        let (xa, xb) = (x, x.add(a.ldx));
         let (pa, pb) = (unshifted_likely(*xa), unshifted_likely(*xb));
         let (va, ma) = load_rows::<S, K>(s, xa, cols);
         let (vb, mb) = load_rows::<S, K>(s, xb, cols);
@@ -208,7 +214,7 @@ unsafe fn softmax_pair<S: Simd, const K: usize>(
             *b = s.mul(*b, ib);
         }
         store_short::<S, K>(s, y, cols, &ea);
-        store_short::<S, K>(s, y.add(cols), cols, &eb);
+        store_short::<S, K>(s, y.add(a.ldy), cols, &eb);
     }
     true
 }
@@ -243,9 +249,8 @@ unsafe fn short_row<S: Simd, const K: usize>(
     // SAFETY: row `r` (and `y[r]` for logsumexp) lies inside the caller's ranges; the row is
     // loaded before anything is stored.
     unsafe {
-        // For logsumexp `y` holds one value per row: `yr` is only formed (with wrapping
-        // arithmetic) and never dereferenced there.
-        let (xr, yr) = (x.add(r * cols), y.wrapping_add(r * cols));
+        // For logsumexp `y` holds one value per row (`ldy == 1`), and `yr` is that value.
+        let (xr, yr) = (x.add(r * a.ldx), y.add(r * a.ldy));
         let (v, mx) = load_rows::<S, K>(s, xr, cols);
         // The shift (0 when unshifted), `exp(v - shift)` and its sum.
         // Unshifted for softmax only: log_softmax and logsumexp of a row dominated by one
@@ -263,7 +268,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
                 match kind {
                     FwdKind::Softmax => special::softmax_row(xr, yr, cols, m, masked_zero),
                     FwdKind::LogSoftmax => special::log_softmax_row(xr, yr, cols, m, masked_zero),
-                    FwdKind::LogSumExp => *y.add(r) = special::logsumexp_row(xr, cols, m),
+                    FwdKind::LogSumExp => *yr = special::logsumexp_row(xr, cols, m),
                 }
                 return;
             }
@@ -288,7 +293,7 @@ unsafe fn short_row<S: Simd, const K: usize>(
                 }
                 store_short::<S, K>(s, yr, cols, &o);
             }
-            FwdKind::LogSumExp => *y.add(r) = (m as f64 + (sum as f64).ln()) as f32,
+            FwdKind::LogSumExp => *yr = (m as f64 + (sum as f64).ln()) as f32,
         }
     }
 }
@@ -314,12 +319,12 @@ unsafe fn try_short<S: Simd>(
     // `K` matches `cols` as `short_rows` requires. (A macro, not a closure: a closure is not
     // compiled with the tier's target features, and the intrinsics would not inline.)
     macro_rules! run {
-        ($x:expr, $y:expr, $rows:expr) => {
+        ($a:expr, $x:expr, $y:expr, $rows:expr) => {
             match k {
-                1 => short_rows::<S, 1>(s, a, $x, $y, $rows, cols),
-                2 => short_rows::<S, 2>(s, a, $x, $y, $rows, cols),
-                3 => short_rows::<S, 3>(s, a, $x, $y, $rows, cols),
-                _ => short_rows::<S, 4>(s, a, $x, $y, $rows, cols),
+                1 => short_rows::<S, 1>(s, $a, $x, $y, $rows, cols),
+                2 => short_rows::<S, 2>(s, $a, $x, $y, $rows, cols),
+                3 => short_rows::<S, 3>(s, $a, $x, $y, $rows, cols),
+                _ => short_rows::<S, 4>(s, $a, $x, $y, $rows, cols),
             }
         };
     }
@@ -333,8 +338,10 @@ unsafe fn try_short<S: Simd>(
     // The buffer holds one chunk of `short_rows`'s dense softmax ([`DENSE`] floats), so that
     // in place and out of place cut the rows into the same chunks.
     const BUF: usize = DENSE;
+    // (Dense rows only: strided rows in place keep their stride and go straight through.)
     let via_buf = a.kind != FwdKind::LogSumExp
         && std::ptr::eq(x, y)
+        && a.dense(cols)
         && rows >= 2
         && !cols.is_multiple_of(S::LANES);
     let mut buf = std::mem::MaybeUninit::<[f32; BUF]>::uninit();
@@ -345,12 +352,13 @@ unsafe fn try_short<S: Simd>(
     let mut r = 0;
     while r < rows {
         let n = per.min(rows - r);
-        // SAFETY: rows `r .. r + n` lie inside `x`. Through the buffer, `bp` holds
-        // `n * cols <= BUF` floats, written by `run!` before the copy reads them, not
-        // overlapping `y` (= `x`); else `r == 0` and `y` is the caller's.
+        // SAFETY: rows `r .. r + n` lie inside `x`. Through the buffer (dense rows, so
+        // `ldx == ldy == cols`), `bp` holds `n * cols <= BUF` floats, written by `run!` before
+        // the copy reads them, not overlapping `y` (= `x`); else `r == 0` and `y` is the
+        // caller's.
         unsafe {
             let out = if via_buf { bp } else { y };
-            run!(x.add(r * cols), out, n);
+            run!(a, x.add(r * a.ldx), out, n);
             if via_buf {
                 std::ptr::copy_nonoverlapping(bp, y.add(r * cols), n * cols);
             }
@@ -360,12 +368,24 @@ unsafe fn try_short<S: Simd>(
     true
 }
 
-/// The arguments of a forward entry beyond the rows: what it computes, and whether a fully
-/// masked (all `-inf`) row gives zeros instead of NaN.
+/// The arguments of a forward entry beyond the rows: what it computes, whether a fully
+/// masked (all `-inf`) row gives zeros instead of NaN, and the row strides in floats
+/// (`ldx >= cols`; `ldy >= cols`, or 1 for `LogSumExp`'s one value per row).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FwdArgs {
     pub kind: FwdKind,
     pub masked_zero: bool,
+    pub ldx: usize,
+    pub ldy: usize,
+}
+
+impl FwdArgs {
+    /// Whether the rows of `x` and `y` are dense (`ld == cols`), as the dense softmax of
+    /// short rows needs.
+    #[inline(always)]
+    pub(crate) fn dense(&self, cols: usize) -> bool {
+        self.ldx == cols && self.ldy == cols
+    }
 }
 
 /// The `Short` entry: rows of at most [`SHORT_VECS`] vectors (e.g. 10 classes) held in
@@ -375,8 +395,9 @@ pub(crate) struct FwdArgs {
 /// the plan never sends here, take [`rows_path`].)
 ///
 /// # Safety
-/// `x .. x + rows * cols` valid for reads; `y .. y + rows * cols` (`rows` for `LogSumExp`)
-/// for writes, equal to `x` or not overlapping it.
+/// `x` valid for reading `rows` rows of `cols` floats `a.ldx` apart; `y` for writing as many
+/// rows `a.ldy` apart (one float per row, `a.ldy == 1`, for `LogSumExp`), equal to `x` with
+/// the same stride or not overlapping it.
 #[inline(always)]
 pub(crate) unsafe fn short_path<S: Simd>(
     s: S,
@@ -419,9 +440,9 @@ pub(crate) unsafe fn rows_path<S: Simd>(
     // SAFETY: forwarded from this function's contract.
     unsafe {
         match a.kind {
-            FwdKind::Softmax => pipelined_rows::<S, false>(s, x, y, rows, cols, a.masked_zero),
-            FwdKind::LogSoftmax => pipelined_rows::<S, true>(s, x, y, rows, cols, a.masked_zero),
-            FwdKind::LogSumExp => logsumexp_rows(s, x, y, rows, cols),
+            FwdKind::Softmax => pipelined_rows::<S, false>(s, x, y, rows, cols, a),
+            FwdKind::LogSoftmax => pipelined_rows::<S, true>(s, x, y, rows, cols, a),
+            FwdKind::LogSumExp => logsumexp_rows(s, x, y, rows, cols, a.ldx),
         }
     }
 }
@@ -446,8 +467,9 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
     y: *mut f32,
     rows: usize,
     cols: usize,
-    masked_zero: bool,
+    a: FwdArgs,
 ) {
+    let (masked_zero, ldx, ldy) = (a.masked_zero, a.ldx, a.ldy);
     // Pass 3 of a row whose factor is known.
     let last_pass = |yp: *mut f32, factor: f32| {
         // SAFETY: `yp` is a row of `y` (`cols` floats), which the caller's contract makes
@@ -469,12 +491,12 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
     // The row whose last pass is due, and its factor.
     let mut pending: Option<(*mut f32, f32)> = None;
     for r in 0..rows {
-        // SAFETY: rows `r` and `r + 1 < rows` are `r * cols .. (r + 2) * cols`, inside the
-        // ranges the caller guarantees; rows `r` and `r + 1` of `x` do not overlap row `r - 1`
-        // of `y`, the only row the pending pass writes (`y` equals `x` or does not overlap it).
+        // SAFETY: rows `r` and `r + 1 < rows` lie inside the ranges the caller guarantees;
+        // rows `r` and `r + 1` of `x` do not overlap row `r - 1` of `y`, the only row the
+        // pending pass writes (`y` equals `x` with the same stride, or does not overlap it).
         unsafe {
-            let xr = x.add(r * cols);
-            let yr = y.add(r * cols);
+            let xr = x.add(r * ldx);
+            let yr = y.add(r * ldy);
             let m = m_next;
             let last = r + 1 == rows;
             let due = if !m.is_finite() {
@@ -484,7 +506,7 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
                     special::softmax_row(xr, yr, cols, m, masked_zero);
                 }
                 if !last {
-                    m_next = row_max(s, xr.add(cols), cols);
+                    m_next = row_max(s, xr.add(ldx), cols);
                 }
                 None
             } else {
@@ -492,7 +514,7 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
                     exp_sum_with::<S, true, false, LOG>(s, xr, yr, cols, m, std::ptr::null()).0
                 } else {
                     let (sum, nm) =
-                        exp_sum_with::<S, true, true, LOG>(s, xr, yr, cols, m, xr.add(cols));
+                        exp_sum_with::<S, true, true, LOG>(s, xr, yr, cols, m, xr.add(ldx));
                     m_next = nm;
                     sum
                 };
@@ -520,13 +542,21 @@ unsafe fn pipelined_rows<S: Simd, const LOG: bool>(
 /// a sum pass.
 ///
 /// # Safety
-/// `x .. x + rows * cols` valid for reads, `out .. out + rows` for writes.
+/// `x` valid for reading `rows` rows of `cols` floats `ldx` apart, `out .. out + rows` for
+/// writes.
 #[inline(always)]
-unsafe fn logsumexp_rows<S: Simd>(s: S, x: *const f32, out: *mut f32, rows: usize, cols: usize) {
+unsafe fn logsumexp_rows<S: Simd>(
+    s: S,
+    x: *const f32,
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldx: usize,
+) {
     for r in 0..rows {
         // SAFETY: row `r` lies inside `x`; `out + r` is inside `out .. out + rows`.
         unsafe {
-            let xr = x.add(r * cols);
+            let xr = x.add(r * ldx);
             let m = row_max(s, xr, cols);
             let v = if !m.is_finite() {
                 special::logsumexp_row(xr, cols, m)
@@ -542,8 +572,9 @@ unsafe fn logsumexp_rows<S: Simd>(s: S, x: *const f32, out: *mut f32, rows: usiz
 /// `dx = y * (dy - <dy, y>)` per row.
 ///
 /// # Safety
-/// `y`, `dy` valid for `rows * cols` reads, `dx` for as many writes; `dx` may equal `dy`
-/// (each lane is read before it is written) but must not overlap `y` or `dy` otherwise.
+/// `y`, `dy` valid for reading `rows` rows of `cols` floats (`ld[0]`, `ld[1]` apart), `dx` for
+/// writing as many (`ld[2]` apart); `dx` may equal `dy` with the same stride (each lane is
+/// read before it is written) but must not overlap `y` or `dy` otherwise.
 #[inline(always)]
 pub(crate) unsafe fn softmax_backward_rows<S: Simd>(
     s: S,
@@ -552,9 +583,10 @@ pub(crate) unsafe fn softmax_backward_rows<S: Simd>(
     dx: *mut f32,
     rows: usize,
     cols: usize,
+    ld: [usize; 3],
 ) {
     // SAFETY: forwarded.
-    unsafe { backward_rows::<S, false>(s, y, dy, dx, rows, cols) }
+    unsafe { backward_rows::<S, false>(s, y, dy, dx, rows, cols, ld) }
 }
 
 /// `dx = dy - exp(y) * sum(dy)` per row (`y` are log-probabilities).
@@ -569,9 +601,10 @@ pub(crate) unsafe fn log_softmax_backward_rows<S: Simd>(
     dx: *mut f32,
     rows: usize,
     cols: usize,
+    ld: [usize; 3],
 ) {
     // SAFETY: forwarded.
-    unsafe { backward_rows::<S, true>(s, y, dy, dx, rows, cols) }
+    unsafe { backward_rows::<S, true>(s, y, dy, dx, rows, cols, ld) }
 }
 
 /// The backward passes, one sweep per row after its reduction: softmax's
@@ -587,6 +620,7 @@ unsafe fn backward_rows<S: Simd, const LOG: bool>(
     dx: *mut f32,
     rows: usize,
     cols: usize,
+    ld: [usize; 3],
 ) {
     let w = S::LANES;
     /// One vector of the result from `y`, `dy` and the row's reduction `vr`. (A function, not
@@ -603,7 +637,7 @@ unsafe fn backward_rows<S: Simd, const LOG: bool>(
         // SAFETY: row `r` of each buffer is inside the caller's ranges; accesses within
         // `0..cols` as in `row_max`.
         unsafe {
-            let (yr, dyr, dxr) = (y.add(r * cols), dy.add(r * cols), dx.add(r * cols));
+            let (yr, dyr, dxr) = (y.add(r * ld[0]), dy.add(r * ld[1]), dx.add(r * ld[2]));
             let red = if LOG {
                 blocked_sum::<S, false>(s, dyr, dyr, cols)
             } else {

@@ -167,15 +167,20 @@ unsafe impl Sync for CeCall {}
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CeRows<'a> {
     pub call: &'a CeCall,
-    /// `rows * cols` logits.
+    /// `rows` rows of `cols` logits, `ldx` floats apart.
     pub x: *const f32,
-    /// `rows * cols` gradient floats (equal to `x` in place), or null for the loss alone.
+    /// `rows` rows of `cols` gradient floats, `ldg` apart (equal to `x` with `ldg == ldx` in
+    /// place), or null for the loss alone.
     pub grad: *mut f32,
     pub rows: usize,
     /// Class targets: one entry per row, `< cols` or [`IGNORED`]; null for probability targets.
     pub classes: *const u32,
-    /// Probability targets: `rows * cols` floats; null for class targets.
+    /// Probability targets: `rows` rows of `cols` floats, `ldy` apart; null for class targets.
     pub probs: *const f32,
+    /// The row strides of `x`, `grad` and `probs` (`>= cols`).
+    pub ldx: usize,
+    pub ldg: usize,
+    pub ldy: usize,
     /// The per-row upstream gradient (`rows` floats) or null.
     pub row_scale: *const f32,
     /// Optional per-row outputs (null or `rows` entries).
@@ -184,7 +189,71 @@ pub(crate) struct CeRows<'a> {
     pub argmax: *mut u32,
 }
 
-impl CeRows<'_> {
+impl<'a> CeRows<'a> {
+    /// Rows `r0 .. r0 + n` of this run, their classes at `classes` and probability targets at
+    /// `probs` (either may be null). Pointer arithmetic only (wrapping): what the result may
+    /// touch is the caller's contract, as for any `CeRows`.
+    #[inline(always)]
+    pub(crate) fn run(
+        &self,
+        r0: usize,
+        n: usize,
+        classes: *const u32,
+        probs: *const f32,
+    ) -> CeRows<'a> {
+        fn at<T>(p: *mut T, k: usize) -> *mut T {
+            if p.is_null() {
+                p
+            } else {
+                p.wrapping_add(k)
+            }
+        }
+        CeRows {
+            call: self.call,
+            x: self.x.wrapping_add(r0 * self.ldx),
+            grad: at(self.grad, r0 * self.ldg),
+            rows: n,
+            classes,
+            probs,
+            ldx: self.ldx,
+            ldg: self.ldg,
+            ldy: self.ldy,
+            row_scale: at(self.row_scale.cast_mut(), r0),
+            row_loss: at(self.row_loss, r0),
+            lse: at(self.lse, r0),
+            argmax: at(self.argmax, r0),
+        }
+    }
+
+    /// Row `r` of the logits (an address only: reading it is the caller's contract).
+    #[inline(always)]
+    pub(crate) fn x_row(&self, r: usize) -> *const f32 {
+        self.x.wrapping_add(r * self.ldx)
+    }
+
+    /// Row `r` of the gradient, or null for none (an address only).
+    #[inline(always)]
+    pub(crate) fn grad_row(&self, r: usize) -> *mut f32 {
+        if self.grad.is_null() {
+            self.grad
+        } else {
+            self.grad.wrapping_add(r * self.ldg)
+        }
+    }
+
+    /// Row `r` of the probability targets (an address only).
+    #[inline(always)]
+    pub(crate) fn probs_row(&self, r: usize) -> *const f32 {
+        self.probs.wrapping_add(r * self.ldy)
+    }
+
+    /// Whether the logits and gradient rows are dense (`ld == cols`), as the `Dense` path
+    /// needs.
+    #[inline(always)]
+    pub(crate) fn dense(&self) -> bool {
+        self.ldx == self.call.cols && (self.grad.is_null() || self.ldg == self.call.cols)
+    }
+
     /// The gradient scale of row `r`.
     ///
     /// # Safety
@@ -479,16 +548,6 @@ pub(crate) unsafe fn load_z_part<S: Simd, const CAP: bool>(
 #[inline(always)]
 pub(crate) fn grad_factor(g: f64, head: f64, zl2: f32, lse: f64, total: f64) -> f32 {
     (g * (head + zl2 as f64 * lse) / total) as f32
-}
-
-/// Row `r` of a `[rows, n]` gradient, or null for none.
-#[inline(always)]
-pub(crate) fn row_of(grad: *mut f32, r: usize, n: usize) -> *mut f32 {
-    if grad.is_null() {
-        grad
-    } else {
-        grad.wrapping_add(r * n)
-    }
 }
 
 /// Stamps the cross-entropy kernels out for one tier (called by `stamp_tier!`) and defines its

@@ -2,9 +2,7 @@
 //! three passes of [`super::row::ce_row`] with the target row read alongside.
 
 use super::row::max_argmax;
-use super::{
-    grad_factor, load_z, load_z_part, row_of, CeAcc, CeProbArgs, CeRowOut, CeRows, RowKernels,
-};
+use super::{grad_factor, load_z, load_z_part, CeAcc, CeProbArgs, CeRowOut, CeRows, RowKernels};
 use crate::arch::generic::exp::exp_nonpos;
 use crate::arch::generic::mem::{load_upto, store_upto};
 use crate::arch::generic::rows::SUM_BLOCK_VECS;
@@ -179,8 +177,7 @@ pub(crate) unsafe fn probs_path<R: RowKernels>(k: R, b: &CeRows<'_>, acc: &mut C
         // SAFETY: row `r < rows` lies inside `x`, `probs` (and `grad`), as the contract says.
         unsafe {
             let a = c.prob_args(b.row_g(r));
-            let (xr, yr) = (b.x.add(r * cols), b.probs.add(r * cols));
-            let gr = row_of(b.grad, r, cols);
+            let (xr, yr, gr) = (b.x_row(r), b.probs_row(r), b.grad_row(r));
             let out = k.prob_row(xr, yr, gr, cols, &a);
             let loss = c.prob_loss(&out);
             acc.0 += loss;

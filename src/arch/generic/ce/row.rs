@@ -6,7 +6,7 @@
 
 use super::short::ce_short;
 use super::{
-    grad_factor, load_z, load_z_part, row_of, CeAcc, CeArgs, CeRowOut, CeRows, RowKernels, IGNORED,
+    grad_factor, load_z, load_z_part, CeAcc, CeArgs, CeRowOut, CeRows, RowKernels, IGNORED,
 };
 use crate::arch::generic::exp::exp_nonpos;
 use crate::arch::generic::mem::{load_upto, store_upto};
@@ -432,8 +432,7 @@ pub(crate) unsafe fn rows_path<R: RowKernels>(k: R, b: &CeRows<'_>, acc: &mut Ce
         // SAFETY: row `r < rows` lies inside `x` (and `grad`); its class is `< cols` unless
         // ignored; `weights` is null or `cols` floats (the contract of `CePathFn`).
         unsafe {
-            let xr = b.x.add(r * cols);
-            let gr = row_of(b.grad, r, cols);
+            let (xr, gr) = (b.x_row(r), b.grad_row(r));
             let class = *b.classes.add(r);
             if class == IGNORED {
                 // A max computed for this row goes unused; the next row computes its own.
@@ -456,7 +455,7 @@ pub(crate) unsafe fn rows_path<R: RowKernels>(k: R, b: &CeRows<'_>, acc: &mut Ce
                 // The next row of this run: the kernel computes its max during this row's
                 // last sweep (without a cap or an argmax), and the next call reuses it.
                 next: if r + 1 < b.rows {
-                    xr.wrapping_add(cols)
+                    b.x_row(r + 1)
                 } else {
                     std::ptr::null()
                 },

@@ -20,7 +20,7 @@
 //! one by one in row order.
 
 use super::row::rows_path;
-use super::{grad_factor, row_of, CeAcc, CeArgs, CeRowOut, CeRows, IGNORED};
+use super::{grad_factor, CeAcc, CeArgs, CeRowOut, CeRows, IGNORED};
 use crate::arch::generic::exp::exp_nonpos;
 use crate::arch::generic::rows::{
     exp_short, lane_sum, load_padded, load_rows, store_short, UNSHIFTED_CLAMP, UNSHIFTED_MAX,
@@ -315,8 +315,7 @@ unsafe fn short_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
         // SAFETY: row `r < rows` lies inside `x` (and `grad`); its class is `< n` unless
         // ignored; the per-row pointers hold `rows` entries; `weights` is null or `n` floats.
         unsafe {
-            let xr = b.x.add(r * n);
-            let gr = row_of(b.grad, r, n);
+            let (xr, gr) = (b.x_row(r), b.grad_row(r));
             let class = *b.classes.add(r);
             let used = class != IGNORED;
             let t = if used { class as usize } else { 0 };
@@ -441,7 +440,7 @@ unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
         // SAFETY: the row lies inside `x`; its class is `< n` or ignored (then entry 0 is
         // read); `load_padded` touches exactly `0..n` of the row.
         unsafe {
-            let xr = b.x.add(r * n);
+            let xr = b.x_row(r);
             let class = *b.classes.add(r);
             let t = if class == IGNORED { 0 } else { class as usize };
             (load_padded::<S, K>(s, xr, n, f32::NEG_INFINITY), *xr.add(t))
@@ -473,7 +472,7 @@ unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
             // ignored; the row was read above, before anything was stored to it.
             unsafe {
                 let class = *b.classes.add(r);
-                let gr = row_of(b.grad, r, n);
+                let gr = b.grad_row(r);
                 if class == IGNORED {
                     if !gr.is_null() {
                         crate::arch::special::fill(gr, n, 0.0);
@@ -481,7 +480,7 @@ unsafe fn plain_rows<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut Ce
                     continue;
                 }
                 let shifted = exp_from_target::<S, K>(s, &v, zt);
-                let xr = b.x.add(r * n);
+                let xr = b.x_row(r);
                 let (m, total) = short_row::<S, K, FIX_LATER>(
                     s,
                     ShortIn {
@@ -562,9 +561,10 @@ unsafe fn one_row<S: Simd, const K: usize>(s: S, b: &CeRows<'_>, acc: &mut CeAcc
 /// after the previous row's masked store, so in place needs no read-ahead.
 ///
 /// # Safety
-/// As [`plain_rows`], with `n <= LANES`.
+/// As [`plain_rows`], with `n <= LANES` and dense rows ([`CeRows::dense`]).
 #[inline(always)]
 unsafe fn dense_rows<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
+    debug_assert!(b.dense());
     // Locals, not loads through `b` after every store through the row pointers (which
     // may alias anything, for all the compiler knows).
     let (b, c) = (*b, *b.call);
@@ -622,7 +622,7 @@ unsafe fn dense_rows<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
                 let r = r0 + i;
                 groups.start_row(r, acc);
                 let class = *b.classes.add(r);
-                let gr = row_of(b.grad, r, n);
+                let gr = b.grad_row(r);
                 if class == IGNORED {
                     if !gr.is_null() {
                         crate::arch::special::fill(gr, n, 0.0);
@@ -633,7 +633,7 @@ unsafe fn dense_rows<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
                 let sum = lane_sum(s, &e);
                 // NaN fails the test too.
                 let shifted = (sum <= UNSHIFTED_MAX).then_some((e, sum));
-                let (xr, zt) = (b.x.add(r * n), *zp.add(i));
+                let (xr, zt) = (b.x_row(r), *zp.add(i));
                 let (mm, total) = short_row::<S, 1, FIX_LATER>(
                     s,
                     ShortIn {
@@ -712,9 +712,9 @@ pub(crate) unsafe fn one_row_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc
 /// The contract of [`super::CePathFn`].
 #[inline(always)]
 pub(crate) unsafe fn dense_path<S: Simd>(s: S, b: &CeRows<'_>, acc: &mut CeAcc) {
-    // SAFETY: forwarded; `dense_rows` needs `cols <= LANES`.
+    // SAFETY: forwarded; `dense_rows` needs `cols <= LANES` and dense rows.
     unsafe {
-        if b.call.cols <= S::LANES {
+        if b.call.cols <= S::LANES && b.dense() {
             dense_rows(s, b, acc)
         } else {
             by_vectors!(plain_rows, s, b, acc)
