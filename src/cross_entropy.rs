@@ -80,7 +80,7 @@ use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
 use crate::linear::MatrixLayout;
 use crate::parallel::{sum_row_blocks, BLOCK_BYTES};
-use crate::view::{same_shape, MatMut, MatRef};
+use crate::view::{nonzero_cols, same_shape, MatMut, MatRef, Raw};
 
 /// Labels converted to kernel classes at a time (on the stack) per row block.
 const LABEL_BATCH: usize = 64;
@@ -332,6 +332,13 @@ pub enum Logits<'a> {
     InPlace(&'a mut [f32]),
 }
 
+/// The targets of a call on raw rows: labels, or probability rows in `data` with the layout
+/// of the raw matrix.
+pub(crate) enum RawTargets<'a, L: Label> {
+    Classes(&'a [L]),
+    Probs(&'a [f32], Raw),
+}
+
 /// Strided logits ([`Kernels::cross_entropy_strided`]): [`Logits`] over views whose rows
 /// start `ld` floats apart.
 #[derive(Debug)]
@@ -454,23 +461,45 @@ impl Kernels {
         outputs: &mut CrossEntropyOutputs<'_>,
     ) -> Result<CrossEntropyStats> {
         let (x, grad) = match logits {
-            StridedLogits::Read(x) => (x.raw()?, None),
-            StridedLogits::Grad(x, mut g) => {
-                let (x, g) = (x.raw()?, g.raw()?);
-                same_shape("grad", x, g)?;
-                (x, Some(g))
-            }
+            StridedLogits::Read(x) => (x.raw(), None),
+            StridedLogits::Grad(x, mut g) => (x.raw(), Some(g.raw())),
             StridedLogits::InPlace(mut x) => {
-                let x = x.raw()?;
+                let x = x.raw();
                 (x, Some(x))
             }
         };
+        let targets = match targets {
+            StridedTargets::Classes(t) => RawTargets::Classes(t),
+            StridedTargets::Probs(y) => RawTargets::Probs(y.as_slice(), y.raw()),
+        };
+        // SAFETY: checked views: the logits, and the gradient, a distinct mutable borrow or
+        // the logits themselves (in place, one stride); the probability targets a view.
+        unsafe { self.ce_raw(x, grad, targets, opts, outputs) }
+    }
+
+    /// [`Kernels::cross_entropy_strided`] on raw rows, after the shape checks.
+    ///
+    /// # Safety
+    /// `x.ptr` valid for reading `x.rows` rows of `x.cols` floats `x.ld` apart; `grad` null
+    /// or valid for writing its rows, equal to `x` (same stride) or overlapping none of `x`'s
+    /// floats; probability targets: `data` is the slice the view `y` lies in.
+    pub(crate) unsafe fn ce_raw<L: Label>(
+        &self,
+        x: Raw,
+        grad: Option<Raw>,
+        targets: RawTargets<'_, L>,
+        opts: &CrossEntropyOptions<'_>,
+        outputs: &mut CrossEntropyOutputs<'_>,
+    ) -> Result<CrossEntropyStats> {
+        nonzero_cols(x)?;
+        if let Some(g) = grad {
+            same_shape("grad", x, g)?;
+        }
         let (targets, ldy) = match targets {
-            StridedTargets::Classes(t) => (Targets::Classes(t), x.cols),
-            StridedTargets::Probs(y) => {
-                let yr = y.raw()?;
-                same_shape("targets", x, yr)?;
-                (Targets::Probs(y.as_slice()), yr.ld)
+            RawTargets::Classes(t) => (Targets::Classes(t), x.cols),
+            RawTargets::Probs(data, y) => {
+                same_shape("targets", x, y)?;
+                (Targets::Probs(data), y.ld)
             }
         };
         let z = RawLogits {
@@ -482,9 +511,8 @@ impl Kernels {
             ldg: grad.map_or(x.ld, |g| g.ld),
             ldy,
         };
-        // SAFETY: checked views: the logits, and the gradient, a distinct mutable borrow or
-        // the logits themselves (in place, one stride); the probability targets' view is
-        // checked again by the plan, with their stride.
+        // SAFETY: the caller's contract; the plan checks the probability targets' slice
+        // against their stride.
         unsafe { self.ce_call(z, targets, opts, outputs) }
     }
 

@@ -120,6 +120,15 @@ pub enum Error {
         /// `[rows, cols]` given.
         actual: (usize, usize),
     },
+    /// A framework array whose layout the kernels cannot read without a copy: the elements of
+    /// a row must be contiguous (stride 1 along the last axis) and rows must not overlap
+    /// (a row stride of at least the row length). Copy it to a standard-layout array first.
+    UnsupportedLayout {
+        /// The array's name.
+        arg: &'static str,
+        /// Its strides in elements, outer axis first.
+        strides: Vec<isize>,
+    },
     /// An optimizer's state (its velocity buffer) belongs to a parameter of another shape.
     StateShape {
         /// The parameter's name.
@@ -218,6 +227,12 @@ impl fmt::Display for Error {
                 f,
                 "`{arg}` is [{}, {}], but the other arguments need [{}, {}]",
                 actual.0, actual.1, expected.0, expected.1
+            ),
+            Error::UnsupportedLayout { arg, strides } => write!(
+                f,
+                "`{arg}` has strides {strides:?} (in elements): the kernels need each row \
+                 contiguous (stride 1 along the last axis) and a row stride of at least the \
+                 row length; copy it to a standard-layout array first"
             ),
             Error::StateShape {
                 arg,

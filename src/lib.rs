@@ -92,6 +92,8 @@ pub mod layer;
 pub mod linear;
 pub mod linear_ce;
 mod ln;
+#[cfg(feature = "ndarray")]
+pub mod ndarray;
 mod parallel;
 pub mod reference;
 pub mod softmax;

@@ -30,7 +30,7 @@ use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::{for_each_index, for_each_row_block, SyncPtr};
 #[allow(unused_imports)] // `ONLINE_MIN_COLS` is named by the docs.
 use crate::tuning::{ONLINE_CHUNK, ONLINE_MIN_COLS};
-use crate::view::{same_shape, MatMut, MatRef, Raw};
+use crate::view::{nonzero_cols, same_shape, MatMut, MatRef, Raw};
 
 /// What softmax and log_softmax return for a row whose logits are all `-inf` (a fully masked
 /// row).
@@ -62,7 +62,7 @@ impl SoftmaxOptions {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Fwd {
+pub(crate) enum Fwd {
     Softmax,
     LogSoftmax,
 }
@@ -687,9 +687,18 @@ impl Kernels {
     /// [`Error::ZeroDim`] if `cols == 0`, [`Error::LengthMismatch`] if `out.len()` is not the
     /// row count.
     pub fn logsumexp_strided(&self, x: MatRef<'_>, out: &mut [f32]) -> Result<()> {
-        let x = x.raw()?;
+        // SAFETY: a checked view.
+        unsafe { self.logsumexp_raw(x.raw(), out) }
+    }
+
+    /// [`Kernels::logsumexp_strided`] on raw rows.
+    ///
+    /// # Safety
+    /// `x.ptr` valid for reading `x.rows` rows of `x.cols` floats `x.ld` apart.
+    pub(crate) unsafe fn logsumexp_raw(&self, x: Raw, out: &mut [f32]) -> Result<()> {
+        nonzero_cols(x)?;
         check_len("out", out.len(), x.rows)?;
-        // SAFETY: `x` is a checked view; `out` holds one float per row.
+        // SAFETY: forwarded; `out` holds one float per row.
         unsafe { self.logsumexp_rows(x.ptr, out, x.cols, x.ld) };
         Ok(())
     }
@@ -705,7 +714,7 @@ impl Kernels {
         dy: MatRef<'_>,
         dx: MatMut<'_>,
     ) -> Result<()> {
-        self.backward_strided(self.softmax_backward_rows, y, dy, dx)
+        self.backward_strided(false, y, dy, dx)
     }
 
     /// Log-softmax backward over strided views ([`Kernels::log_softmax_backward`]).
@@ -718,7 +727,7 @@ impl Kernels {
         dy: MatRef<'_>,
         dx: MatMut<'_>,
     ) -> Result<()> {
-        self.backward_strided(self.log_softmax_backward_rows, y, dy, dx)
+        self.backward_strided(true, y, dy, dx)
     }
 
     fn forward_strided(
@@ -728,11 +737,8 @@ impl Kernels {
         mut y: MatMut<'_>,
         opts: SoftmaxOptions,
     ) -> Result<()> {
-        let (x, y) = (x.raw()?, y.raw()?);
-        same_shape("y", x, y)?;
         // SAFETY: checked views of distinct borrows.
-        unsafe { self.forward(x.ptr, y.ptr, x.rows, x.cols, kind.args(opts, x.ld, y.ld)) };
-        Ok(())
+        unsafe { self.forward_raw(kind, x.raw(), y.raw(), opts) }
     }
 
     fn forward_strided_inplace(
@@ -741,23 +747,63 @@ impl Kernels {
         mut x: MatMut<'_>,
         opts: SoftmaxOptions,
     ) -> Result<()> {
-        let x = x.raw()?;
+        let x = x.raw();
         // SAFETY: a checked view, in place with one stride, which the kernels allow.
-        unsafe { self.forward(x.ptr, x.ptr, x.rows, x.cols, kind.args(opts, x.ld, x.ld)) };
-        Ok(())
+        unsafe { self.forward_raw(kind, x, x, opts) }
     }
 
     fn backward_strided(
         &self,
-        f: crate::dispatch::BackwardFn,
+        log: bool,
         y: MatRef<'_>,
         dy: MatRef<'_>,
         mut dx: MatMut<'_>,
     ) -> Result<()> {
-        let (y, dy, dx) = (y.raw()?, dy.raw()?, dx.raw()?);
+        // SAFETY: checked views; `dx` is a distinct mutable borrow.
+        unsafe { self.backward_checked(log, y.raw(), dy.raw(), dx.raw()) }
+    }
+
+    /// Softmax or log_softmax over raw rows, after the shape checks.
+    ///
+    /// # Safety
+    /// `x.ptr` valid for reading `x.rows` rows of `x.cols` floats `x.ld` apart; `y.ptr` for
+    /// writing its rows, equal to `x.ptr` with the same stride or overlapping none of `x`'s
+    /// floats. (The floats between rows are never touched.)
+    pub(crate) unsafe fn forward_raw(
+        &self,
+        kind: Fwd,
+        x: Raw,
+        y: Raw,
+        opts: SoftmaxOptions,
+    ) -> Result<()> {
+        nonzero_cols(x)?;
+        same_shape("y", x, y)?;
+        // SAFETY: forwarded.
+        unsafe { self.forward(x.ptr, y.ptr, x.rows, x.cols, kind.args(opts, x.ld, y.ld)) };
+        Ok(())
+    }
+
+    /// A backward pass (log_softmax's with `log`) over raw rows, after the shape checks.
+    ///
+    /// # Safety
+    /// `y.ptr`, `dy.ptr` valid for reading their rows; `dx.ptr` for writing its rows, not
+    /// overlapping the other two.
+    pub(crate) unsafe fn backward_checked(
+        &self,
+        log: bool,
+        y: Raw,
+        dy: Raw,
+        dx: Raw,
+    ) -> Result<()> {
+        nonzero_cols(y)?;
         same_shape("dy", y, dy)?;
         same_shape("dx", y, dx)?;
-        // SAFETY: checked views; `dx` is a distinct mutable borrow.
+        let f = if log {
+            self.log_softmax_backward_rows
+        } else {
+            self.softmax_backward_rows
+        };
+        // SAFETY: forwarded.
         unsafe { self.backward_raw(f, y, dy, dx) };
         Ok(())
     }

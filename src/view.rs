@@ -196,33 +196,32 @@ pub(crate) struct Raw {
 }
 
 impl MatRef<'_> {
-    /// The raw parts, with `cols >= 1` checked (as the contiguous functions check it).
-    pub(crate) fn raw(&self) -> Result<Raw> {
-        nonzero(self.layout)?;
-        Ok(Raw {
+    /// The raw parts.
+    pub(crate) fn raw(&self) -> Raw {
+        Raw {
             ptr: self.data.as_ptr().cast_mut(),
             rows: self.layout.rows,
             cols: self.layout.cols,
             ld: self.layout.ld,
-        })
+        }
     }
 }
 
 impl MatMut<'_> {
-    /// The raw parts, with `cols >= 1` checked.
-    pub(crate) fn raw(&mut self) -> Result<Raw> {
-        nonzero(self.layout)?;
-        Ok(Raw {
+    /// The raw parts.
+    pub(crate) fn raw(&mut self) -> Raw {
+        Raw {
             ptr: self.data.as_mut_ptr(),
             rows: self.layout.rows,
             cols: self.layout.cols,
             ld: self.layout.ld,
-        })
+        }
     }
 }
 
-fn nonzero(l: MatrixLayout) -> Result<()> {
-    if l.cols == 0 {
+/// [`Error::ZeroDim`] for rows of no columns (as the contiguous functions report `cols == 0`).
+pub(crate) fn nonzero_cols(m: Raw) -> Result<()> {
+    if m.cols == 0 {
         return Err(Error::ZeroDim { arg: "cols" });
     }
     Ok(())
