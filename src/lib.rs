@@ -85,6 +85,8 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod arch;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod cross_entropy;
 pub mod dispatch;
 pub mod error;
