@@ -7,6 +7,7 @@
 //! | [`log_softmax_last_dim`] | `candle_nn::ops::log_softmax(x, D::Minus1)` | `log_softmax_backward` kernel |
 //! | [`cross_entropy`] | `candle_nn::loss::cross_entropy` | the fused forward+backward kernel, scaled by the upstream gradient |
 //! | [`cross_entropy_per_row`] | (`Reduction::None`) | as above, one upstream gradient per row |
+//! | [`linear_cross_entropy`] | `cross_entropy(h.matmul(w.t()), t)` | the fused kernel: `dh`, `dW` without the `[N, C]` logits |
 //! | [`softmax_last_dim_inplace`], [`log_softmax_last_dim_inplace`] | - | none (inference: no output allocation) |
 //!
 //! Inputs are `f32` (`bf16`/`f16` once the crate reads them). Any layout whose last axis is
@@ -38,12 +39,14 @@
 use std::borrow::Cow;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, InplaceOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp1, Layout, Shape, Tensor};
 
 use crate::cross_entropy::{
     AllIgnored, CrossEntropyOptions, CrossEntropyOutputs, Reduction, StridedLogits, StridedTargets,
 };
 use crate::dispatch::Kernels;
+use crate::linear::MatrixLayout;
+use crate::linear_ce::{LinearCeOptions, LinearCeOutputs};
 use crate::softmax::SoftmaxOptions;
 use crate::view::{MatMut, MatRef};
 
@@ -550,4 +553,175 @@ pub fn cross_entropy_per_row(
     let mut o = OwnedCeOptions::of(opts)?;
     o.reduction = Reduction::None;
     logits.apply_op2(targets, CrossEntropyOp { opts: o })
+}
+
+/// The fused linear cross-entropy of `h` (`[N, D]`) and `w` (`[C, D]`) against `[N]` labels.
+/// Forward: the loss alone. Backward: `dh` and `dW` in one fused pass, concatenated in one
+/// storage (`[N * D + C * D]`) that [`linear_cross_entropy`]'s backward splits into views.
+struct LinearCeOp {
+    opts: OwnedCeOptions,
+    /// The upstream gradient (backward only).
+    upstream: Option<f32>,
+}
+
+/// `h` as a dense `[N, D]` slice (borrowed when it is one) and `w`'s rows with their layout.
+type LinearArgs<'a> = (Cow<'a, [f32]>, usize, usize, Rows<'a>);
+
+fn linear_args<'a>(
+    name: &str,
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<LinearArgs<'a>> {
+    let (h, w) = (f32_data(name, s1)?, f32_data(name, s2)?);
+    match (l1.dims(), l2.dims()) {
+        (&[_, d1], &[_, d2]) if d1 == d2 => {}
+        (a, b) => candle_core::bail!("{name}: expects h [N, D] and w [C, D], got {a:?} and {b:?}"),
+    }
+    let rh = rows(h, l1)?;
+    let (n, d) = (rh.1, rh.2);
+    // The kernels take `h` dense: copy strided rows out.
+    let h = if rh.3 == d {
+        match rh.0 {
+            Cow::Borrowed(v) => Cow::Borrowed(&v[..n * d]),
+            Cow::Owned(v) => Cow::Owned(v),
+        }
+    } else {
+        Cow::Owned(
+            (0..n)
+                .flat_map(|r| rh.0[r * rh.3..r * rh.3 + d].iter().copied())
+                .collect(),
+        )
+    };
+    Ok((h, n, d, rows(w, l2)?))
+}
+
+impl CustomOp3 for LinearCeOp {
+    fn name(&self) -> &'static str {
+        "softmax-kernels-linear-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (h, n, d, rw) = linear_args(name, (s1, l1), (s2, l2))?;
+        let c = rw.1;
+        if l3.dims() != [n] {
+            candle_core::bail!("{name}: expects targets [{n}], got {:?}", l3.dims())
+        }
+        let layout = MatrixLayout::new(c, d).with_ld(rw.3);
+        let wdata: &[f32] = &rw.0;
+        let span = if c == 0 { 0 } else { (c - 1) * rw.3 + d };
+        let wdata = &wdata[..span.min(wdata.len())];
+        let scale = self.upstream.unwrap_or(1.0);
+        let o = LinearCeOptions::new(self.opts.borrowed(scale, None));
+        let mut grads = vec![
+            0.0f32;
+            if self.upstream.is_some() {
+                (n + c) * d
+            } else {
+                0
+            }
+        ];
+        let (da, dw) = grads.split_at_mut(if self.upstream.is_some() { n * d } else { 0 });
+        let mut out = LinearCeOutputs::default();
+        if self.upstream.is_some() {
+            out.da = Some(da);
+            out.dw = Some(dw);
+        }
+        let k = kernels()?;
+        macro_rules! run {
+            ($t:expr) => {{
+                let labels = labels_of($t, l3)?;
+                k.linear_cross_entropy(
+                    &h,
+                    wdata,
+                    layout,
+                    None,
+                    crate::Targets::Classes(&labels),
+                    &o,
+                    &mut out,
+                )
+            }};
+        }
+        let st = match s3 {
+            CpuStorage::U32(t) => run!(t),
+            CpuStorage::I64(t) => run!(t),
+            other => {
+                candle_core::bail!(
+                    "{name}: targets must be u32 or i64, got {:?}",
+                    other.dtype()
+                )
+            }
+        }
+        .map_err(wrap)?;
+        Ok(if self.upstream.is_some() {
+            let len = grads.len();
+            (CpuStorage::F32(grads), Shape::from(len))
+        } else {
+            (CpuStorage::F32(vec![st.loss]), Shape::from(()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        t: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad_res
+            .to_dtype(candle_core::DType::F32)?
+            .to_scalar::<f32>()?;
+        let both = h.apply_op3_no_bwd(
+            w,
+            t,
+            &LinearCeOp {
+                opts: self.opts.clone(),
+                upstream: Some(g),
+            },
+        )?;
+        let (n, d) = h.dims2()?;
+        let c = w.dims2()?.0;
+        let dh = both.narrow(0, 0, n * d)?.reshape((n, d))?;
+        let dw = both.narrow(0, n * d, c * d)?.reshape((c, d))?;
+        Ok((Some(dh), Some(dw), None))
+    }
+}
+
+/// The mean (or as `opts.reduction` says, but not `None`) cross-entropy of the logits
+/// `h w^T` (`h`: `[N, D]`, `w`: `[C, D]`, f32) against `targets` (`[N]`, u32 or i64), fused:
+/// the `[N, C]` logits are never materialized, forward or backward
+/// ([`Kernels::linear_cross_entropy`]). Backward gives `dh` and `dW` from one fused pass.
+/// No bias: append a column of ones to `h` and the bias to `w` for one.
+///
+/// # Errors
+/// A candle error for other shapes or dtypes, bad options, or a bad label.
+pub fn linear_cross_entropy(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    opts: &CrossEntropyOptions<'_>,
+) -> candle_core::Result<Tensor> {
+    let o = OwnedCeOptions::of(opts)?;
+    if o.reduction == Reduction::None {
+        candle_core::bail!(
+            "softmax-kernels linear_cross_entropy: Reduction::None is not supported here"
+        )
+    }
+    h.apply_op3(
+        w,
+        targets,
+        LinearCeOp {
+            opts: o,
+            upstream: None,
+        },
+    )
 }

@@ -386,3 +386,68 @@ fn in_place_ops() -> R {
     assert!(skc::softmax_last_dim_inplace(&m.t()?).is_err());
     Ok(())
 }
+
+#[test]
+fn linear_cross_entropy_matches_the_composition() -> R {
+    let mut g = StdRng::seed_from_u64(0x11ce_ca9d);
+    for (n, c, d) in [(1, 10, 8), (16, 1000, 64), (5, 3000, 33)] {
+        let h = random(&mut g, &[n, d], 1.0);
+        let w = random(&mut g, &[c, d], 1.0);
+        let labels: Vec<u32> = (0..n).map(|_| g.gen_range(0..c as u32)).collect();
+        let t = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+        let (hv, wv) = (Var::from_tensor(&h)?, Var::from_tensor(&w)?);
+        let ours = skc::linear_cross_entropy(
+            hv.as_tensor(),
+            wv.as_tensor(),
+            &t,
+            &CrossEntropyOptions::default(),
+        )?;
+        let go = (&ours * 2.0)?.backward()?;
+        let (hv2, wv2) = (Var::from_tensor(&h)?, Var::from_tensor(&w)?);
+        let logits = hv2.as_tensor().matmul(&wv2.as_tensor().t()?)?;
+        let theirs = candle_nn::loss::cross_entropy(&logits, &t)?;
+        let gt = (&theirs * 2.0)?.backward()?;
+        let what = format!("{n}x{c}x{d}");
+        close(&ours, &theirs, 1e-6, 1e-5, &format!("{what} loss"));
+        close_scaled(
+            go.get(&hv).unwrap(),
+            gt.get(&hv2).unwrap(),
+            1e-3,
+            &format!("{what} dh"),
+        );
+        close_scaled(
+            go.get(&wv).unwrap(),
+            gt.get(&wv2).unwrap(),
+            1e-3,
+            &format!("{what} dW"),
+        );
+        // The crate's own fused call gives the same loss bits.
+        let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let st = softmax_kernels::Kernels::active()
+            .unwrap()
+            .linear_cross_entropy(
+                &flat(&h),
+                &flat(&w),
+                softmax_kernels::MatrixLayout::new(c, d),
+                None,
+                softmax_kernels::Targets::Classes(&labels),
+                &softmax_kernels::LinearCeOptions::default(),
+                &mut softmax_kernels::LinearCeOutputs::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            ours.to_scalar::<f32>()?.to_bits(),
+            st.loss.to_bits(),
+            "{what}"
+        );
+    }
+    // W as the transpose of a [D, C] tensor is gathered; a strided h (every second row) too.
+    let wt = random(&mut g, &[8, 40], 1.0);
+    let h = random(&mut g, &[6, 8], 1.0);
+    let t = Tensor::new(&[1u32, 39, 0], &Device::Cpu)?;
+    let hs = h.i((0..6, ..))?.reshape((3, 2, 8))?.i((.., 0, ..))?;
+    let ours = skc::linear_cross_entropy(&hs, &wt.t()?, &t, &CrossEntropyOptions::default())?;
+    let theirs = candle_nn::loss::cross_entropy(&hs.contiguous()?.matmul(&wt)?, &t)?;
+    close(&ours, &theirs, 1e-6, 1e-5, "gathered layouts");
+    Ok(())
+}
