@@ -423,7 +423,8 @@ impl Kernels {
 
     /// Cross-entropy over strided rows ([`crate::view`]): [`Kernels::cross_entropy_with`]
     /// for logits, gradient and probability targets whose rows start `ld` floats apart, with
-    /// the same bits as on the rows copied out. The floats between rows are neither read nor
+    /// the same bits as on the rows copied out (a NaN's sign and payload aside). The floats
+    /// between rows are neither read nor
     /// written. (Short plain rows that are not dense take `ShortPlain` rather than `Dense`,
     /// which computes the same bits.)
     ///

@@ -5,7 +5,8 @@
 //! slice of its rows, a slice of its columns (`s![.., a..b]`), every second row. Any other
 //! layout (a transposed view, a column stride other than 1, negative or zero row strides) is
 //! [`Error::UnsupportedLayout`]: copy it with `.as_standard_layout()` first. Results are the
-//! same bits as the slice functions on the rows copied out, and the elements between rows
+//! same bits as the slice functions on the rows copied out (a NaN's sign and payload aside),
+//! and the elements between rows
 //! (other columns of a sliced array) are never read or written.
 //!
 //! ```

@@ -4,7 +4,8 @@
 //! row length `cols`; `rows = len / cols` (zero rows is valid and does nothing). Each exists as a
 //! free function (using [`Kernels::active`]) and as a method on [`Kernels`] (a chosen tier).
 //! The `_strided` forms take [`MatRef`] / [`MatMut`] views instead, rows `ld` floats apart
-//! ([`crate::view`]), with the same bits as on the rows copied out.
+//! ([`crate::view`]), with the same bits as on the rows copied out (a NaN output may differ in
+//! sign and payload: Rust leaves those of an arithmetic NaN unspecified).
 //!
 //! ## Paths
 //!
@@ -622,7 +623,8 @@ impl Kernels {
     }
 
     /// Softmax of each row of the strided view `x` into the strided view `y` (see
-    /// [`crate::view`]): the same bits as [`Kernels::softmax_with`] on the rows copied out. The
+    /// [`crate::view`]): the same bits as [`Kernels::softmax_with`] on the rows copied out (a
+    /// NaN's sign and payload aside). The
     /// floats between rows are neither read nor written.
     ///
     /// # Errors

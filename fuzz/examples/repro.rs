@@ -18,6 +18,7 @@ fn main() {
         "cross_entropy" => fuzz_common::cross_entropy::check,
         "linear" => fuzz_common::linear::check,
         "linear_ce" => linear_ce::check,
+        "strided" => fuzz_common::strided::check,
         t => panic!("unknown target {t}"),
     };
     for f in args.iter().skip(1).filter(|a| !a.starts_with("--")) {
@@ -31,6 +32,11 @@ fn main() {
                 }
                 "cross_entropy" => {
                     let (h, r) = split::<fuzz_common::cross_entropy::CeHeader>(&data);
+                    println!("{h:?}");
+                    r
+                }
+                "strided" => {
+                    let (h, r) = split::<fuzz_common::strided::StridedHeader>(&data);
                     println!("{h:?}");
                     r
                 }

@@ -1,5 +1,6 @@
 //! The fuzz targets' shared code: the input format ([`input`]), one checker per kernel family
-//! ([`softmax`], [`cross_entropy`], [`linear`]), and the seed corpus ([`seeds`]).
+//! ([`softmax`], [`cross_entropy`], [`linear`]), the strided views against the contiguous
+//! calls ([`strided`]), and the seed corpus ([`seeds`]).
 //!
 //! Each checker takes the raw fuzz input, decodes a shape, a tier (from `Isa::available()`,
 //! never the scalar reference itself), option values and the data, runs the tier and the
@@ -21,6 +22,7 @@ pub mod input;
 pub mod linear;
 pub mod seeds;
 pub mod softmax;
+pub mod strided;
 
 use softmax_kernels::{Error, Isa, Kernels};
 

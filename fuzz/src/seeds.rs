@@ -6,6 +6,7 @@ use crate::cross_entropy::CeHeader;
 use crate::input::{encode, encode_words, Fill, Win};
 use crate::linear::LinHeader;
 use crate::softmax::SoftmaxHeader;
+use crate::strided::StridedHeader;
 
 const NAN: f32 = f32::NAN;
 const INF: f32 = f32::INFINITY;
@@ -18,7 +19,7 @@ const SUB: f32 = 1e-45;
 
 /// One seed: the target, a file name, the bytes.
 pub struct Seed {
-    /// `softmax`, `cross_entropy` or `linear`.
+    /// `softmax`, `cross_entropy`, `linear` or `strided`.
     pub target: &'static str,
     /// File name in the corpus directory.
     pub name: String,
@@ -81,6 +82,7 @@ pub fn all() -> Vec<Seed> {
     softmax_seeds(&mut v);
     ce_seeds(&mut v);
     linear_seeds(&mut v);
+    strided_seeds(&mut v);
     v
 }
 
@@ -712,4 +714,187 @@ fn linear_seeds(out: &mut Vec<Seed>) {
     add("gemm-tiles-backward", h, &[]);
     add("long-d-rank1", lin_header(0, 2, 0xFF01, 0), &[]);
     add("long-d-wgrad", lin_header(2, 2, 0xFF02, 2), &[]);
+}
+
+fn st_header(op: u8, rows: u8, cols: u16) -> StridedHeader {
+    StridedHeader {
+        op,
+        rows,
+        cols,
+        xwin: Win::RAW,
+        dywin: Win::RAW,
+        ce: ce_header(0, 0, 0),
+        fill: konst(0.0),
+        ..Default::default()
+    }
+}
+
+/// Seeds of the `strided` target: every operation (`op` 0..=6 the softmax family, 7 cross-
+/// entropy) on nasty rows under several stride sets, the dense short-row paths against their
+/// strided forms, errors (the same as the contiguous call's, and the strided shape checks), and
+/// long rows.
+fn strided_seeds(out: &mut Vec<Seed>) {
+    let mut add = |name: &str, h: StridedHeader, words: &[u32]| {
+        for t in 0..2u8 {
+            out.push(Seed {
+                target: "strided",
+                name: format!("{name}-t{t}"),
+                bytes: encode_words(&StridedHeader { tier: t, ..h }, words),
+            });
+        }
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    // Five rows of 17: plain, NaN in the tail lane, all -inf, +inf and huge, subnormals and -0.
+    let mut x: Vec<f32> = (0..85)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 3.0)
+        .collect();
+    x[16] = NAN_PAYLOAD;
+    x[34..51].fill(NINF);
+    (x[54], x[58], x[59]) = (INF, MAX, -MAX);
+    for (j, v) in x[68..].iter_mut().enumerate() {
+        *v = if j % 2 == 0 { SUB } else { -0.0 };
+    }
+    let dy: Vec<f32> = (0..85).map(|i| (i % 7) as f32 - 3.0).collect();
+    let labels = [cls(0), cls(16), cls(3), special_label(6), cls(9)];
+    let probs: Vec<f32> = (0..85).map(|i| [0.0, 0.125, 0.5][i % 3]).collect();
+    // (name, ld_in / ld_out / ld_aux selectors, full bits, pad): dense and full; `cols + 1`,
+    // `2 cols`, `cols + 17` trimmed; and mixed.
+    let lds = [
+        ("dense", [0u8, 0, 0], 7u8, 0u8),
+        ("plus1", [1, 18, 17], 0, 1),
+        ("twice", [18, 17, 1], 5, 2),
+        ("plus17", [17, 1, 18], 2, 0),
+    ];
+    for op in 0..8u8 {
+        for (lname, [a, b, c], full, pad) in lds {
+            let mut h = st_header(op, 5, cols_sel(17));
+            (h.ld_in, h.ld_out, h.ld_aux, h.full, h.pad) = (a, b, c, full, pad);
+            (h.y_src, h.masked, h.pad_bits) = (op % 3, op % 2, 0xFF80_0001);
+            let mut w = bits(&x);
+            match op {
+                5 | 6 => w.extend(bits(&dy)),
+                7 => w.extend(labels),
+                _ => {}
+            }
+            add(&format!("specials-op{op}-{lname}"), h, &w);
+        }
+    }
+    // Cross-entropy: each logits mode with labels (i64, u8) and probability targets.
+    for mode in 0..3u8 {
+        for target in [0u8, 6, 8] {
+            let mut h = st_header(7, 5, cols_sel(17));
+            (h.ld_in, h.ld_out, h.ld_aux, h.full) = (1, 18, 2, 2);
+            (h.ce.mode, h.ce.target) = (mode, target);
+            let t = if target == 8 {
+                bits(&probs)
+            } else {
+                labels.to_vec()
+            };
+            add(
+                &format!("ce-mode{mode}-target{target}"),
+                h,
+                &[bits(&x), t].concat(),
+            );
+        }
+    }
+    // Every option at once: weights, smoothing, z-loss, cap, None with row_scale.
+    let mut h = st_header(7, 5, cols_sel(17));
+    (h.ld_in, h.ld_out, h.full) = (3, 18, 1);
+    (h.ce.weight, h.ce.smoothing, h.ce.z_loss, h.ce.softcap) = (1, 2, 3, 4);
+    (h.ce.reduction, h.ce.row_scale) = (2, 3);
+    let w = [0.5f32, 1.0, 2.0, 0.0, 1.5].repeat(4);
+    let rest = [
+        bits(&x),
+        labels.to_vec(),
+        bits(&w[..17]),
+        bits(&[1.0, -0.5, 2.0, 0.25, 3.0]),
+    ];
+    add("ce-all-options", h, &rest.concat());
+    // Errors as the contiguous call's: a bad label, a bad option, label and output lengths.
+    for (i, name) in ["bad-label", "smoothing-nan", "targets-short", "lse-long"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut h = st_header(7, 2, cols_sel(5));
+        (h.ld_in, h.ld_out) = (2, 1);
+        match i {
+            1 => (h.ce.smoothing, h.ce.smoothing_bits) = (6, 0), // NaN
+            2 => (h.ce.targets_len, h.ce.targets_delta) = (6, -1), // one label short
+            3 => (h.ce.out_len, h.ce.out_delta) = (14, 1),       // `lse` one longer
+            _ => {}
+        }
+        // Label `cols` (out of range) in the first.
+        let lab = if i == 0 { special_label(1) } else { cls(1) };
+        let w = [bits(&[0.5; 10]), vec![cls(0), lab]].concat();
+        add(&format!("ce-{name}"), h, &w);
+    }
+    let mut h = st_header(4, 3, cols_sel(5));
+    (h.ld_in, h.out_len, h.out_delta) = (2, 6, -1);
+    add("lse-out-short", h, &bits(&[1.0; 15]));
+    // The strided shape checks: one more row or column in the second view; zero columns.
+    for (op, mode, target, mis) in [
+        (0u8, 1u8, 0u8, 15u8),
+        (1, 1, 0, 14),
+        (5, 1, 0, 15),
+        (6, 1, 0, 14),
+        (7, 1, 0, 15),
+        (7, 0, 8, 14),
+        (7, 2, 8, 15),
+    ] {
+        let mut h = st_header(op, 3, cols_sel(6));
+        (h.ld_in, h.ld_out, h.ld_aux, h.mismatch) = (1, 2, 3, mis);
+        (h.ce.mode, h.ce.target) = (mode, target);
+        add(
+            &format!("mismatch{mis}-op{op}-mode{mode}-target{target}"),
+            h,
+            &[],
+        );
+    }
+    for op in [0u8, 2, 4, 5, 7] {
+        let mut h = st_header(op, 3, 0);
+        (h.ld_in, h.ld_out, h.mismatch) = (2, 1, 14 * (op % 2));
+        add(&format!("cols-zero-op{op}"), h, &[cls(0); 3]);
+        add(
+            &format!("rows-zero-op{op}"),
+            st_header(op, 0, cols_sel(7)),
+            &[],
+        );
+    }
+    // Short rows: the dense softmax chunks (4+ rows, first entries in [-16, 40]) and the dense
+    // cross-entropy path against their strided forms (a different path, the same bits).
+    let xs: Vec<f32> = (0..160)
+        .map(|i| ((i * 11) % 17) as f32 * 0.25 - 2.0)
+        .collect();
+    // (op, cross-entropy mode): softmax, log_softmax, in place, logsumexp, cross-entropy.
+    for (op, mode) in [(0u8, 0u8), (1, 0), (2, 0), (4, 0), (7, 0), (7, 1), (7, 2)] {
+        for (lname, ldx, ldy) in [("dense", 0u8, 0u8), ("plus1", 1, 0), ("out2", 0, 2)] {
+            let mut h = st_header(op, 16, cols_sel(10));
+            (h.ld_in, h.ld_out, h.full, h.ce.mode) = (ldx, ldy, 3, mode);
+            let labs: Vec<u32> = (0..16).map(|r| cls(r % 10)).collect();
+            let name = format!("short10-op{op}-mode{mode}-{lname}");
+            add(&name, h, &[bits(&xs), labs].concat());
+        }
+    }
+    // Long rows (the online softmax, the cross-entropy sweeps' blocks), random data.
+    for (op, sel) in [
+        (0u8, long_sel(2)),
+        (1, long_sel(8)),
+        (4, long_sel(2)),
+        (5, long_sel(0)),
+        (7, long_sel(2)),
+        (7, very_long_sel(4)),
+    ] {
+        let mut h = st_header(op, 2, sel);
+        (h.ld_in, h.ld_out, h.ld_aux, h.full) = (1, 18, 17, 2);
+        h.fill = Fill {
+            mode: 2,
+            seed: 7,
+            ..konst(0.0)
+        };
+        h.xwin = Win {
+            center: 2,
+            spread: 3,
+        };
+        add(&format!("long-op{op}-cols{:#06x}", sel), h, &[]);
+    }
 }

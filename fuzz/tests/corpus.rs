@@ -8,6 +8,7 @@ use fuzz_common::cross_entropy::CeHeader;
 use fuzz_common::input::{split, Enc};
 use fuzz_common::linear::LinHeader;
 use fuzz_common::softmax::SoftmaxHeader;
+use fuzz_common::strided::StridedHeader;
 
 /// The `linear_ce` target keeps its checker, header and seeds in the target's own file.
 #[path = "../fuzz_targets/linear_ce.rs"]
@@ -19,6 +20,7 @@ fn checker(target: &str) -> fn(&[u8]) -> Result<(), String> {
         "cross_entropy" => fuzz_common::cross_entropy::check,
         "linear" => fuzz_common::linear::check,
         "linear_ce" => linear_ce::check,
+        "strided" => fuzz_common::strided::check,
         t => panic!("unknown target {t}"),
     }
 }
@@ -46,6 +48,7 @@ fn seeds_decode_as_encoded() {
             "softmax" => roundtrip::<SoftmaxHeader>(&s.bytes),
             "cross_entropy" => roundtrip::<CeHeader>(&s.bytes),
             "linear_ce" => roundtrip::<linear_ce::LceHeader>(&s.bytes),
+            "strided" => roundtrip::<StridedHeader>(&s.bytes),
             _ => roundtrip::<LinHeader>(&s.bytes),
         };
         assert!(ok, "seed {} of {} does not round-trip", s.name, s.target);
@@ -72,7 +75,7 @@ fn committed_corpus_passes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let mut failures = Vec::new();
     let mut n = 0;
-    for target in ["softmax", "cross_entropy", "linear", "linear_ce"] {
+    for target in ["softmax", "cross_entropy", "linear", "linear_ce", "strided"] {
         let dir = root.join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
