@@ -13,7 +13,8 @@ mod child;
 
 use softmax_kernels::{
     reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, LinearCeOptions,
-    LinearCeOutputs, Logits, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions, Targets,
+    LinearCeOutputs, Logits, MatMut, MatRef, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions,
+    StridedLogits, StridedTargets, Targets,
 };
 
 /// Runs `f` on every available tier; all must return the same; returns that.
@@ -115,6 +116,66 @@ table! {
         | tiers(|k| k.logsumexp(&z(6), &mut z(3), 3))
         => Error::LengthMismatch { arg: "out", expected: 2, actual: 3 },
         "`out` has length 3, but the other arguments need length 2";
+    strided_view_leading_dim
+        | "`MatRef::new` / `MatMut::new`: `ld < cols`"
+        | {
+            let r = MatRef::new(&z(6), 2, 3, 2).map(|_| ());
+            assert_eq!(MatMut::new(&mut z(6), 2, 3, 2).map(|_| ()), r);
+            r
+        }
+        => Error::LeadingDim { arg: "data", ld: 2, cols: 3 },
+        "`data` has leading dimension 2, less than its row length 3";
+    strided_view_length
+        | "`MatRef::new` / `MatMut::new`: a slice of neither `rows * ld` nor `(rows - 1) * ld + cols` floats"
+        | MatRef::new(&z(6), 2, 3, 4).map(|_| ())
+        => Error::MatrixLength { arg: "data", rows: 2, cols: 3, ld: 4, actual: 6 },
+        "`data` has length 6, but a [2, 3] matrix with leading dimension 4 needs 8 floats (7 without the last row's padding)";
+    strided_shape_mismatch
+        | "strided softmax family: an output (or `dy`, `dx`) view of another shape than the input"
+        | {
+            let x = z(6);
+            let r = tiers(|k| {
+                let mut y = z(9);
+                k.softmax_strided(
+                    MatRef::new(&x, 2, 3, 3).unwrap(),
+                    MatMut::new(&mut y, 3, 3, 3).unwrap(),
+                    Default::default(),
+                )
+            });
+            assert_eq!(
+                tiers(|k| {
+                    let mut y = z(9);
+                    k.log_softmax_strided(
+                        MatRef::new(&x, 2, 3, 3).unwrap(),
+                        MatMut::new(&mut y, 3, 3, 3).unwrap(),
+                        Default::default(),
+                    )
+                }),
+                r
+            );
+            r
+        }
+        => Error::ShapeMismatch { arg: "y", expected: (2, 3), actual: (3, 3) },
+        "`y` is [3, 3], but the other arguments need [2, 3]";
+    strided_ce_grad_shape
+        | "`cross_entropy_strided`: a gradient (or probability-target) view of another shape than the logits"
+        | {
+            let x = z(6);
+            tiers(|k| {
+                let mut g = z(4);
+                k.cross_entropy_strided(
+                    StridedLogits::Grad(
+                        MatRef::new(&x, 2, 3, 3).unwrap(),
+                        MatMut::new(&mut g, 2, 2, 2).unwrap(),
+                    ),
+                    StridedTargets::Classes(&[0i64, 1]),
+                    &CrossEntropyOptions::default(),
+                    &mut CrossEntropyOutputs::default(),
+                )
+            })
+        }
+        => Error::ShapeMismatch { arg: "grad", expected: (2, 3), actual: (2, 2) },
+        "`grad` is [2, 2], but the other arguments need [2, 3]";
     backward_y_not_multiple
         | "backward: `y.len()` not a multiple of `cols`"
         | {
