@@ -10,9 +10,10 @@
 //! * `candle_ce_fwd_bwd`: the loss and its gradient through candle's autograd
 //!   (`Var`, `backward`): `softmax_kernels::candle::cross_entropy` vs
 //!   `candle_nn::loss::cross_entropy`.
-//! * `direct_softmax`: the crate's own `softmax` into a buffer allocated once, and
-//!   `softmax_last_dim_inplace` on a tensor allocated once: the yardstick for the adapter's
-//!   overhead (it adds no copy; `softmax_last_dim` allocates its output, as every candle op).
+//! * `direct_softmax`: the crate's own `softmax` into a buffer allocated once (`ours`), into
+//!   a fresh buffer per call (`ours_fresh_output`, the same work as `softmax_last_dim`, which
+//!   allocates its output as every candle op does), and `softmax_last_dim_inplace` on a
+//!   tensor allocated once: the yardsticks for the adapter's overhead (it adds no copy).
 //!
 //! Inputs are logits uniform in `[-5, 5]` from a fixed seed.
 
@@ -81,6 +82,17 @@ fn groups(c: &mut Criterion, threads: Option<usize>) {
         g.bench_function(BenchmarkId::new("ours", &id), |b| {
             b.iter(|| {
                 run(&mut || softmax_kernels::softmax(black_box(&data), &mut y, cols).unwrap())
+            })
+        });
+        // The direct call into a fresh output per call: what `softmax_last_dim` does
+        // through candle, which hands every op's output over as a new storage.
+        g.bench_function(BenchmarkId::new("ours_fresh_output", &id), |b| {
+            b.iter(|| {
+                run(&mut || {
+                    let mut y = vec![0.0f32; rows * cols];
+                    softmax_kernels::softmax(black_box(&data), &mut y, cols).unwrap();
+                    drop(black_box(y));
+                })
             })
         });
         // The in-place op on a tensor allocated once (its values drift to a fixed point,
