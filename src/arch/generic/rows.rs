@@ -23,8 +23,29 @@ pub(crate) const SUM_BLOCK_VECS: usize = 8;
 /// `x .. x + n` valid for reads.
 #[inline(always)]
 pub(crate) unsafe fn row_max<S: Simd>(s: S, x: *const f32, n: usize) -> f32 {
-    // SAFETY: forwarded; the closure touches nothing.
-    unsafe { max_with(s, x, n, |_, _| {}) }
+    let w = S::LANES;
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
+    let mut i = 0;
+    // SAFETY: all accesses within `x .. x + n` (whole 4-vector steps, single vectors, one
+    // partial tail), the caller's contract.
+    unsafe {
+        while i + 4 * w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            a1 = s.max(a1, s.load(x.add(i + w)));
+            a2 = s.max(a2, s.load(x.add(i + 2 * w)));
+            a3 = s.max(a3, s.load(x.add(i + 3 * w)));
+            i += 4 * w;
+        }
+        while i + w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            i += w;
+        }
+        if i < n {
+            a1 = s.max(a1, s.load_partial(x.add(i), n - i, f32::NEG_INFINITY));
+        }
+    }
+    s.reduce_max(s.max(s.max(a0, a1), s.max(a2, a3)))
 }
 
 /// `sum_i exp(x_i - m)` over `x[0..n]`, storing each `exp(x_i - m)` to `y[i]` when `STORE`.
@@ -212,53 +233,12 @@ pub(crate) unsafe fn scale<S: Simd>(s: S, y: *mut f32, n: usize, r: f32) {
     }
 }
 
-/// [`row_max`] of the row `x[0..n]`, computed by exactly the operations of `row_max` (same
-/// accumulators, same order, so the same value bit for bit), fused with another row's last
-/// sweep: `f(i, k)` is called once for each vector `i .. i + k` of `0..n` (`k == LANES`, or
-/// the partial tail). Interleaving the next row's first sweep (its first touch, from L2/L3)
-/// with this row's last one (in L1) lets the loads of one overlap the work of the other.
-///
-/// # Safety
-/// `x .. x + n` valid for reads and not written by `f`.
-#[inline(always)]
-pub(crate) unsafe fn max_with<S: Simd, F: FnMut(usize, usize)>(
-    s: S,
-    x: *const f32,
-    n: usize,
-    mut f: F,
-) -> f32 {
-    let w = S::LANES;
-    let ninf = s.splat(f32::NEG_INFINITY);
-    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
-    let mut i = 0;
-    // SAFETY: all accesses within `x .. x + n`, as in `row_max`.
-    unsafe {
-        while i + 4 * w <= n {
-            a0 = s.max(a0, s.load(x.add(i)));
-            a1 = s.max(a1, s.load(x.add(i + w)));
-            a2 = s.max(a2, s.load(x.add(i + 2 * w)));
-            a3 = s.max(a3, s.load(x.add(i + 3 * w)));
-            f(i, w);
-            f(i + w, w);
-            f(i + 2 * w, w);
-            f(i + 3 * w, w);
-            i += 4 * w;
-        }
-        while i + w <= n {
-            a0 = s.max(a0, s.load(x.add(i)));
-            f(i, w);
-            i += w;
-        }
-        if i < n {
-            a1 = s.max(a1, s.load_partial(x.add(i), n - i, f32::NEG_INFINITY));
-            f(i, n - i);
-        }
-    }
-    s.reduce_max(s.max(s.max(a0, a1), s.max(a2, a3)))
-}
-
-/// [`scale`] of `y[0..n]` by `r`, fused with [`row_max`] of the next row `x[0..n]` (see
-/// [`max_with`]).
+/// [`scale`] of `y[0..n]` by `r`, fused with [`row_max`] of the next row `x[0..n]`: the max by
+/// `row_max`'s operations on the same offsets, so the same value bit for bit (its loop repeated
+/// here rather than shared through a closure: a closure is a function of its own, compiled
+/// without the tier's target features, so its intrinsics would be calls). Interleaving the next
+/// row's first sweep (its first touch, from L2/L3) with this row's last one (in L1) lets the
+/// loads of one overlap the work of the other.
 ///
 /// # Safety
 /// `y .. y + n` valid for reads and writes, `x .. x + n` for reads, not overlapping `y`.
@@ -270,19 +250,37 @@ pub(crate) unsafe fn scale_then_max<S: Simd>(
     x: *const f32,
     n: usize,
 ) -> f32 {
+    let w = S::LANES;
     let vr = s.splat(r);
-    // SAFETY: `max_with` calls the closure with vectors inside `0..n`; `y` does not overlap
-    // `x`.
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
+    let mut i = 0;
+    // SAFETY: all accesses within `0..n` of `x` and `y` (whole 4-vector steps, single
+    // vectors, one partial tail), the caller's contract; `y` does not overlap `x`.
     unsafe {
-        max_with(s, x, n, |i, k| {
-            if k == S::LANES {
-                s.store(y.add(i), s.mul(s.load(y.add(i)), vr));
-            } else {
-                let v = s.load_partial(y.add(i), k, 0.0);
-                s.store_partial(y.add(i), k, s.mul(v, vr));
+        while i + 4 * w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            a1 = s.max(a1, s.load(x.add(i + w)));
+            a2 = s.max(a2, s.load(x.add(i + 2 * w)));
+            a3 = s.max(a3, s.load(x.add(i + 3 * w)));
+            for j in 0..4 {
+                let p = y.add(i + j * w);
+                s.store(p, s.mul(s.load(p), vr));
             }
-        })
+            i += 4 * w;
+        }
+        while i + w <= n {
+            a0 = s.max(a0, s.load(x.add(i)));
+            s.store(y.add(i), s.mul(s.load(y.add(i)), vr));
+            i += w;
+        }
+        if i < n {
+            a1 = s.max(a1, s.load_partial(x.add(i), n - i, f32::NEG_INFINITY));
+            let v = s.load_partial(y.add(i), n - i, 0.0);
+            s.store_partial(y.add(i), n - i, s.mul(v, vr));
+        }
     }
+    s.reduce_max(s.max(s.max(a0, a1), s.max(a2, a3)))
 }
 
 /// `y[i] = (x[i] - m) - ls` over `n` floats (the last pass of log_softmax).
