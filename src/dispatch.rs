@@ -159,6 +159,8 @@ pub struct Kernels {
     pub(crate) linear: &'static crate::arch::generic::linear::LinearKernels,
     /// The cross-entropy kernels (`crate::cross_entropy`).
     pub(crate) ce: &'static crate::arch::generic::ce::CeKernels,
+    /// The token log-prob kernels (`crate::token`).
+    pub(crate) tok: &'static crate::arch::generic::token::TokKernels,
 }
 
 impl fmt::Debug for Kernels {

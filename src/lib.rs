@@ -99,6 +99,7 @@ pub mod ndarray;
 mod parallel;
 pub mod reference;
 pub mod softmax;
+pub mod token;
 pub mod tuning;
 pub mod view;
 
@@ -130,6 +131,11 @@ pub use linear::{
     weight_grad, MatrixLayout, Sgd, SgdOptions,
 };
 pub use linear_ce::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs};
+pub use token::{
+    token_logprobs, token_logprobs_backward, token_logprobs_backward_inplace,
+    token_logprobs_fwd_bwd, token_logprobs_fwd_bwd_inplace, TokenGrads, TokenLogprobOptions,
+    TokenLogprobOutputs, TokenSaved,
+};
 pub use view::{MatMut, MatRef};
 
 /// The README's Rust examples run as doctests.

@@ -14,7 +14,8 @@ mod child;
 use softmax_kernels::{
     reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, LinearCeOptions,
     LinearCeOutputs, Logits, MatMut, MatRef, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions,
-    StridedLogits, StridedTargets, Targets,
+    StridedLogits, StridedTargets, Targets, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs,
+    TokenSaved,
 };
 
 /// Runs `f` on every available tier; all must return the same; returns that.
@@ -701,6 +702,61 @@ table! {
         | OutputLayer::new(3, 2, SgdOptions::new(0.1)).unwrap().forward(&z(6), &mut z(3))
         => Error::LengthMismatch { arg: "z", expected: 4, actual: 3 },
         "`z` has length 3, but the other arguments need length 4";
+
+    // ---- token log-probs ----
+    token_temperature
+        | "token log-probs: `temperature` 0, negative, NaN or infinite (forward, backward, fwd_bwd)"
+        | {
+            let o = TokenLogprobOptions::default().temperature(0.0);
+            let r = tiers(|k| k.token_logprobs(&z(4), &[0i64, 1], 2, &o,
+                TokenLogprobOutputs::new(&mut z(2))));
+            assert_eq!(
+                softmax_kernels::token_logprobs(&z(4), &[0i64, 1], 2, &o,
+                    TokenLogprobOutputs::new(&mut z(2))),
+                r
+            );
+            let saved = TokenSaved { lse: &[0.0; 2], entropy: None };
+            assert_eq!(tiers(|k| k.token_logprobs_backward(&z(4), &[0i64, 1], 2, &o, saved,
+                TokenGrads::default(), &mut z(4))), r);
+            r
+        }
+        => Error::InvalidOption {
+            name: "temperature",
+            value: "0".into(),
+            expected: "finite and >= f32::MIN_POSITIVE (1.2e-38)",
+        },
+        "option `temperature` = 0 is invalid: it must be finite and >= f32::MIN_POSITIVE (1.2e-38)";
+    token_bad_label
+        | "token log-probs: a token outside `0..cols` that is not the `ignore_index`"
+        | tiers(|k| k.token_logprobs(&z(4), &[0i64, 2], 2, &TokenLogprobOptions::default(),
+            TokenLogprobOutputs::new(&mut z(2))))
+        => Error::BadLabel { row: 1, label: 2, classes: 2 },
+        "row 1 has label 2, which is neither a class in 0..2 nor the ignore_index";
+    token_output_length
+        | "token log-probs: an output (`logp`, `entropy`, `lse`) without one entry per row"
+        | tiers(|k| k.token_logprobs(&z(4), &[0i64, 1], 2, &TokenLogprobOptions::default(),
+            TokenLogprobOutputs::new(&mut z(2)).entropy(&mut z(3))))
+        => Error::LengthMismatch { arg: "entropy", expected: 2, actual: 3 },
+        "`entropy` has length 3, but the other arguments need length 2";
+    token_grads_length
+        | "token log-probs backward / fwd_bwd: an upstream gradient without one entry per row"
+        | tiers(|k| k.token_logprobs_fwd_bwd(&z(4), &[0i64, 1], 2,
+            &TokenLogprobOptions::default(),
+            TokenGrads { logp: Some(&[1.0]), entropy: None },
+            TokenLogprobOutputs::new(&mut z(2)), &mut z(4)))
+        => Error::LengthMismatch { arg: "grads.logp", expected: 2, actual: 1 },
+        "`grads.logp` has length 1, but the other arguments need length 2";
+    token_missing_saved_entropy
+        | "token log-probs backward: an entropy gradient without the forward's entropy"
+        | tiers(|k| k.token_logprobs_backward(&z(4), &[0i64, 1], 2,
+            &TokenLogprobOptions::default(),
+            TokenSaved { lse: &[0.0; 2], entropy: None },
+            TokenGrads { logp: None, entropy: Some(&[1.0; 2]) }, &mut z(4)))
+        => Error::MissingOutput {
+            arg: "saved.entropy",
+            reason: "the entropy's upstream gradient needs the forward's entropy",
+        },
+        "the output `saved.entropy` is required: the entropy's upstream gradient needs the forward's entropy";
 
     // ---- the class bound ----
     too_many_classes

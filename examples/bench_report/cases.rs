@@ -2,7 +2,10 @@
 
 use std::hint::black_box;
 
-use softmax_kernels::{CrossEntropyOptions, Isa, Kernels, MatrixLayout, OutputLayer, SgdOptions};
+use softmax_kernels::{
+    CrossEntropyOptions, Isa, Kernels, MatrixLayout, OutputLayer, SgdOptions, TokenGrads,
+    TokenLogprobOptions, TokenLogprobOutputs,
+};
 
 use crate::data::{labels, AlignedBuf};
 use crate::harness::{measure, Plan, Timing};
@@ -53,6 +56,8 @@ pub enum Family {
     Logsumexp,
     CeLoss,
     CeFwdBwd,
+    /// Token log-probs with the entropy, fused with the gradient of both.
+    TokenFwdBwd,
     Rank1,
     WeightGrad,
     SgdStep,
@@ -100,12 +105,13 @@ pub enum Compute {
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Softmax,
         Family::LogSoftmax,
         Family::Logsumexp,
         Family::CeLoss,
         Family::CeFwdBwd,
+        Family::TokenFwdBwd,
         Family::Rank1,
         Family::WeightGrad,
         Family::SgdStep,
@@ -120,6 +126,7 @@ impl Family {
             Family::Logsumexp => "logsumexp",
             Family::CeLoss => "cross_entropy_loss",
             Family::CeFwdBwd => "cross_entropy_fwd_bwd",
+            Family::TokenFwdBwd => "token_logprobs_fwd_bwd",
             Family::Rank1 => "rank1_update",
             Family::WeightGrad => "weight_grad",
             Family::SgdStep => "sgd_step",
@@ -137,6 +144,10 @@ impl Family {
             Family::CeLoss => "Kernels::cross_entropy(logits, labels, cols, defaults): loss only",
             Family::CeFwdBwd => {
                 "Kernels::cross_entropy_fwd_bwd(logits, labels, grad, cols, defaults)"
+            }
+            Family::TokenFwdBwd => {
+                "Kernels::token_logprobs_fwd_bwd(logits, tokens, cols, T = 1, \
+                 g_logp[rows], g_entropy[rows], logp + entropy out, grad)"
             }
             Family::Rank1 => "Kernels::rank1_update(alpha, x[C], y[D], W[C,D], [C,D])",
             Family::WeightGrad => "Kernels::weight_grad(1, delta[B,C], a[B,D], beta = 0, dW[C,D])",
@@ -179,6 +190,9 @@ impl Family {
             Family::Logsumexp => "4 B/elem (read x; one output per row ignored)",
             Family::CeLoss => "4 B/elem (read logits; labels ignored)",
             Family::CeFwdBwd => "8 B/elem (read logits 4 + write grad 4; labels ignored)",
+            Family::TokenFwdBwd => {
+                "8 B/elem (read logits 4 + write grad 4; per-row arrays ignored)"
+            }
             Family::Rank1 => "8 B per W element (read 4 + write 4; x, y ignored)",
             Family::WeightGrad => "4(BC + BD) read + 4CD written (beta = 0)",
             Family::SgdStep => "4(BC + BD) read + 8CD (W read + written)",
@@ -213,9 +227,11 @@ impl Family {
     pub fn bytes(self, s: Shape) -> f64 {
         let (b, c, d) = (s.b as f64, s.c as f64, s.d as f64);
         match self {
-            Family::Softmax | Family::LogSoftmax | Family::SoftmaxSweep | Family::CeFwdBwd => {
-                8.0 * b * c
-            }
+            Family::Softmax
+            | Family::LogSoftmax
+            | Family::SoftmaxSweep
+            | Family::CeFwdBwd
+            | Family::TokenFwdBwd => 8.0 * b * c,
             Family::Logsumexp | Family::CeLoss => 4.0 * b * c,
             Family::Rank1 => 8.0 * c * d,
             Family::WeightGrad => 4.0 * (b * c + b * d + c * d),
@@ -228,9 +244,11 @@ impl Family {
     pub fn footprint(self, s: Shape) -> usize {
         let (b, c, d) = (s.b, s.c, s.d);
         match self {
-            Family::Softmax | Family::LogSoftmax | Family::SoftmaxSweep | Family::CeFwdBwd => {
-                8 * b * c
-            }
+            Family::Softmax
+            | Family::LogSoftmax
+            | Family::SoftmaxSweep
+            | Family::CeFwdBwd
+            | Family::TokenFwdBwd => 8 * b * c,
             Family::Logsumexp | Family::CeLoss => 4 * b * c,
             Family::Rank1 => 4 * c * d,
             Family::WeightGrad | Family::SgdStep => 4 * (b * c + b * d + c * d),
@@ -246,6 +264,7 @@ impl Family {
                 | Family::Logsumexp
                 | Family::CeLoss
                 | Family::CeFwdBwd
+                | Family::TokenFwdBwd
                 | Family::SoftmaxSweep
         )
     }
@@ -536,6 +555,30 @@ fn run_group<'p>(
                             k.cross_entropy_fwd_bwd(black_box(x), &lab, black_box(&mut *y), c, &ce)
                                 .unwrap(),
                         );
+                    })
+                })
+            }
+            Family::TokenFwdBwd => {
+                let (x, y) = ws.get(n);
+                let tok = TokenLogprobOptions::default();
+                let (gl, gh) = (vec![1.0f32; b], vec![0.01f32; b]);
+                let (mut lp, mut h) = (vec![0.0f32; b], vec![0.0f32; b]);
+                let grads = TokenGrads {
+                    logp: Some(&gl),
+                    entropy: Some(&gh),
+                };
+                pool.install(|| {
+                    measure(plan, || {
+                        k.token_logprobs_fwd_bwd(
+                            black_box(x),
+                            &lab,
+                            c,
+                            &tok,
+                            grads,
+                            TokenLogprobOutputs::new(&mut lp).entropy(&mut h),
+                            black_box(&mut *y),
+                        )
+                        .unwrap()
                     })
                 })
             }

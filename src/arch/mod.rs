@@ -28,6 +28,7 @@ macro_rules! stamp_tier {
 
         $crate::arch::generic::linear::stamp_linear!([$(#[$attr])*], $token);
         $crate::arch::generic::ce::stamp_ce!([$(#[$attr])*], $token);
+        $crate::arch::generic::token::stamp_tok!([$(#[$attr])*], $token);
 
         /// # Safety
         /// The tier's CPU features; pointer ranges as `generic::softmax::short_path`.
@@ -154,6 +155,7 @@ macro_rules! stamp_tier {
             exp_full,
             linear: &LINEAR,
             ce: &CE,
+            tok: &TOK,
         };
     };
 }

@@ -37,10 +37,12 @@ pub(crate) static KERNELS: Kernels = Kernels {
     exp_full: exp_map,
     linear: &linear::LINEAR,
     ce: &cross_entropy::CE,
+    tok: &token::TOK,
 };
 
 mod cross_entropy;
 mod linear;
+mod token;
 
 /// `(max, sum exp(x - max))` of a row in f64, the max ignoring NaN.
 ///

@@ -8,3 +8,4 @@ pub(crate) mod linear;
 pub(crate) mod mem;
 pub(crate) mod rows;
 pub(crate) mod softmax;
+pub(crate) mod token;

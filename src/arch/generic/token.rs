@@ -1,0 +1,909 @@
+//! Token log-probabilities and entropy (`crate::token`), written once over [`Simd`] and
+//! stamped per tier by [`stamp_tok!`]: one entry per path ([`TokKernels`]), each taking a run
+//! of rows ([`TokRows`]) and writing their per-row outputs and gradient rows.
+//!
+//! One row `x` of `n` logits, temperature `T` (`inv_t = 1 / T`), soft-cap `c` (optional), token
+//! `t`: `z = c tanh(x / c)` (or `x`), `z' = z / T`, `m = max z`, `d = (z - m) / T` (so
+//! `z' - max z' = d`), `e = exp(d)`, `s = sum e`, `ls = ln s`, and
+//!
+//! ```text
+//! lse' = m / T + ls                 (logsumexp of z')
+//! logp = d_t - ls                   (log p_t)
+//! H    = ls - sum(d e) / s          (entropy, -sum p log p)
+//! dlogp / dz'_k = [k = t] - p_k
+//! dH    / dz'_k = -p_k (log p_k + H)
+//! ```
+//!
+//! and `dz_k = dz'_k / T`, times `1 - (z_k / c)^2` with a cap.
+//!
+//! | path | what a row costs |
+//! |---|---|
+//! | `TokPath::Forward` | pass 1 (max), pass 2 (exp, sum, `sum d e` when the entropy is needed); with a gradient (upstream known up front) pass 3 writes it from pass 2's stored exps |
+//! | `TokPath::Backward` | one pass from the saved `lse'` (and `H`): `p = exp(z' - lse')`, then the gradient |
+//!
+//! `d` is floored at [`D_FLOOR`] before it meets `e` (a masked `-inf` logit has `e = 0` and
+//! must add `0`, not `0 * -inf`, to the entropy and its gradient).
+
+use super::ce::row::max_argmax;
+use super::ce::{load_z, load_z_part, IGNORED};
+use super::exp::{exp_nonpos, FULL_LO};
+use super::mem::{load_upto, store_upto};
+use super::rows::{scale, scale_then_max, SUM_BLOCK_VECS};
+use crate::arch::vector::Simd;
+
+/// The floor of `d = (z - m) / T` where it multiplies `exp(d)`: `exp(FULL_LO)` is exactly 0 on
+/// every tier, so the product is 0 for every masked logit, and finite.
+pub(crate) const D_FLOOR: f32 = FULL_LO;
+
+/// What every row of a call shares.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokCall {
+    /// Classes per row.
+    pub cols: usize,
+    /// `1 / T`, rounded to f32 once: every tier scales by this value.
+    pub inv_t: f32,
+    /// The soft-cap, or 0 for none.
+    pub cap: f32,
+    /// Forward: whether rows compute the entropy (asked for, or needed by the gradient).
+    /// Backward: whether the entropy's upstream gradient is given.
+    pub entropy: bool,
+}
+
+/// A run of consecutive rows of one call: every pointer starts at the run's first row; every
+/// optional pointer is null or holds `rows` entries (`rows` rows for `x` and `grad`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokRows<'a> {
+    pub call: &'a TokCall,
+    /// `rows` rows of `cols` logits, `ldx` floats apart.
+    pub x: *const f32,
+    pub ldx: usize,
+    /// `rows` gradient rows, `ldg` apart (equal to `x` with `ldg == ldx` in place), or null.
+    pub grad: *mut f32,
+    pub ldg: usize,
+    pub rows: usize,
+    /// One token per row, `< cols` or [`IGNORED`].
+    pub tokens: *const u32,
+    /// Forward outputs.
+    pub logp: *mut f32,
+    pub entropy: *mut f32,
+    pub lse: *mut f32,
+    /// Upstream gradients of `logp` and of the entropy (null: zero).
+    pub g_logp: *const f32,
+    pub g_entropy: *const f32,
+    /// Backward: the forward's `lse'` and entropy.
+    pub saved_lse: *const f32,
+    pub saved_entropy: *const f32,
+}
+
+impl<'a> TokRows<'a> {
+    /// Rows `r0 .. r0 + n` of this run, their tokens at `tokens`. Pointer arithmetic only
+    /// (wrapping): what the result may touch is the caller's contract.
+    pub(crate) fn run(&self, r0: usize, n: usize, tokens: *const u32) -> TokRows<'a> {
+        fn at<T>(p: *mut T, k: usize) -> *mut T {
+            if p.is_null() {
+                p
+            } else {
+                p.wrapping_add(k)
+            }
+        }
+        TokRows {
+            x: self.x.wrapping_add(r0 * self.ldx),
+            grad: at(self.grad, r0 * self.ldg),
+            rows: n,
+            tokens,
+            logp: at(self.logp, r0),
+            entropy: at(self.entropy, r0),
+            lse: at(self.lse, r0),
+            g_logp: at(self.g_logp.cast_mut(), r0),
+            g_entropy: at(self.g_entropy.cast_mut(), r0),
+            saved_lse: at(self.saved_lse.cast_mut(), r0),
+            saved_entropy: at(self.saved_entropy.cast_mut(), r0),
+            ..*self
+        }
+    }
+
+    /// Entry `r` of an optional per-row input, or 0 for a null one.
+    ///
+    /// # Safety
+    /// `p` null or valid for `rows` reads; `r < rows`.
+    #[inline(always)]
+    unsafe fn get(p: *const f32, r: usize) -> f32 {
+        if p.is_null() {
+            0.0
+        } else {
+            // SAFETY: the contract above.
+            unsafe { *p.add(r) }
+        }
+    }
+
+    /// Writes `v` to entry `r` of an optional per-row output.
+    ///
+    /// # Safety
+    /// `p` null or valid for `rows` writes; `r < rows`.
+    #[inline(always)]
+    unsafe fn put(p: *mut f32, r: usize, v: f64) {
+        if !p.is_null() {
+            // SAFETY: the contract above.
+            unsafe { *p.add(r) = v as f32 };
+        }
+    }
+}
+
+/// A path's entry: computes the rows of the run.
+///
+/// # Safety
+/// The tier's CPU features (the table proves them). `x` valid for the run's rows; `grad` null
+/// (forward only) or valid for the rows' writes, equal to `x` (same stride) or not overlapping
+/// it; `tokens` valid for `rows` reads, each `< cols` or [`IGNORED`]; every other pointer null
+/// or valid for `rows` entries (`saved_lse` non-null on the backward path, `saved_entropy`
+/// non-null there when `call.entropy`).
+pub(crate) type TokPathFn = unsafe fn(&TokRows<'_>);
+
+/// One tier's table of token log-prob kernels: one entry per path, of one signature.
+pub(crate) struct TokKernels {
+    pub(crate) forward: TokPathFn,
+    pub(crate) backward: TokPathFn,
+}
+
+/// The paths of a token log-prob call (`crate::token` chooses one per call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokPath {
+    /// Logp (entropy, lse) of each row, and with a gradient buffer the gradient from upstream
+    /// gradients known up front.
+    Forward,
+    /// The gradient from the saved `lse'` (and entropy) and the upstream gradients.
+    Backward,
+}
+
+impl TokKernels {
+    /// The entry of path `p`.
+    pub(crate) fn entry(&self, p: TokPath) -> TokPathFn {
+        match p {
+            TokPath::Forward => self.forward,
+            TokPath::Backward => self.backward,
+        }
+    }
+}
+
+/// Per-row arguments of the forward row kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokArgs {
+    /// The token, `< n`.
+    pub t: usize,
+    pub inv_t: f32,
+    pub cap: f32,
+    /// Whether to compute `sum d e` (the entropy).
+    pub entropy: bool,
+    /// With a gradient: the upstream gradients of logp and of the entropy.
+    pub g_logp: f32,
+    pub g_entropy: f32,
+    /// The next row's logits (`n` floats, not overlapping the gradient) or null: without a
+    /// cap, the row's last sweep also computes their maximum ([`TokRowOut::next_max`]).
+    pub next: *const f32,
+    /// This row's maximum from the previous row's last sweep (without a cap), if computed.
+    pub known_max: Option<f32>,
+}
+
+/// What the forward row kernel reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TokRowOut {
+    /// The maximum of the (capped) logits `z` (not divided by `T`). Not finite: the row holds
+    /// NaN, `+inf` or is all `-inf`; nothing else is meaningful (the gradient was NaN-filled).
+    pub m: f64,
+    /// `ln sum exp(d)`.
+    pub ls: f64,
+    /// The (capped) token logit `z_t`.
+    pub zt: f64,
+    /// `sum d e / s` (when the entropy was asked for; else 0).
+    pub hd: f64,
+    /// The next row's maximum ([`TokArgs::next`]), when the last sweep computed it.
+    pub next_max: Option<f32>,
+}
+
+impl TokRowOut {
+    /// `lse' = m / T + ls` (NaN for a non-finite maximum).
+    pub(crate) fn lse(&self, inv_t: f32) -> f64 {
+        if self.m.is_finite() {
+            self.m * inv_t as f64 + self.ls
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// `log p_t = (z_t - m) / T - ls` (NaN for a non-finite maximum; `-inf` for a `-inf`
+    /// token logit).
+    pub(crate) fn logp(&self, inv_t: f32) -> f64 {
+        if self.m.is_finite() {
+            (self.zt - self.m) * inv_t as f64 - self.ls
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// `H = ls - sum d e / s` (NaN for a non-finite maximum).
+    pub(crate) fn entropy(&self) -> f64 {
+        if self.m.is_finite() {
+            self.ls - self.hd
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Per-row arguments of the backward row kernel: `grad_k = p_k (a + b u_k)` (times the cap's
+/// chain factor) with `u_k = z_k / T - lse'` and `p_k = exp(u_k)`, then `grad_t += fix`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokBwdArgs {
+    pub t: usize,
+    pub inv_t: f32,
+    pub cap: f32,
+    pub lse: f32,
+    pub a: f32,
+    pub b: f32,
+    pub fix: f32,
+    /// The inputs `a`, `b` and `fix` come from (the reference computes from these): the
+    /// saved entropy and the upstream gradients.
+    pub h: f32,
+    pub g_logp: f32,
+    pub g_entropy: f32,
+}
+
+impl TokBwdArgs {
+    /// The backward coefficients of a row from its saved `lse'` and entropy `h` and upstream
+    /// gradients: `dz'_k = g_l [k = t] - p_k (g_l + g_h (u_k + h))`, each divided by `T`.
+    pub(crate) fn new(c: &TokCall, t: usize, lse: f32, h: f32, g_l: f32, g_h: f32) -> TokBwdArgs {
+        let it = c.inv_t as f64;
+        let (gl, gh) = (g_l as f64, g_h as f64);
+        // Without an entropy gradient `h` plays no part (a NaN entropy must not leak in).
+        let head = if gh == 0.0 { gl } else { gl + gh * h as f64 };
+        TokBwdArgs {
+            t,
+            inv_t: c.inv_t,
+            cap: c.cap,
+            lse,
+            a: (-head * it) as f32,
+            b: (-gh * it) as f32,
+            fix: (gl * it) as f32,
+            h,
+            g_logp: g_l,
+            g_entropy: g_h,
+        }
+    }
+}
+
+/// The one-row kernels the row loops ([`forward_path`], [`backward_path`]) call: every SIMD
+/// tier's through its [`Simd`] type, and the scalar reference's (f64 rows).
+pub(crate) trait TokRowKernels: Copy {
+    /// One forward row ([`tok_row`]).
+    ///
+    /// # Safety
+    /// The contract of [`tok_row`] (and the implementor's CPU features).
+    unsafe fn fwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokArgs) -> TokRowOut;
+    /// One backward row ([`tok_bwd_row`]).
+    ///
+    /// # Safety
+    /// The contract of [`tok_bwd_row`] (and the implementor's CPU features).
+    unsafe fn bwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokBwdArgs);
+}
+
+impl<S: Simd> TokRowKernels for S {
+    #[inline(always)]
+    unsafe fn fwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokArgs) -> TokRowOut {
+        let ent = a.entropy || (!grad.is_null() && a.g_entropy != 0.0);
+        // SAFETY: forwarded.
+        unsafe {
+            match (a.cap != 0.0, ent) {
+                (false, false) => tok_row::<S, false, false>(self, x, grad, n, a),
+                (false, true) => tok_row::<S, false, true>(self, x, grad, n, a),
+                (true, false) => tok_row::<S, true, false>(self, x, grad, n, a),
+                (true, true) => tok_row::<S, true, true>(self, x, grad, n, a),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn bwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokBwdArgs) {
+        // SAFETY: forwarded.
+        unsafe {
+            match (a.cap != 0.0, a.b != 0.0) {
+                (false, false) => tok_bwd_row::<S, false, false>(self, x, grad, n, a),
+                (false, true) => tok_bwd_row::<S, false, true>(self, x, grad, n, a),
+                (true, false) => tok_bwd_row::<S, true, false>(self, x, grad, n, a),
+                (true, true) => tok_bwd_row::<S, true, true>(self, x, grad, n, a),
+            }
+        }
+    }
+}
+
+/// The soft-cap vectors (`cap`, `1 / cap`) of a row.
+#[inline(always)]
+fn cap_vecs<S: Simd, const CAP: bool>(s: S, cap: f32) -> (S::V, S::V) {
+    (s.splat(cap), s.splat(if CAP { 1.0 / cap } else { 0.0 }))
+}
+
+/// The (capped) logit `z_t`, capped by the same vector code as the row.
+///
+/// # Safety
+/// `x + t` valid for reads.
+#[inline(always)]
+unsafe fn token_logit<S: Simd, const CAP: bool>(s: S, x: *const f32, t: usize, cap: f32) -> f32 {
+    if !CAP {
+        // SAFETY: the contract above.
+        return unsafe { *x.add(t) };
+    }
+    let (vc, vi) = cap_vecs::<S, CAP>(s, cap);
+    // SAFETY: one float at `x + t`; a stack buffer of at least LANES floats.
+    unsafe {
+        let v = load_z_part::<S, CAP>(s, x.add(t), 1, 0.0, vc, vi);
+        let mut b = [0.0f32; 64];
+        s.store(b.as_mut_ptr(), v);
+        b[0]
+    }
+}
+
+/// Vectors per step of pass 2 (four exps in flight).
+const SWEEP_VECS: usize = 4;
+
+/// Pass 2 of [`tok_row`]: `(sum e, sum d e, max of next)` (the second 0 without `ENT`, the
+/// third `-inf` without `NEXT`), storing to `grad` (when non-null) each `e` or, with `store_z`,
+/// each (capped) logit `z`. [`SWEEP_VECS`] vectors per step, each with its own accumulators; with `NEXT`
+/// the maximum of the row `next[0..n]` rides along (the next row's pass 1).
+///
+/// # Safety
+/// As [`tok_row`]; with `NEXT`, `next .. next + n` valid for reads and not overlapping `grad`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tok_sweep<S: Simd, const CAP: bool, const ENT: bool, const NEXT: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    m: f32,
+    a: &TokArgs,
+    store_z: bool,
+    next: *const f32,
+) -> (f64, f64, f32) {
+    const U: usize = SWEEP_VECS;
+    let w = S::LANES;
+    let (cap, icap) = cap_vecs::<S, CAP>(s, a.cap);
+    let vm = s.splat(m);
+    let it = s.splat(a.inv_t);
+    let floor = s.splat(D_FLOOR);
+    let zero = s.splat(0.0);
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let store = !grad.is_null();
+    let (mut total, mut dot) = (0.0f64, 0.0f64);
+    let mut nm = [ninf; U];
+    let mut i = 0;
+    let block = U * w * SUM_BLOCK_VECS;
+    /// One vector: (e, floored d, the value to store). (A function, not a closure: a closure
+    /// is not compiled with the tier's target features unless it is inlined.)
+    #[inline(always)]
+    fn step<S: Simd, const ENT: bool>(
+        s: S,
+        z: S::V,
+        vm: S::V,
+        it: S::V,
+        floor: S::V,
+        store_z: bool,
+    ) -> [S::V; 3] {
+        // (The exp floors its argument itself; `d` meets `e` only for the entropy.)
+        let d = s.mul(s.sub(z, vm), it);
+        let d = if ENT { s.floor_at(d, floor) } else { d };
+        let e = exp_nonpos(s, d);
+        [e, d, if store_z { z } else { e }]
+    }
+    // SAFETY: every access is inside `0..n` of `x`, `grad` and `next` (whole steps while the
+    // bound allows, then single vectors and one partial access for the tail); each element of
+    // `x` is read before the same element of `grad` is written.
+    unsafe {
+        loop {
+            let end = if i + block <= n { i + block } else { n };
+            let (mut sa, mut ha) = ([zero; U], [zero; U]);
+            while i + U * w <= end {
+                for j in 0..U {
+                    let p = i + j * w;
+                    if NEXT {
+                        nm[j] = s.max(nm[j], s.load(next.add(p)));
+                    }
+                    let z = load_z::<S, CAP>(s, x.add(p), cap, icap);
+                    let [e, d, o] = step::<S, ENT>(s, z, vm, it, floor, store_z);
+                    if store {
+                        s.store(grad.add(p), o);
+                    }
+                    sa[j] = s.add(sa[j], e);
+                    if ENT {
+                        ha[j] = s.fma(d, e, ha[j]);
+                    }
+                }
+                i += U * w;
+            }
+            if end == n {
+                while i < n {
+                    let k = (n - i).min(w);
+                    let z = if k == w {
+                        load_z::<S, CAP>(s, x.add(i), cap, icap)
+                    } else {
+                        load_z_part::<S, CAP>(s, x.add(i), k, f32::NEG_INFINITY, cap, icap)
+                    };
+                    if NEXT {
+                        let v = if k == w {
+                            s.load(next.add(i))
+                        } else {
+                            s.load_partial(next.add(i), k, f32::NEG_INFINITY)
+                        };
+                        nm[0] = s.max(nm[0], v);
+                    }
+                    let [e, d, o] = step::<S, ENT>(s, z, vm, it, floor, store_z);
+                    if store {
+                        store_upto(s, grad.add(i), k, o);
+                    }
+                    sa[0] = s.add(sa[0], e);
+                    if ENT {
+                        // Lanes past `k` hold e = 0 and d = D_FLOOR: they add 0.
+                        ha[0] = s.fma(d, e, ha[0]);
+                    }
+                    i += k;
+                }
+            }
+            let mut sv = sa[0];
+            let mut hv = ha[0];
+            for j in 1..U {
+                sv = s.add(sv, sa[j]);
+                hv = s.add(hv, ha[j]);
+            }
+            total += s.reduce_sum(sv) as f64;
+            if ENT {
+                dot += s.reduce_sum(hv) as f64;
+            }
+            if i >= n {
+                break;
+            }
+        }
+    }
+    let mut mv = nm[0];
+    for v in &nm[1..] {
+        mv = s.max(mv, *v);
+    }
+    (
+        total,
+        dot,
+        if NEXT {
+            s.reduce_max(mv)
+        } else {
+            f32::NEG_INFINITY
+        },
+    )
+}
+
+/// The splatted constants of the entropy-gradient pass ([`ent_grad`]).
+#[derive(Clone, Copy)]
+struct EntConsts<V> {
+    vm: V,
+    vit: V,
+    floor: V,
+    va: V,
+    vb: V,
+}
+
+/// Pass 3 with the entropy's gradient, on the `k` floats at offset `i` (`k == LANES` or the
+/// partial tail): `grad = e (a + b d)` with `e` read from `grad` and `d = (x - m) / T`
+/// (floored) from `x`.
+///
+/// # Safety
+/// `x + i .. x + i + k` valid for reads, `grad + i .. grad + i + k` for reads and writes, not
+/// overlapping `x`.
+#[inline(always)]
+unsafe fn ent_grad<S: Simd>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    i: usize,
+    k: usize,
+    c: &EntConsts<S::V>,
+) {
+    // SAFETY: the contract above.
+    unsafe {
+        let full = k == S::LANES;
+        let (e, xv) = if full {
+            (s.load(grad.add(i)), s.load(x.add(i)))
+        } else {
+            (
+                s.load_partial(grad.add(i), k, 0.0),
+                s.load_partial(x.add(i), k, 0.0),
+            )
+        };
+        let d = s.floor_at(s.mul(s.sub(xv, c.vm), c.vit), c.floor);
+        let g = s.mul(e, s.fma(c.vb, d, c.va));
+        if full {
+            s.store(grad.add(i), g);
+        } else {
+            s.store_partial(grad.add(i), k, g);
+        }
+    }
+}
+
+/// Pass 3 with the entropy's gradient over the row ([`ent_grad`] on every vector), with
+/// `NEXT` fused with the maximum of the next row `next[0..n]` (returned; `-inf` without).
+///
+/// # Safety
+/// As [`ent_grad`] for `0..n`; with `NEXT`, `next .. next + n` valid for reads and not
+/// overlapping `grad`.
+#[inline(always)]
+unsafe fn ent_pass<S: Simd, const NEXT: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    c: &EntConsts<S::V>,
+    next: *const f32,
+) -> f32 {
+    let w = S::LANES;
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let (mut b0, mut b1) = (ninf, ninf);
+    let mut i = 0;
+    // SAFETY: every access is inside `0..n` (whole vectors while `i + w <= n`, then one
+    // partial access), the caller's contract.
+    unsafe {
+        while i + 2 * w <= n {
+            if NEXT {
+                b0 = s.max(b0, s.load(next.add(i)));
+                b1 = s.max(b1, s.load(next.add(i + w)));
+            }
+            ent_grad(s, x, grad, i, w, c);
+            ent_grad(s, x, grad, i + w, w, c);
+            i += 2 * w;
+        }
+        while i < n {
+            let k = (n - i).min(w);
+            if NEXT {
+                let v = if k == w {
+                    s.load(next.add(i))
+                } else {
+                    s.load_partial(next.add(i), k, f32::NEG_INFINITY)
+                };
+                b0 = s.max(b0, v);
+            }
+            ent_grad(s, x, grad, i, k, c);
+            i += k;
+        }
+    }
+    s.reduce_max(s.max(b0, b1))
+}
+
+/// One forward row (see the module docs): logp's and the entropy's ingredients, and with
+/// `grad` non-null the gradient of `g_logp logp + g_entropy H` with respect to the logits.
+/// `grad` may equal `x` (in place). Without a cap, the row's maximum may come in
+/// ([`TokArgs::known_max`]) and the next row's goes out ([`TokRowOut::next_max`]) when
+/// [`TokArgs::next`] is given: its pass 1 rides along this row's last sweep.
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `grad` null or valid for `n` writes and equal to `x` or not
+/// overlapping it; `a.t < n`; `a.next` null or valid for `n` reads and not overlapping `grad`.
+#[inline(always)]
+pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    a: &TokArgs,
+) -> TokRowOut {
+    let w = S::LANES;
+    let (cap, icap) = cap_vecs::<S, CAP>(s, a.cap);
+    let store = !grad.is_null();
+    // SAFETY: every access is inside `0..n` of `x`, `grad` and `next` (the caller's contract),
+    // `t < n`.
+    unsafe {
+        let m = match a.known_max {
+            Some(km) if !CAP => km,
+            _ => max_argmax::<S, CAP>(s, x, n, false, cap, icap).0,
+        };
+        let zt = token_logit::<S, CAP>(s, x, a.t, a.cap);
+        if !m.is_finite() {
+            if store {
+                crate::arch::special::fill(grad, n, f32::NAN);
+            }
+            return TokRowOut {
+                m: m as f64,
+                ls: f64::NAN,
+                zt: zt as f64,
+                hd: f64::NAN,
+                next_max: None,
+            };
+        }
+        // Pass 3 needs `d` next to `e`: from `x` when pass 2 keeps `x` (not in place), else
+        // from the stored logit (a second exp, as with a cap).
+        let need_d = ENT && store && a.g_entropy != 0.0;
+        let in_place = grad.cast_const() == x;
+        let store_z = CAP || (need_d && in_place);
+        // The next row's max rides along the last sweep: pass 2 without a gradient, else
+        // pass 3 (unless it recomputes exps from stored logits).
+        let next = if CAP { std::ptr::null() } else { a.next };
+        let next2 = if store { std::ptr::null() } else { next };
+        let (total, dot, nm2) = if next2.is_null() {
+            tok_sweep::<S, CAP, ENT, false>(s, x, grad, n, m, a, store_z, next2)
+        } else {
+            tok_sweep::<S, CAP, ENT, true>(s, x, grad, n, m, a, store_z, next2)
+        };
+        let mut out = TokRowOut {
+            m: m as f64,
+            ls: total.ln(),
+            zt: zt as f64,
+            hd: if ENT { dot / total } else { 0.0 },
+            next_max: (!next2.is_null()).then_some(nm2),
+        };
+        if !store {
+            return out;
+        }
+        // Pass 3: grad_k = e_k (fa + fb d_k) (times the chain factor), then + fix at t.
+        let it = a.inv_t as f64;
+        let (gl, gh) = (a.g_logp as f64, a.g_entropy as f64);
+        let fa = if ENT { gh * out.hd - gl } else { -gl } * it / total;
+        let fb = -gh * it / total;
+        let fix = (gl * it) as f32;
+        if !store_z {
+            if need_d {
+                let c = EntConsts {
+                    vm: s.splat(m),
+                    vit: s.splat(a.inv_t),
+                    floor: s.splat(D_FLOOR),
+                    va: s.splat(fa as f32),
+                    vb: s.splat(fb as f32),
+                };
+                let nm = if next.is_null() {
+                    ent_pass::<S, false>(s, x, grad, n, &c, next)
+                } else {
+                    ent_pass::<S, true>(s, x, grad, n, &c, next)
+                };
+                out.next_max = (!next.is_null()).then_some(nm);
+            } else if next.is_null() {
+                scale(s, grad, n, fa as f32);
+            } else {
+                out.next_max = Some(scale_then_max(s, grad, fa as f32, next, n));
+            }
+            *grad.add(a.t) += fix;
+            return out;
+        }
+        let (va, vb) = (s.splat(fa as f32), s.splat(fb as f32));
+        let vm = s.splat(m);
+        let vit = s.splat(a.inv_t);
+        let floor = s.splat(D_FLOOR);
+        let one = s.splat(1.0);
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(w);
+            // The stored (capped) logits: recompute `e` from them.
+            let v = load_upto(s, grad.add(i), k);
+            let d = s.floor_at(s.mul(s.sub(v, vm), vit), floor);
+            let e = exp_nonpos(s, d);
+            let mut gv = if need_d {
+                s.mul(e, s.fma(vb, d, va))
+            } else {
+                s.mul(e, va)
+            };
+            if CAP {
+                let q = s.mul(v, icap);
+                gv = s.mul(gv, s.sub(one, s.mul(q, q)));
+            }
+            store_upto(s, grad.add(i), k, gv);
+            i += k;
+        }
+        *grad.add(a.t) += fix * chain(CAP, zt, a.cap);
+        out
+    }
+}
+
+/// The soft-cap's chain factor `1 - (z / cap)^2` at a capped logit `z` (1 without a cap).
+#[inline(always)]
+pub(crate) fn chain(capped: bool, z: f32, cap: f32) -> f32 {
+    if capped {
+        let q = z / cap;
+        1.0 - q * q
+    } else {
+        1.0
+    }
+}
+
+/// One backward row: `grad_k = p_k (a + b u_k)` with `u_k = z_k / T - lse'`, `p_k = exp(u_k)`
+/// (times the cap's chain factor), then `grad_t += fix` (times its chain factor). `ENT` says
+/// `b != 0`. `grad` may equal `x` (in place).
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `grad` valid for `n` writes and equal to `x` or not
+/// overlapping it; `a.t < n`.
+#[inline(always)]
+pub(crate) unsafe fn tok_bwd_row<S: Simd, const CAP: bool, const ENT: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    a: &TokBwdArgs,
+) {
+    let w = S::LANES;
+    let (cap, icap) = cap_vecs::<S, CAP>(s, a.cap);
+    let (va, vb) = (s.splat(a.a), s.splat(a.b));
+    let vit = s.splat(a.inv_t);
+    let nl = s.splat(-a.lse);
+    let floor = s.splat(D_FLOOR);
+    let one = s.splat(1.0);
+    // SAFETY: every access is inside `0..n` of `x` and `grad`, `t < n`; each element of `x` is
+    // read before the same element of `grad` is written.
+    unsafe {
+        let zt = token_logit::<S, CAP>(s, x, a.t, a.cap);
+        let c = BwdConsts {
+            va,
+            vb,
+            vit,
+            nl,
+            floor,
+            one,
+            icap,
+        };
+        let mut i = 0;
+        while i + 2 * w <= n {
+            let g0 = bwd_elem::<S, CAP, ENT>(s, &c, load_z::<S, CAP>(s, x.add(i), cap, icap));
+            let g1 = bwd_elem::<S, CAP, ENT>(s, &c, load_z::<S, CAP>(s, x.add(i + w), cap, icap));
+            s.store(grad.add(i), g0);
+            s.store(grad.add(i + w), g1);
+            i += 2 * w;
+        }
+        while i < n {
+            let k = (n - i).min(w);
+            let z = if k == w {
+                load_z::<S, CAP>(s, x.add(i), cap, icap)
+            } else {
+                load_z_part::<S, CAP>(s, x.add(i), k, 0.0, cap, icap)
+            };
+            store_upto(s, grad.add(i), k, bwd_elem::<S, CAP, ENT>(s, &c, z));
+            i += k;
+        }
+        *grad.add(a.t) += a.fix * chain(CAP, zt, a.cap);
+    }
+}
+
+/// The splatted constants of [`tok_bwd_row`].
+struct BwdConsts<V> {
+    va: V,
+    vb: V,
+    vit: V,
+    nl: V,
+    floor: V,
+    one: V,
+    icap: V,
+}
+
+/// One vector of [`tok_bwd_row`] from its (capped) logits `z`.
+#[inline(always)]
+fn bwd_elem<S: Simd, const CAP: bool, const ENT: bool>(s: S, c: &BwdConsts<S::V>, z: S::V) -> S::V {
+    let u = s.floor_at(s.fma(z, c.vit, c.nl), c.floor);
+    let p = exp_nonpos(s, u);
+    let mut g = if ENT {
+        s.mul(p, s.fma(c.vb, u, c.va))
+    } else {
+        s.mul(p, c.va)
+    };
+    if CAP {
+        let q = s.mul(z, c.icap);
+        g = s.mul(g, s.sub(c.one, s.mul(q, q)));
+    }
+    g
+}
+
+/// The `TokPath::Forward` entry: every row's outputs, and its gradient when `grad` is given.
+///
+/// # Safety
+/// The contract of [`TokPathFn`].
+#[inline(always)]
+pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
+    let (b, c) = (*b, *b.call);
+    let cols = c.cols;
+    // The next row's max, when the kernel computed it in this row's last sweep.
+    let mut pending_max: Option<f32> = None;
+    for r in 0..b.rows {
+        // SAFETY: row `r < rows` lies inside `x` (and `grad`); its token is `< cols` unless
+        // ignored; the per-row pointers hold `rows` entries (the contract of `TokPathFn`).
+        unsafe {
+            let xr = b.x.wrapping_add(r * b.ldx);
+            let gr = if b.grad.is_null() {
+                b.grad
+            } else {
+                b.grad.wrapping_add(r * b.ldg)
+            };
+            let tok = *b.tokens.add(r);
+            let mut args = TokArgs {
+                t: tok as usize,
+                inv_t: c.inv_t,
+                cap: c.cap,
+                entropy: c.entropy,
+                g_logp: TokRows::get(b.g_logp, r),
+                g_entropy: TokRows::get(b.g_entropy, r),
+                next: std::ptr::null(),
+                known_max: pending_max.take(),
+            };
+            if tok == IGNORED {
+                // Ignored row: logp 0, entropy 0, gradient 0; lse still reported if asked.
+                if !b.lse.is_null() {
+                    args.t = 0;
+                    args.entropy = false;
+                    let out = k.fwd_row(xr, std::ptr::null_mut(), cols, &args);
+                    TokRows::put(b.lse, r, out.lse(c.inv_t));
+                }
+                if !gr.is_null() {
+                    crate::arch::special::fill(gr, cols, 0.0);
+                }
+                TokRows::put(b.logp, r, 0.0);
+                TokRows::put(b.entropy, r, 0.0);
+                continue;
+            }
+            // The next row of this run, unless it is ignored: its max rides along this row's
+            // last sweep.
+            if r + 1 < b.rows && *b.tokens.add(r + 1) != IGNORED {
+                args.next = b.x.wrapping_add((r + 1) * b.ldx);
+            }
+            let out = k.fwd_row(xr, gr, cols, &args);
+            pending_max = out.next_max;
+            TokRows::put(b.logp, r, out.logp(c.inv_t));
+            TokRows::put(b.entropy, r, out.entropy());
+            TokRows::put(b.lse, r, out.lse(c.inv_t));
+        }
+    }
+}
+
+/// The `TokPath::Backward` entry: every row's gradient from its saved `lse'` and entropy.
+///
+/// # Safety
+/// The contract of [`TokPathFn`].
+#[inline(always)]
+pub(crate) unsafe fn backward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
+    let (b, c) = (*b, *b.call);
+    let cols = c.cols;
+    for r in 0..b.rows {
+        // SAFETY: as in `forward_path`; `saved_lse` (and with `entropy` `saved_entropy`) hold
+        // `rows` entries.
+        unsafe {
+            let xr = b.x.wrapping_add(r * b.ldx);
+            let gr = b.grad.wrapping_add(r * b.ldg);
+            let tok = *b.tokens.add(r);
+            if tok == IGNORED {
+                crate::arch::special::fill(gr, cols, 0.0);
+                continue;
+            }
+            let args = TokBwdArgs::new(
+                &c,
+                tok as usize,
+                *b.saved_lse.add(r),
+                TokRows::get(b.saved_entropy, r),
+                TokRows::get(b.g_logp, r),
+                TokRows::get(b.g_entropy, r),
+            );
+            k.bwd_row(xr, gr, cols, &args);
+        }
+    }
+}
+
+/// Stamps the token log-prob kernels out for one tier (called by `stamp_tier!`) and defines
+/// its `TOK` table.
+macro_rules! stamp_tok {
+    ([$(#[$attr:meta])*], $token:ty) => {
+        $crate::arch::generic::token::stamp_tok!(@path [$(#[$attr])*], $token, tok_forward, forward_path);
+        $crate::arch::generic::token::stamp_tok!(@path [$(#[$attr])*], $token, tok_backward, backward_path);
+
+        /// This tier's token log-prob kernels.
+        pub(crate) static TOK: $crate::arch::generic::token::TokKernels =
+            $crate::arch::generic::token::TokKernels {
+                forward: tok_forward,
+                backward: tok_backward,
+            };
+    };
+    (@path [$(#[$attr:meta])*], $token:ty, $name:ident, $f:ident) => {
+        /// # Safety
+        /// The tier's CPU features; the pointer contract of `generic::token::TokPathFn`.
+        $(#[$attr])*
+        unsafe fn $name(b: &$crate::arch::generic::token::TokRows<'_>) {
+            // SAFETY: this function's contract includes the tier's CPU features, which is what
+            // `new_unchecked` needs; the pointer contract is forwarded unchanged.
+            unsafe { $crate::arch::generic::token::$f(<$token>::new_unchecked(), b) }
+        }
+    };
+}
+pub(crate) use stamp_tok;

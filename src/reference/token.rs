@@ -1,0 +1,147 @@
+//! The scalar reference's token log-prob kernels: f64 arithmetic straight from the formulas of
+//! `crate::arch::generic::token`, one row at a time, driven by the same row loops as the SIMD
+//! tiers.
+
+use crate::arch::generic::token::{
+    backward_path, forward_path, TokArgs, TokBwdArgs, TokKernels, TokRowKernels, TokRowOut, TokRows,
+};
+
+/// The scalar tier's token log-prob kernels.
+pub(crate) static TOK: TokKernels = TokKernels { forward, backward };
+
+/// The reference's one-row kernels, for the row loops the SIMD tiers run too.
+#[derive(Clone, Copy)]
+struct Reference;
+
+/// The (capped) row in f64, its maximum (ignoring NaN), and whether it holds a NaN.
+///
+/// # Safety
+/// `x .. x + n` valid for reads.
+unsafe fn capped_row(x: *const f32, n: usize, cap: f32) -> (Vec<f64>, f64, bool) {
+    let z: Vec<f64> = (0..n)
+        .map(|i| {
+            // SAFETY: `i < n`.
+            let v = unsafe { *x.add(i) } as f64;
+            if cap != 0.0 {
+                cap as f64 * (v / cap as f64).tanh()
+            } else {
+                v
+            }
+        })
+        .collect();
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let nan = z.iter().any(|v| v.is_nan());
+    (z, m, nan)
+}
+
+/// The chain factor of the cap at `z`, in f64.
+fn chain64(cap: f32, z: f64) -> f64 {
+    if cap != 0.0 {
+        let q = z / cap as f64;
+        1.0 - q * q
+    } else {
+        1.0
+    }
+}
+
+/// `p (g_l + g_h (u + h))`, with `p = 0` giving 0 whatever `u` is (a masked logit).
+fn minus_term(p: f64, u: f64, h: f64, gl: f64, gh: f64) -> f64 {
+    if p == 0.0 {
+        0.0
+    } else if gh == 0.0 {
+        p * gl
+    } else {
+        p * (gl + gh * (u + h))
+    }
+}
+
+impl TokRowKernels for Reference {
+    unsafe fn fwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokArgs) -> TokRowOut {
+        // SAFETY: the caller's contract: `n` logits at `x`, `n` gradient floats at `grad` if
+        // non-null, `a.t < n`.
+        unsafe {
+            let (z, m, nan) = capped_row(x, n, a.cap);
+            let zt = z[a.t];
+            if !m.is_finite() || nan {
+                if !grad.is_null() {
+                    crate::arch::special::fill(grad, n, f32::NAN);
+                }
+                let m = if nan { f64::NAN } else { m };
+                return TokRowOut {
+                    m,
+                    ls: f64::NAN,
+                    zt,
+                    hd: f64::NAN,
+                    next_max: None,
+                };
+            }
+            let it = a.inv_t as f64;
+            let d: Vec<f64> = z.iter().map(|&v| (v - m) * it).collect();
+            let e: Vec<f64> = d.iter().map(|&v| v.exp()).collect();
+            let s: f64 = e.iter().sum();
+            let hd = d
+                .iter()
+                .zip(&e)
+                .map(|(&dk, &ek)| if ek == 0.0 { 0.0 } else { dk * ek })
+                .sum::<f64>()
+                / s;
+            let ls = s.ln();
+            if !grad.is_null() {
+                let (gl, gh) = (a.g_logp as f64, a.g_entropy as f64);
+                let h = ls - hd;
+                for k in 0..n {
+                    let p = e[k] / s;
+                    let mut g = -minus_term(p, d[k] - ls, h, gl, gh);
+                    if k == a.t {
+                        g += gl;
+                    }
+                    *grad.add(k) = (g * it * chain64(a.cap, z[k])) as f32;
+                }
+            }
+            TokRowOut {
+                m,
+                ls,
+                zt,
+                hd: if a.entropy { hd } else { 0.0 },
+                next_max: None,
+            }
+        }
+    }
+
+    unsafe fn bwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokBwdArgs) {
+        // SAFETY: the caller's contract, as above.
+        unsafe {
+            let (z, _, _) = capped_row(x, n, a.cap);
+            let it = a.inv_t as f64;
+            let (gl, gh) = (a.g_logp as f64, a.g_entropy as f64);
+            for (k, &zk) in z.iter().enumerate() {
+                let u = zk * it - a.lse as f64;
+                let p = u.exp();
+                // A NaN logit or lse makes `p` NaN, which `minus_term` passes on.
+                let mut g = -minus_term(p, u, a.h as f64, gl, gh);
+                if k == a.t {
+                    g += gl;
+                }
+                *grad.add(k) = (g * it * chain64(a.cap, zk)) as f32;
+            }
+        }
+    }
+}
+
+/// The `TokPath::Forward` entry: the SIMD tiers' loop over the f64 row.
+///
+/// # Safety
+/// The contract of `generic::token::TokPathFn`.
+unsafe fn forward(b: &TokRows<'_>) {
+    // SAFETY: forwarded.
+    unsafe { forward_path(Reference, b) }
+}
+
+/// The `TokPath::Backward` entry: the SIMD tiers' loop over the f64 row.
+///
+/// # Safety
+/// The contract of `generic::token::TokPathFn`.
+unsafe fn backward(b: &TokRows<'_>) {
+    // SAFETY: forwarded.
+    unsafe { backward_path(Reference, b) }
+}
