@@ -98,6 +98,7 @@ mod ln;
 pub mod ndarray;
 mod parallel;
 pub mod reference;
+pub mod shard;
 pub mod softmax;
 pub mod token;
 pub mod tuning;
@@ -131,6 +132,7 @@ pub use linear::{
     weight_grad, MatrixLayout, Sgd, SgdOptions,
 };
 pub use linear_ce::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs};
+pub use shard::{finalize_states, merge_states, RowState, Shard};
 pub use token::{
     token_logprobs, token_logprobs_backward, token_logprobs_backward_inplace,
     token_logprobs_fwd_bwd, token_logprobs_fwd_bwd_inplace, TokenGrads, TokenLogprobOptions,

@@ -44,11 +44,12 @@
 //! Every output is per row, so results are bit-identical for any number of threads.
 
 use crate::arch::generic::ce::IGNORED;
-use crate::arch::generic::token::{TokCall, TokPath, TokRows};
+use crate::arch::generic::token::{TokCall, TokPath, TokRows, ELSEWHERE};
 use crate::cross_entropy::{class_of, Label, MAX_CLASSES};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
 use crate::parallel::for_each_row_block;
+use crate::shard::RowState;
 use crate::view::{nonzero_cols, same_shape, MatMut, MatRef};
 
 /// Tokens converted to kernel classes at a time (on the stack) per row block.
@@ -101,6 +102,11 @@ impl TokenLogprobOptions {
     pub fn ignore_index(mut self, i: Option<i64>) -> Self {
         self.ignore_index = i;
         self
+    }
+
+    /// [`TokenLogprobOptions::validate`] for the other modules.
+    pub(crate) fn validate_pub(&self) -> Result<()> {
+        self.validate()
     }
 
     fn validate(&self) -> Result<()> {
@@ -193,8 +199,18 @@ pub struct TokenSaved<'a> {
     pub entropy: Option<&'a [f32]>,
 }
 
+/// A vocabulary shard of a call: its first class, the global class count, and its states
+/// (`states_len` of them: written by the forward, read by the backward).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShardArgs {
+    pub offset: usize,
+    pub classes: usize,
+    pub states: *mut RowState,
+    pub states_len: usize,
+}
+
 /// The logits argument of the shared body.
-enum TokLogits<'a> {
+pub(crate) enum TokLogits<'a> {
     Read(&'a [f32]),
     Grad(&'a [f32], &'a mut [f32]),
     InPlace(&'a mut [f32]),
@@ -228,9 +244,27 @@ impl Kernels {
         cols: usize,
         opts: &TokenLogprobOptions,
         path: TokPath,
+        out: Option<TokenLogprobOutputs<'_>>,
+        saved: Option<TokenSaved<'_>>,
+        grads: TokenGrads<'_>,
+    ) -> Result<()> {
+        self.token_call_sharded(logits, tokens, cols, opts, path, out, saved, grads, None)
+    }
+
+    /// [`Kernels::token_call`] for a vocabulary shard (`shard`: its class offset, the global
+    /// class count and its states) or the whole vocabulary (`None`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn token_call_sharded<L: Label>(
+        &self,
+        logits: TokLogits<'_>,
+        tokens: &[L],
+        cols: usize,
+        opts: &TokenLogprobOptions,
+        path: TokPath,
         mut out: Option<TokenLogprobOutputs<'_>>,
         saved: Option<TokenSaved<'_>>,
         grads: TokenGrads<'_>,
+        shard: Option<ShardArgs>,
     ) -> Result<()> {
         // (logits, gradient or null, rows, cols, their strides)
         let (x, grad, rows, cols, ldx, ldg) = match logits {
@@ -302,12 +336,16 @@ impl Kernels {
                 None => {}
             }
         }
+        let classes = shard.map_or(cols, |s| s.classes);
+        if let Some(sh) = shard {
+            check_len("states", sh.states_len, rows)?;
+        }
         for (r, &l) in tokens.iter().enumerate() {
-            if let Err(label) = class_of(l, cols, opts.ignore_index) {
+            if let Err(label) = class_of(l, classes, opts.ignore_index) {
                 return Err(Error::BadLabel {
                     row: r,
                     label,
-                    classes: cols,
+                    classes,
                 });
             }
         }
@@ -315,17 +353,20 @@ impl Kernels {
             return Ok(());
         }
         let entropy = match path {
+            // (A shard's states always carry the entropy's `dot`.)
             TokPath::Forward => {
-                grads.entropy.is_some() && !grad.is_null()
+                shard.is_some()
+                    || grads.entropy.is_some() && !grad.is_null()
                     || out.as_ref().is_some_and(|o| o.entropy.is_some())
             }
-            TokPath::Backward => grads.entropy.is_some(),
+            TokPath::Backward | TokPath::ShardBackward => grads.entropy.is_some(),
         };
         let call = TokCall {
             cols,
             inv_t: 1.0 / opts.temperature,
             cap: opts.softcap.unwrap_or(0.0),
             entropy,
+            keep: shard.is_some() && path == TokPath::Forward,
         };
         let (logp, ent, lse) = match &mut out {
             Some(o) => (
@@ -354,10 +395,16 @@ impl Kernels {
             g_entropy: cptr_of(grads.entropy),
             saved_lse: cptr_of(saved.map(|s| s.lse)),
             saved_entropy: cptr_of(saved.and_then(|s| s.entropy)),
+            states: shard.map_or(std::ptr::null_mut(), |s| s.states),
         });
         let all = &all;
         let entry = self.tok.entry(path);
         let ignore = opts.ignore_index.map(|i| i as i128);
+        // This shard's classes (the whole vocabulary without a shard).
+        let (lo, hi) = match shard {
+            Some(s) => (s.offset as i128, (s.offset + cols) as i128),
+            None => (0, cols as i128),
+        };
         for_each_row_block(rows, cols, |block| {
             let mut classes = [0u32; TOKEN_BATCH];
             let mut r0 = block.start;
@@ -367,7 +414,13 @@ impl Kernels {
                     let v = l.to_i128();
                     // Validated above: anything but the ignored token is in `0..cols`, and
                     // `cols <= MAX_CLASSES` fits a u32.
-                    *c = if ignore == Some(v) { IGNORED } else { v as u32 };
+                    *c = if ignore == Some(v) {
+                        IGNORED
+                    } else if (lo..hi).contains(&v) {
+                        (v - lo) as u32
+                    } else {
+                        ELSEWHERE
+                    };
                 }
                 // SAFETY: rows `r0 .. r0 + n` lie inside the logits (and the gradient, equal
                 // to the logits in place, else a separate slice or view of the same shape;

@@ -837,3 +837,381 @@ fn strided_shape_mismatch() {
     );
     assert_eq!(g, [0.0; 8]);
 }
+
+// ---- vocabulary shards (`softmax_kernels::shard`) ----
+
+use softmax_kernels::{finalize_states, merge_states, RowState, Shard};
+
+/// Random shard boundaries of `cols` classes into `k` ranges (some empty, some of one class).
+fn split(g: &mut rand::rngs::StdRng, cols: usize, k: usize) -> Vec<(usize, usize)> {
+    let mut cuts: Vec<usize> = (0..k - 1)
+        .map(|i| match i % 4 {
+            0 => g.gen_range(0..=cols),
+            1 => g.gen_range(0..=cols.min(1)),
+            _ => g.gen_range(0..=cols),
+        })
+        .collect();
+    cuts.push(0);
+    cuts.push(cols);
+    cuts.sort_unstable();
+    cuts.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// The sharded pipeline on tier `k`: per-shard states and kept values, a merge in the order
+/// `order` (pairwise tree when `tree`), finalize, per-shard backward; returns (logp, H, lse,
+/// full gradient assembled from the shards).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+fn sharded(
+    k: &Kernels,
+    x: &[f32],
+    cols: usize,
+    tokens: &[i64],
+    o: &TokenLogprobOptions,
+    ranges: &[(usize, usize)],
+    order: &[usize],
+    tree: bool,
+    grads: TokenGrads<'_>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = tokens.len();
+    let mut parts = Vec::new();
+    for &(a, b) in ranges {
+        let w = b - a;
+        let xs: Vec<f32> = (0..rows)
+            .flat_map(|r| x[r * cols + a..r * cols + b].iter().copied())
+            .collect();
+        let mut st = vec![RowState::EMPTY; rows];
+        let mut keep = vec![0.0f32; xs.len()];
+        k.token_shard_states(&xs, w, Shard::new(a, cols), tokens, o, &mut st, &mut keep)
+            .unwrap();
+        parts.push((xs, st, keep));
+    }
+    // Merge.
+    let mut acc: Vec<Vec<RowState>> = order.iter().map(|&i| parts[i].1.clone()).collect();
+    if tree {
+        while acc.len() > 1 {
+            let mut next = Vec::new();
+            for pair in acc.chunks(2) {
+                let mut m = pair[0].clone();
+                if pair.len() == 2 {
+                    merge_states(&mut m, &pair[1]).unwrap();
+                }
+                next.push(m);
+            }
+            acc = next;
+        }
+    } else {
+        let first = acc[0].clone();
+        acc = vec![acc[1..].iter().fold(first, |mut m, s| {
+            merge_states(&mut m, s).unwrap();
+            m
+        })];
+    }
+    let merged = &acc[0];
+    let (mut lp, mut h, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows], vec![0.0f32; rows]);
+    finalize_states(
+        merged,
+        tokens,
+        cols,
+        o,
+        TokenLogprobOutputs::new(&mut lp)
+            .entropy(&mut h)
+            .lse(&mut lse),
+    )
+    .unwrap();
+    let mut full = vec![0.0f32; x.len()];
+    for (&(a, b), (xs, st, keep)) in ranges.iter().zip(parts) {
+        let mut d = keep;
+        k.token_shard_backward(
+            &xs,
+            b - a,
+            Shard::new(a, cols),
+            tokens,
+            o,
+            &st,
+            TokenSaved {
+                lse: &lse,
+                entropy: Some(&h),
+            },
+            grads,
+            &mut d,
+        )
+        .unwrap();
+        for r in 0..rows {
+            full[r * cols + a..r * cols + b].copy_from_slice(&d[r * (b - a)..(r + 1) * (b - a)]);
+        }
+    }
+    (lp, h, lse, full)
+}
+
+per_tier! {
+    shards_match_the_oracle => |k: &Kernels| {
+        let mut seed = 500;
+        for &(rows, cols) in &[(6usize, 10usize), (4, 1000), (2, 32000), (1, 128_256)] {
+            for temp in [1.0f32, 0.5] {
+                for cap in [None, Some(6.0f32)] {
+                    seed += 1;
+                    let c = Case { rows, cols, temp, cap, seed };
+                    let (x, tokens, gl, gh) = make(&c);
+                    let o = opts(&c);
+                    let grads = TokenGrads { logp: Some(&gl), entropy: Some(&gh) };
+                    let mut g = common::rng(seed);
+                    for nshards in [1usize, 2, 3, 5, 8] {
+                        let ranges = split(&mut g, cols, nshards);
+                        let mut order: Vec<usize> = (0..ranges.len()).collect();
+                        // A random order.
+                        for i in (1..order.len()).rev() {
+                            order.swap(i, g.gen_range(0..=i));
+                        }
+                        let tree = nshards % 2 == 1;
+                        let (lp, h, lse, dz) =
+                            sharded(k, &x, cols, &tokens, &o, &ranges, &order, tree, grads);
+                        let ctx = format!("{} {rows}x{cols} T={temp} cap={cap:?} shards {ranges:?}",
+                            k.isa());
+                        for r in 0..rows {
+                            let row = &x[r * cols..(r + 1) * cols];
+                            let t = (tokens[r] != IGN).then_some(tokens[r] as usize);
+                            let e = oracle(row, t, temp, cap, gl[r] as f64, gh[r] as f64);
+                            assert!(close(lp[r], e.logp, e.b_logp), "{ctx} row {r}: logp {} vs {}",
+                                lp[r], e.logp);
+                            assert!(close(h[r], e.h, e.b_h), "{ctx} row {r}: H {} vs {}", h[r], e.h);
+                            // (An ignored row has no state: its lse is NaN.)
+                            let want_lse = if t.is_some() { e.lse } else { f64::NAN };
+                            assert!(close(lse[r], want_lse, e.b_lse),
+                                "{ctx} row {r}: lse {} vs {want_lse}", lse[r]);
+                            for kk in 0..cols {
+                                let v = dz[r * cols + kk];
+                                // As the backward from a saved f32 lse.
+                                let b = e.b_grad[kk] + e.grad[kk].abs() * (e.lse.abs() + 1.0) * U;
+                                assert!(close(v, e.grad[kk], b),
+                                    "{ctx} row {r}: grad[{kk}] {v} vs {} (bound {b:e})", e.grad[kk]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    },
+}
+
+#[test]
+fn shards_fixed_split_same_bits_any_threads() {
+    let c = Case {
+        rows: 40,
+        cols: 5000,
+        temp: 0.8,
+        cap: None,
+        seed: 9,
+    };
+    let (x, tokens, gl, gh) = make(&c);
+    let o = opts(&c);
+    let grads = TokenGrads {
+        logp: Some(&gl),
+        entropy: Some(&gh),
+    };
+    let ranges = [(0, 1234), (1234, 1234), (1234, 4000), (4000, 5000)];
+    let order = [2, 0, 3, 1];
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                sharded(
+                    Kernels::best(),
+                    &x,
+                    c.cols,
+                    &tokens,
+                    &o,
+                    &ranges,
+                    &order,
+                    false,
+                    grads,
+                )
+            })
+    };
+    let one = run(1);
+    for t in [2, 4] {
+        let other = run(t);
+        common::ok("logp", common::oracle::check_bits("logp", &other.0, &one.0));
+        common::ok("H", common::oracle::check_bits("H", &other.1, &one.1));
+        common::ok("grad", common::oracle::check_bits("grad", &other.3, &one.3));
+    }
+}
+
+#[test]
+fn shard_states_special_values_and_merge_rules() {
+    let k = Kernels::best();
+    let o = TokenLogprobOptions::default();
+    let cols = 6;
+    let ninf = f32::NEG_INFINITY;
+    // Row 0: a NaN in the second shard. Row 1: the first shard all -inf (it holds the
+    // token: logp = -inf). Row 2: every logit -inf. Row 3: +inf in the first shard.
+    let x = [
+        0.0,
+        1.0,
+        2.0,
+        f32::NAN,
+        0.0,
+        0.0, //
+        ninf,
+        ninf,
+        ninf,
+        1.0,
+        2.0,
+        3.0, //
+        ninf,
+        ninf,
+        ninf,
+        ninf,
+        ninf,
+        ninf, //
+        f32::INFINITY,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ];
+    let tokens = [0i64, 1, 4, 5];
+    let ranges = [(0usize, 3usize), (3, 6)];
+    let grads = TokenGrads {
+        logp: Some(&[1.0; 4]),
+        entropy: Some(&[1.0; 4]),
+    };
+    let (lp, h, lse, dz) = sharded(k, &x, cols, &tokens, &o, &ranges, &[1, 0], false, grads);
+    for r in [0, 2, 3] {
+        assert!(
+            lp[r].is_nan() && h[r].is_nan() && lse[r].is_nan(),
+            "row {r}"
+        );
+        assert!(
+            dz[r * cols..(r + 1) * cols].iter().all(|v| v.is_nan()),
+            "row {r}: {:?}",
+            &dz[r * cols..(r + 1) * cols]
+        );
+    }
+    assert_eq!(lp[1], f32::NEG_INFINITY);
+    // The unsharded row 1 for comparison.
+    let mut want = vec![0.0f32; cols];
+    let mut wl = [0.0f32];
+    let (mut wh, mut wlse) = ([0.0f32], [0.0f32]);
+    k.token_logprobs_fwd_bwd(
+        &x[cols..2 * cols],
+        &[1i64],
+        cols,
+        &o,
+        TokenGrads {
+            logp: Some(&[1.0]),
+            entropy: Some(&[1.0]),
+        },
+        TokenLogprobOutputs::new(&mut wl)
+            .entropy(&mut wh)
+            .lse(&mut wlse),
+        &mut want,
+    )
+    .unwrap();
+    assert!((h[1] - wh[0]).abs() < 1e-6 && (lse[1] - wlse[0]).abs() < 1e-6);
+    for (j, (&a, &b)) in dz[cols..2 * cols].iter().zip(&want).enumerate() {
+        assert!((a - b).abs() < 1e-6, "[{j}] {a} vs {b}");
+    }
+    // The merge rules by hand: EMPTY is the identity, merging is commutative.
+    let a = RowState {
+        max: 1.0,
+        sum: 2.0,
+        dot: -0.5,
+        target: 0.75,
+        has_target: 1.0,
+    };
+    let b = RowState {
+        max: -3.0,
+        sum: 1.5,
+        dot: -0.25,
+        target: 0.0,
+        has_target: 0.0,
+    };
+    assert_eq!(a.merge(RowState::EMPTY), a);
+    assert_eq!(a.merge(b), b.merge(a));
+    let m = a.merge(b);
+    let f = (-4.0f64).exp();
+    assert_eq!(m.max, 1.0);
+    assert!((m.sum - (2.0 + 1.5 * f)).abs() < 1e-15);
+    assert!((m.dot - (-0.5 + f * (-0.25 - 4.0 * 1.5))).abs() < 1e-15);
+    assert_eq!((m.target, m.has_target), (0.75, 1.0));
+}
+
+#[test]
+fn shard_errors() {
+    let k = Kernels::best();
+    let o = TokenLogprobOptions::default();
+    let x = [0.0f32; 4];
+    let mut st = [RowState::EMPTY; 2];
+    let mut keep = [0.0f32; 4];
+    // The shard's classes leave the vocabulary.
+    let e = k
+        .token_shard_states(&x, 2, Shard::new(3, 4), &[0i64, 1], &o, &mut st, &mut keep)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidOption { name: "shard", .. }),
+        "{e:?}"
+    );
+    // A token outside the global vocabulary.
+    let e = k
+        .token_shard_states(&x, 2, Shard::new(0, 4), &[0i64, 4], &o, &mut st, &mut keep)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::BadLabel {
+            row: 1,
+            label: 4,
+            classes: 4
+        }
+    );
+    // States of the wrong length.
+    let e = k
+        .token_shard_states(
+            &x,
+            2,
+            Shard::new(0, 4),
+            &[0i64, 1],
+            &o,
+            &mut st[..1],
+            &mut keep,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::LengthMismatch { arg: "states", .. }),
+        "{e:?}"
+    );
+    // A missing shard: row 1's token (3) is in 2..4, which was never merged.
+    k.token_shard_states(&x, 2, Shard::new(0, 4), &[0i64, 3], &o, &mut st, &mut keep)
+        .unwrap();
+    let mut lp = [9.0f32; 2];
+    let e = finalize_states(&st, &[0i64, 3], 4, &o, TokenLogprobOutputs::new(&mut lp)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidOption { name: "states", .. }),
+        "{e:?}"
+    );
+    assert_eq!(lp, [9.0; 2], "an error wrote an output");
+    // Merged twice: the token counted twice.
+    let twice: Vec<RowState> = st.iter().map(|s| s.merge(*s)).collect();
+    let e = finalize_states(
+        &twice,
+        &[0i64, -100],
+        4,
+        &o,
+        TokenLogprobOutputs::new(&mut lp),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidOption { name: "states", .. }),
+        "{e:?}"
+    );
+    // An empty shard is fine.
+    let mut st0 = [RowState {
+        max: 7.0,
+        ..RowState::EMPTY
+    }; 2];
+    k.token_shard_states(&[], 0, Shard::new(4, 4), &[0i64, 1], &o, &mut st0, &mut [])
+        .unwrap();
+    assert_eq!(st0, [RowState::EMPTY; 2]);
+}

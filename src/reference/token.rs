@@ -3,11 +3,16 @@
 //! tiers.
 
 use crate::arch::generic::token::{
-    backward_path, forward_path, TokArgs, TokBwdArgs, TokKernels, TokRowKernels, TokRowOut, TokRows,
+    backward_path, forward_path, shard_backward_path, LastPass, TokArgs, TokBwdArgs, TokKernels,
+    TokRowKernels, TokRowOut, TokRows,
 };
 
 /// The scalar tier's token log-prob kernels.
-pub(crate) static TOK: TokKernels = TokKernels { forward, backward };
+pub(crate) static TOK: TokKernels = TokKernels {
+    forward,
+    backward,
+    shard_backward,
+};
 
 /// The reference's one-row kernels, for the row loops the SIMD tiers run too.
 #[derive(Clone, Copy)]
@@ -61,7 +66,8 @@ impl TokRowKernels for Reference {
         // non-null, `a.t < n`.
         unsafe {
             let (z, m, nan) = capped_row(x, n, a.cap);
-            let zt = z[a.t];
+            // (A vocabulary shard without the row's token: `t` is past the row.)
+            let zt = z.get(a.t).copied().unwrap_or(0.0);
             if !m.is_finite() || nan {
                 if !grad.is_null() {
                     crate::arch::special::fill(grad, n, f32::NAN);
@@ -72,6 +78,8 @@ impl TokRowKernels for Reference {
                     ls: f64::NAN,
                     zt,
                     hd: f64::NAN,
+                    total: f64::NAN,
+                    dot: f64::NAN,
                     next_max: None,
                 };
             }
@@ -79,14 +87,15 @@ impl TokRowKernels for Reference {
             let d: Vec<f64> = z.iter().map(|&v| (v - m) * it).collect();
             let e: Vec<f64> = d.iter().map(|&v| v.exp()).collect();
             let s: f64 = e.iter().sum();
-            let hd = d
+            let dot = d
                 .iter()
                 .zip(&e)
                 .map(|(&dk, &ek)| if ek == 0.0 { 0.0 } else { dk * ek })
-                .sum::<f64>()
-                / s;
+                .sum::<f64>();
+            let hd = dot / s;
             let ls = s.ln();
-            if !grad.is_null() {
+            // (With `keep`, a shard's forward: its backward recomputes from `x`.)
+            if !grad.is_null() && !a.keep {
                 let (gl, gh) = (a.g_logp as f64, a.g_entropy as f64);
                 let h = ls - hd;
                 for k in 0..n {
@@ -103,9 +112,23 @@ impl TokRowKernels for Reference {
                 ls,
                 zt,
                 hd: if a.entropy { hd } else { 0.0 },
+                total: s,
+                dot,
                 next_max: None,
             }
         }
+    }
+
+    unsafe fn shard_row(
+        self,
+        x: *const f32,
+        grad: *mut f32,
+        n: usize,
+        _p: &LastPass,
+        b: &TokBwdArgs,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { self.bwd_row(x, grad, n, b) }
     }
 
     unsafe fn bwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokBwdArgs) {
@@ -126,6 +149,16 @@ impl TokRowKernels for Reference {
             }
         }
     }
+}
+
+/// The `TokPath::ShardBackward` entry: the SIMD tiers' loop, each row recomputed from the
+/// logits and the global `lse'` by the backward row (the kept values are not read).
+///
+/// # Safety
+/// The contract of `generic::token::TokPathFn`.
+unsafe fn shard_backward(b: &TokRows<'_>) {
+    // SAFETY: forwarded.
+    unsafe { shard_backward_path(Reference, b) }
 }
 
 /// The `TokPath::Forward` entry: the SIMD tiers' loop over the f64 row.

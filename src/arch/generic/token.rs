@@ -30,6 +30,7 @@ use super::exp::{exp_nonpos, FULL_LO};
 use super::mem::{load_upto, store_upto};
 use super::rows::{scale, scale_then_max, SUM_BLOCK_VECS};
 use crate::arch::vector::Simd;
+use crate::shard::RowState;
 
 /// The floor of `d = (z - m) / T` where it multiplies `exp(d)`: `exp(FULL_LO)` is exactly 0 on
 /// every tier, so the product is 0 for every masked logit, and finite.
@@ -47,6 +48,9 @@ pub(crate) struct TokCall {
     /// Forward: whether rows compute the entropy (asked for, or needed by the gradient).
     /// Backward: whether the entropy's upstream gradient is given.
     pub entropy: bool,
+    /// Forward of a vocabulary shard: write [`TokRows::states`], and keep in the gradient
+    /// rows what the shard backward's last pass needs ([`TokArgs::keep`]).
+    pub keep: bool,
 }
 
 /// A run of consecutive rows of one call: every pointer starts at the run's first row; every
@@ -73,6 +77,9 @@ pub(crate) struct TokRows<'a> {
     /// Backward: the forward's `lse'` and entropy.
     pub saved_lse: *const f32,
     pub saved_entropy: *const f32,
+    /// A vocabulary shard's states: written by the forward path (with [`TokCall::keep`]),
+    /// read by the shard backward path (this shard's own, for its maxima).
+    pub states: *mut RowState,
 }
 
 impl<'a> TokRows<'a> {
@@ -98,6 +105,7 @@ impl<'a> TokRows<'a> {
             g_entropy: at(self.g_entropy.cast_mut(), r0),
             saved_lse: at(self.saved_lse.cast_mut(), r0),
             saved_entropy: at(self.saved_entropy.cast_mut(), r0),
+            states: at(self.states, r0),
             ..*self
         }
     }
@@ -143,6 +151,7 @@ pub(crate) type TokPathFn = unsafe fn(&TokRows<'_>);
 pub(crate) struct TokKernels {
     pub(crate) forward: TokPathFn,
     pub(crate) backward: TokPathFn,
+    pub(crate) shard_backward: TokPathFn,
 }
 
 /// The paths of a token log-prob call (`crate::token` chooses one per call).
@@ -153,6 +162,9 @@ pub(crate) enum TokPath {
     Forward,
     /// The gradient from the saved `lse'` (and entropy) and the upstream gradients.
     Backward,
+    /// A vocabulary shard's gradient from the global `lse'` (and entropy), its own states and
+    /// what its forward kept in the gradient rows: the last pass alone.
+    ShardBackward,
 }
 
 impl TokKernels {
@@ -161,6 +173,7 @@ impl TokKernels {
         match p {
             TokPath::Forward => self.forward,
             TokPath::Backward => self.backward,
+            TokPath::ShardBackward => self.shard_backward,
         }
     }
 }
@@ -168,7 +181,7 @@ impl TokKernels {
 /// Per-row arguments of the forward row kernel.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TokArgs {
-    /// The token, `< n`.
+    /// The token, `< n`, or [`NO_TOKEN`] (a vocabulary shard without the row's token).
     pub t: usize,
     pub inv_t: f32,
     pub cap: f32,
@@ -182,7 +195,17 @@ pub(crate) struct TokArgs {
     pub next: *const f32,
     /// This row's maximum from the previous row's last sweep (without a cap), if computed.
     pub known_max: Option<f32>,
+    /// Stop after pass 2, leaving in the gradient row what [`tok_last_pass`] needs (each `e`,
+    /// or with a cap each capped logit): a vocabulary shard's state pass, whose last pass
+    /// waits for the global logsumexp.
+    pub keep: bool,
 }
+
+/// [`TokArgs::t`] of a row whose token is in another vocabulary shard (or none).
+pub(crate) const NO_TOKEN: usize = usize::MAX;
+
+/// A [`TokRows::tokens`] entry of a row whose token is in another vocabulary shard.
+pub(crate) const ELSEWHERE: u32 = u32::MAX - 1;
 
 /// What the forward row kernel reports.
 #[derive(Clone, Copy, Debug, Default)]
@@ -196,6 +219,9 @@ pub(crate) struct TokRowOut {
     pub zt: f64,
     /// `sum d e / s` (when the entropy was asked for; else 0).
     pub hd: f64,
+    /// `s = sum e` and `sum d e` themselves (a vocabulary shard's state).
+    pub total: f64,
+    pub dot: f64,
     /// The next row's maximum ([`TokArgs::next`]), when the last sweep computed it.
     pub next_max: Option<f32>,
 }
@@ -284,6 +310,21 @@ pub(crate) trait TokRowKernels: Copy {
     /// # Safety
     /// The contract of [`tok_bwd_row`] (and the implementor's CPU features).
     unsafe fn bwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokBwdArgs);
+    /// One row of a vocabulary shard's backward: the SIMD tiers run [`tok_last_pass`] on
+    /// what the shard's forward kept (`p`); the reference recomputes the row from `x` and
+    /// `b` (the same gradient as [`TokRowKernels::bwd_row`]).
+    ///
+    /// # Safety
+    /// The contract of [`tok_last_pass`] (`grad` holds what the forward kept) and of
+    /// [`tok_bwd_row`] (and the implementor's CPU features).
+    unsafe fn shard_row(
+        self,
+        x: *const f32,
+        grad: *mut f32,
+        n: usize,
+        p: &LastPass,
+        b: &TokBwdArgs,
+    );
 }
 
 impl<S: Simd> TokRowKernels for S {
@@ -310,6 +351,25 @@ impl<S: Simd> TokRowKernels for S {
                 (false, true) => tok_bwd_row::<S, false, true>(self, x, grad, n, a),
                 (true, false) => tok_bwd_row::<S, true, false>(self, x, grad, n, a),
                 (true, true) => tok_bwd_row::<S, true, true>(self, x, grad, n, a),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn shard_row(
+        self,
+        x: *const f32,
+        grad: *mut f32,
+        n: usize,
+        p: &LastPass,
+        _b: &TokBwdArgs,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            if p.cap != 0.0 {
+                tok_last_pass::<S, true>(self, x, grad, n, p, std::ptr::null());
+            } else {
+                tok_last_pass::<S, false>(self, x, grad, n, p, std::ptr::null());
             }
         }
     }
@@ -588,7 +648,6 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
     n: usize,
     a: &TokArgs,
 ) -> TokRowOut {
-    let w = S::LANES;
     let (cap, icap) = cap_vecs::<S, CAP>(s, a.cap);
     let store = !grad.is_null();
     // SAFETY: every access is inside `0..n` of `x`, `grad` and `next` (the caller's contract),
@@ -598,7 +657,11 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
             Some(km) if !CAP => km,
             _ => max_argmax::<S, CAP>(s, x, n, false, cap, icap).0,
         };
-        let zt = token_logit::<S, CAP>(s, x, a.t, a.cap);
+        let zt = if a.t < n {
+            token_logit::<S, CAP>(s, x, a.t, a.cap)
+        } else {
+            0.0
+        };
         if !m.is_finite() {
             if store {
                 crate::arch::special::fill(grad, n, f32::NAN);
@@ -608,18 +671,24 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
                 ls: f64::NAN,
                 zt: zt as f64,
                 hd: f64::NAN,
+                total: f64::NAN,
+                dot: f64::NAN,
                 next_max: None,
             };
         }
         // Pass 3 needs `d` next to `e`: from `x` when pass 2 keeps `x` (not in place), else
         // from the stored logit (a second exp, as with a cap).
-        let need_d = ENT && store && a.g_entropy != 0.0;
+        let need_d = ENT && store && !a.keep && a.g_entropy != 0.0;
         let in_place = grad.cast_const() == x;
         let store_z = CAP || (need_d && in_place);
         // The next row's max rides along the last sweep: pass 2 without a gradient, else
         // pass 3 (unless it recomputes exps from stored logits).
         let next = if CAP { std::ptr::null() } else { a.next };
-        let next2 = if store { std::ptr::null() } else { next };
+        let next2 = if store && !a.keep {
+            std::ptr::null()
+        } else {
+            next
+        };
         let (total, dot, nm2) = if next2.is_null() {
             tok_sweep::<S, CAP, ENT, false>(s, x, grad, n, m, a, store_z, next2)
         } else {
@@ -630,9 +699,11 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
             ls: total.ln(),
             zt: zt as f64,
             hd: if ENT { dot / total } else { 0.0 },
+            total,
+            dot,
             next_max: (!next2.is_null()).then_some(nm2),
         };
-        if !store {
+        if !store || a.keep {
             return out;
         }
         // Pass 3: grad_k = e_k (fa + fb d_k) (times the chain factor), then + fix at t.
@@ -640,33 +711,92 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
         let (gl, gh) = (a.g_logp as f64, a.g_entropy as f64);
         let fa = if ENT { gh * out.hd - gl } else { -gl } * it / total;
         let fb = -gh * it / total;
-        let fix = (gl * it) as f32;
-        if !store_z {
-            if need_d {
-                let c = EntConsts {
-                    vm: s.splat(m),
-                    vit: s.splat(a.inv_t),
-                    floor: s.splat(D_FLOOR),
-                    va: s.splat(fa as f32),
-                    vb: s.splat(fb as f32),
-                };
-                let nm = if next.is_null() {
-                    ent_pass::<S, false>(s, x, grad, n, &c, next)
-                } else {
-                    ent_pass::<S, true>(s, x, grad, n, &c, next)
-                };
-                out.next_max = (!next.is_null()).then_some(nm);
-            } else if next.is_null() {
-                scale(s, grad, n, fa as f32);
-            } else {
-                out.next_max = Some(scale_then_max(s, grad, fa as f32, next, n));
-            }
-            *grad.add(a.t) += fix;
-            return out;
+        let p = LastPass {
+            m,
+            inv_t: a.inv_t,
+            cap: a.cap,
+            fa: fa as f32,
+            fb: fb as f32,
+            need_d,
+            store_z,
+            t: a.t,
+            zt,
+            fix: (gl * it) as f32,
+        };
+        let nm = tok_last_pass::<S, CAP>(s, x, grad, n, &p, next);
+        if nm.is_some() {
+            out.next_max = nm;
         }
-        let (va, vb) = (s.splat(fa as f32), s.splat(fb as f32));
-        let vm = s.splat(m);
-        let vit = s.splat(a.inv_t);
+        out
+    }
+}
+
+/// What the last pass of a row needs: `grad_k = e_k (fa + fb d_k)` (times the cap's chain
+/// factor; `fb` only when `need_d`) with `e_k` in the gradient row (or, with `store_z`, the
+/// (capped) logit there to recompute it from), `d_k = (z_k - m) / T`, then `grad_t += fix`
+/// (times its chain factor) when `t < n`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LastPass {
+    pub m: f32,
+    pub inv_t: f32,
+    pub cap: f32,
+    pub fa: f32,
+    pub fb: f32,
+    pub need_d: bool,
+    pub store_z: bool,
+    pub t: usize,
+    pub zt: f32,
+    pub fix: f32,
+}
+
+/// The last pass of a row ([`LastPass`]); with `next` non-null (and neither `store_z` nor a
+/// cap) the next row's maximum rides along and is returned.
+///
+/// # Safety
+/// `x .. x + n` valid for reads, `grad .. grad + n` for reads and writes (holding what pass 2
+/// stored), equal to `x` only with `store_z` or without `need_d`; `p.t < n` or [`NO_TOKEN`];
+/// `next` null or valid for `n` reads and not overlapping `grad`.
+#[inline(always)]
+pub(crate) unsafe fn tok_last_pass<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    grad: *mut f32,
+    n: usize,
+    p: &LastPass,
+    next: *const f32,
+) -> Option<f32> {
+    let w = S::LANES;
+    let (_, icap) = cap_vecs::<S, CAP>(s, p.cap);
+    // SAFETY: every access is inside `0..n` of `x`, `grad` and `next` (the caller's contract).
+    unsafe {
+        let mut next_max = None;
+        if !p.store_z && !CAP {
+            if p.need_d {
+                let c = EntConsts {
+                    vm: s.splat(p.m),
+                    vit: s.splat(p.inv_t),
+                    floor: s.splat(D_FLOOR),
+                    va: s.splat(p.fa),
+                    vb: s.splat(p.fb),
+                };
+                if next.is_null() {
+                    ent_pass::<S, false>(s, x, grad, n, &c, next);
+                } else {
+                    next_max = Some(ent_pass::<S, true>(s, x, grad, n, &c, next));
+                }
+            } else if next.is_null() {
+                scale(s, grad, n, p.fa);
+            } else {
+                next_max = Some(scale_then_max(s, grad, p.fa, next, n));
+            }
+            if p.t < n {
+                *grad.add(p.t) += p.fix;
+            }
+            return next_max;
+        }
+        let (va, vb) = (s.splat(p.fa), s.splat(p.fb));
+        let vm = s.splat(p.m);
+        let vit = s.splat(p.inv_t);
         let floor = s.splat(D_FLOOR);
         let one = s.splat(1.0);
         let mut i = 0;
@@ -676,7 +806,7 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
             let v = load_upto(s, grad.add(i), k);
             let d = s.floor_at(s.mul(s.sub(v, vm), vit), floor);
             let e = exp_nonpos(s, d);
-            let mut gv = if need_d {
+            let mut gv = if p.need_d {
                 s.mul(e, s.fma(vb, d, va))
             } else {
                 s.mul(e, va)
@@ -688,8 +818,10 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
             store_upto(s, grad.add(i), k, gv);
             i += k;
         }
-        *grad.add(a.t) += fix * chain(CAP, zt, a.cap);
-        out
+        if p.t < n {
+            *grad.add(p.t) += p.fix * chain(CAP, p.zt, p.cap);
+        }
+        None
     }
 }
 
@@ -729,7 +861,11 @@ pub(crate) unsafe fn tok_bwd_row<S: Simd, const CAP: bool, const ENT: bool>(
     // SAFETY: every access is inside `0..n` of `x` and `grad`, `t < n`; each element of `x` is
     // read before the same element of `grad` is written.
     unsafe {
-        let zt = token_logit::<S, CAP>(s, x, a.t, a.cap);
+        let zt = if a.t < n {
+            token_logit::<S, CAP>(s, x, a.t, a.cap)
+        } else {
+            0.0
+        };
         let c = BwdConsts {
             va,
             vb,
@@ -757,7 +893,9 @@ pub(crate) unsafe fn tok_bwd_row<S: Simd, const CAP: bool, const ENT: bool>(
             store_upto(s, grad.add(i), k, bwd_elem::<S, CAP, ENT>(s, &c, z));
             i += k;
         }
-        *grad.add(a.t) += a.fix * chain(CAP, zt, a.cap);
+        if a.t < n {
+            *grad.add(a.t) += a.fix * chain(CAP, zt, a.cap);
+        }
     }
 }
 
@@ -819,8 +957,17 @@ pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
                 g_entropy: TokRows::get(b.g_entropy, r),
                 next: std::ptr::null(),
                 known_max: pending_max.take(),
+                keep: c.keep,
             };
+            if tok == ELSEWHERE {
+                args.t = NO_TOKEN;
+            }
             if tok == IGNORED {
+                if !b.states.is_null() {
+                    // A shard's ignored row: no state to reduce (finalize reports 0).
+                    *b.states.add(r) = RowState::EMPTY;
+                    continue;
+                }
                 // Ignored row: logp 0, entropy 0, gradient 0; lse still reported if asked.
                 if !b.lse.is_null() {
                     args.t = 0;
@@ -842,6 +989,10 @@ pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
             }
             let out = k.fwd_row(xr, gr, cols, &args);
             pending_max = out.next_max;
+            if !b.states.is_null() {
+                *b.states.add(r) = RowState::of_row(&out, c.inv_t, args.t != NO_TOKEN);
+                continue;
+            }
             TokRows::put(b.logp, r, out.logp(c.inv_t));
             TokRows::put(b.entropy, r, out.entropy());
             TokRows::put(b.lse, r, out.lse(c.inv_t));
@@ -868,9 +1019,14 @@ pub(crate) unsafe fn backward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
                 crate::arch::special::fill(gr, cols, 0.0);
                 continue;
             }
+            let t = if tok == ELSEWHERE {
+                NO_TOKEN
+            } else {
+                tok as usize
+            };
             let args = TokBwdArgs::new(
                 &c,
-                tok as usize,
+                t,
                 *b.saved_lse.add(r),
                 TokRows::get(b.saved_entropy, r),
                 TokRows::get(b.g_logp, r),
@@ -881,18 +1037,93 @@ pub(crate) unsafe fn backward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
     }
 }
 
+/// The `TokPath::ShardBackward` entry: each row's last pass from the shard's state (its
+/// maximum and sum), the global `lse'` and entropy, and the upstream gradients:
+/// `p_k = e_k exp(max - lse')` with `e_k` the kept `exp(z'_k - max)`, `u_k = ln p_k`, and the
+/// gradient of [`TokBwdArgs::new`].
+///
+/// # Safety
+/// The contract of [`TokPathFn`]; `grad` holds what this shard's forward kept, `states` its
+/// states, `saved_lse` (and with `entropy` `saved_entropy`) `rows` entries.
+#[inline(always)]
+pub(crate) unsafe fn shard_backward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
+    let (b, c) = (*b, *b.call);
+    let cols = c.cols;
+    let it = c.inv_t as f64;
+    for r in 0..b.rows {
+        // SAFETY: as in `backward_path`; `states` holds `rows` entries.
+        unsafe {
+            let xr = b.x.wrapping_add(r * b.ldx);
+            let gr = b.grad.wrapping_add(r * b.ldg);
+            let tok = *b.tokens.add(r);
+            if tok == IGNORED {
+                crate::arch::special::fill(gr, cols, 0.0);
+                continue;
+            }
+            let t = if tok == ELSEWHERE {
+                NO_TOKEN
+            } else {
+                tok as usize
+            };
+            let (lse, h) = (*b.saved_lse.add(r), TokRows::get(b.saved_entropy, r));
+            let (gl, gh) = (TokRows::get(b.g_logp, r), TokRows::get(b.g_entropy, r));
+            let bw = TokBwdArgs::new(&c, t, lse, h, gl, gh);
+            let st = *b.states.add(r);
+            if st.max == f64::NEG_INFINITY {
+                // Every logit of this shard is -inf (no cap): p = 0 here and the token's own
+                // term remains, unless the whole row is (a NaN lse), which is NaN as
+                // unsharded.
+                if lse.is_nan() {
+                    crate::arch::special::fill(gr, cols, f32::NAN);
+                    continue;
+                }
+                crate::arch::special::fill(gr, cols, 0.0);
+                if t < cols {
+                    *gr.add(t) = bw.fix;
+                }
+                continue;
+            }
+            // exp(max - lse') and the coefficients of `e_k` and `e_k d_k`.
+            let (gl, gh) = (gl as f64, gh as f64);
+            let rr = (st.max - lse as f64).exp();
+            let head = if gh == 0.0 {
+                gl
+            } else {
+                gl + gh * (h as f64 + st.max - lse as f64)
+            };
+            let p = LastPass {
+                // The shard's maximum of the capped logits, as its forward used it
+                // (`max = m / T` is an exact product, so the quotient is `m` exactly).
+                m: (st.max / it) as f32,
+                inv_t: c.inv_t,
+                cap: c.cap,
+                fa: (-rr * it * head) as f32,
+                fb: (-rr * it * gh) as f32,
+                need_d: gh != 0.0,
+                store_z: c.cap != 0.0,
+                t,
+                zt: (st.target / it) as f32,
+                fix: bw.fix,
+            };
+            k.shard_row(xr, gr, cols, &p, &bw);
+        }
+    }
+}
+
 /// Stamps the token log-prob kernels out for one tier (called by `stamp_tier!`) and defines
 /// its `TOK` table.
 macro_rules! stamp_tok {
     ([$(#[$attr:meta])*], $token:ty) => {
         $crate::arch::generic::token::stamp_tok!(@path [$(#[$attr])*], $token, tok_forward, forward_path);
         $crate::arch::generic::token::stamp_tok!(@path [$(#[$attr])*], $token, tok_backward, backward_path);
+        $crate::arch::generic::token::stamp_tok!(@path [$(#[$attr])*], $token, tok_shard_backward, shard_backward_path);
 
         /// This tier's token log-prob kernels.
         pub(crate) static TOK: $crate::arch::generic::token::TokKernels =
             $crate::arch::generic::token::TokKernels {
                 forward: tok_forward,
                 backward: tok_backward,
+                shard_backward: tok_shard_backward,
             };
     };
     (@path [$(#[$attr:meta])*], $token:ty, $name:ident, $f:ident) => {
