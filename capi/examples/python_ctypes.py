@@ -64,6 +64,28 @@ class CeStats(C.Structure):
     ]
 
 
+class TokenOptions(C.Structure):
+    """sk_token_options."""
+    _fields_ = [
+        ("temperature", C.c_float), ("softcap", C.c_float),
+        ("has_ignore_index", C.c_int32), ("ignore_index", C.c_int64),
+    ]
+
+
+class TokenOutputs(C.Structure):
+    """sk_token_outputs."""
+    _fields_ = [
+        ("logp", F32P), ("logp_len", SIZE),
+        ("entropy", F32P), ("entropy_len", SIZE),
+        ("lse", F32P), ("lse_len", SIZE),
+    ]
+
+
+class TokenGrads(C.Structure):
+    """sk_token_grads."""
+    _fields_ = [("logp", F32P), ("logp_len", SIZE), ("entropy", F32P), ("entropy_len", SIZE)]
+
+
 def declare(name, restype, *argtypes):
     f = getattr(lib, name)
     f.restype = restype
@@ -82,10 +104,17 @@ sk_cross_entropy_fwd_bwd = declare("sk_cross_entropy_fwd_bwd", STATUS, F32P, SIZ
 sk_cross_entropy_ext = declare("sk_cross_entropy_ext", STATUS, F32P, SIZE, I64P, SIZE, F32P, SIZE,
                                SIZE, C.POINTER(CeOptions), C.POINTER(CeOutputs),
                                C.POINTER(CeStats))
+sk_token_options_default = declare("sk_token_options_default", STATUS,
+                                   C.POINTER(TokenOptions))
+sk_token_logprobs_fwd_bwd = declare("sk_token_logprobs_fwd_bwd", STATUS, F32P, SIZE, I64P, SIZE,
+                                    F32P, SIZE, SIZE, C.POINTER(TokenOptions),
+                                    C.POINTER(TokenGrads), C.POINTER(TokenOutputs))
 sk_set_isa = declare("sk_set_isa", STATUS, C.c_int32)
 sk_available_isas = declare("sk_available_isas", C.c_uint32)
 
 assert C.sizeof(CeOptions) == 72 and C.sizeof(CeOutputs) == 48 and C.sizeof(CeStats) == 40
+assert C.sizeof(TokenOptions) == 24 and C.sizeof(TokenOutputs) == 48
+assert C.sizeof(TokenGrads) == 32
 
 
 def ptr(a, t=F32P):
@@ -195,6 +224,35 @@ used = t != -100
 expect(stats.rows_used == used.sum(), "rows_used")
 expect(stats.has_correct == 1 and stats.correct == (x.argmax(1) == t)[used].sum(), "correct")
 print(f"cross_entropy_ext (none): {stats.rows_used} rows used, {stats.correct} correct: ok")
+
+# Per-token log-probs, entropy and the gradient of sum(g_logp logp + g_h H) at temperature 0.7
+# (the RL policy-gradient loss with an entropy bonus), against numpy.
+temp = 0.7
+tok_opts = TokenOptions()
+check(sk_token_options_default(C.byref(tok_opts)), "sk_token_options_default")
+tok_opts.temperature = temp
+g_logp = rng.standard_normal(rows).astype(np.float32)  # e.g. advantages
+g_h = np.full(rows, 0.01, np.float32)                    # entropy bonus
+logp, ent, dz = np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty_like(x)
+grads = TokenGrads(ptr(g_logp), rows, ptr(g_h), rows)
+touts = TokenOutputs(ptr(logp), rows, ptr(ent), rows, None, 0)
+check(sk_token_logprobs_fwd_bwd(ptr(x), x.size, ptr(t, I64P), t.size, ptr(dz), dz.size, cols,
+                                C.byref(tok_opts), C.byref(grads), C.byref(touts)),
+      "sk_token_logprobs_fwd_bwd")
+p = np_softmax(x / temp)
+used = t != -100
+tt = np.where(used, t, 0)
+ref_logp = np.where(used, np.log(p[np.arange(rows), tt]), 0.0)
+ref_h = np.where(used, -(p * np.log(p)).sum(1), 0.0)
+onehot = np.zeros_like(p)
+onehot[np.arange(rows), tt] = 1.0
+ref_dz = (g_logp[:, None] * (onehot - p)
+          - g_h[:, None] * p * (np.log(p) + ref_h[:, None])) / temp
+ref_dz[~used] = 0.0
+expect(np.abs(logp - ref_logp).max() < 1e-5, "token logp")
+expect(np.abs(ent - ref_h).max() < 1e-5, "token entropy")
+expect(np.abs(dz - ref_dz).max() < 1e-5, "token gradient")
+print(f"token_logprobs_fwd_bwd (T={temp}): mean logp {logp[used].mean():.4f}: ok")
 
 # Errors are status codes with a message, not crashes.
 y = np.empty_like(x)

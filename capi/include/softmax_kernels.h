@@ -2,10 +2,11 @@
  * softmax_kernels.h - the C interface of softmax-kernels.
  *
  * Hand-vectorized CPU kernels for the classification output layer of a neural network:
- * softmax, log-softmax, logsumexp and their backward passes, fused cross-entropy, the output
- * layer's updates (rank-1/rank-k, weight and bias gradients, SGD, linear forward/backward), the
- * fused linear cross-entropy (loss and gradients of softmax(A W^T + b) without the logits) and
- * a trainable output layer. Link with libsoftmax_kernels.so or libsoftmax_kernels.a
+ * softmax, log-softmax, logsumexp and their backward passes, fused cross-entropy, per-token
+ * log-probabilities and entropy with their gradients, the output layer's updates
+ * (rank-1/rank-k, weight and bias gradients, SGD, linear forward/backward), the fused linear
+ * cross-entropy (loss and gradients of softmax(A W^T + b) without the logits) and a trainable
+ * output layer. Link with libsoftmax_kernels.so or libsoftmax_kernels.a
  * (`pkg-config --cflags --libs softmax_kernels`, or `--static` for the archive).
  *
  * CONVENTIONS (every function)
@@ -90,7 +91,8 @@ typedef enum sk_status {
     SK_ERROR_BAD_LABEL = 5,
     /* An option or enumerated argument is outside its domain. */
     SK_ERROR_INVALID_OPTION = 6,
-    /* An output the options need was not given (row_loss with SK_REDUCTION_NONE). */
+    /* An output the options need was not given (row_loss with SK_REDUCTION_NONE), or a saved
+     * value a gradient needs (sk_token_saved.entropy with an entropy gradient). */
     SK_ERROR_MISSING_OUTPUT = 7,
     /* The instruction-set tier asked for cannot run on this CPU. */
     SK_ERROR_ISA_UNAVAILABLE = 8,
@@ -103,7 +105,7 @@ typedef enum sk_status {
     /* An optimizer's state belongs to a parameter of another shape (reset it first). */
     SK_ERROR_STATE_SHAPE = 12,
     /* More classes than the kernels support (class indices are 32-bit: at most 4294967295
-     * classes in any cross-entropy call or output layer). */
+     * classes in any cross-entropy or token log-prob call or output layer). */
     SK_ERROR_TOO_MANY_CLASSES = 13,
     /* A NULL pointer where an array of nonzero length, a handle or an output is required. */
     SK_NULL_POINTER = 100,
@@ -385,6 +387,141 @@ sk_status sk_cross_entropy_probs_ext(const float *logits, size_t logits_len, con
                                      size_t probs_len, float *grad, size_t grad_len, size_t cols,
                                      const sk_ce_options *opts, const sk_ce_outputs *outputs,
                                      sk_ce_stats *stats);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Per-token log-probabilities and entropy (RL fine-tuning, distillation)                      */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * For a row x of cols logits and its token t (tokens: one per row, rows = logits_len / cols),
+ * temperature T and optional soft-cap c, with z = c tanh(x / c) (or x) and p = softmax(z / T):
+ *   lse = ln sum_k exp(z_k / T),  logp = z_t / T - lse,  H = -sum_k p_k ln p_k
+ *   d logp / dx_k = ([k == t] - p_k) / T,  dH / dx_k = -p_k (ln p_k + H) / T
+ * (times 1 - (z_k / c)^2 with a cap). PyTorch: logp = log_softmax(z / T, -1).gather(-1, t),
+ * H = Categorical(logits=z / T).entropy(). The gradient is that of
+ * sum_r grads->logp[r] logp[r] + grads->entropy[r] H[r]. Rows whose token is the ignore_index
+ * have logp = 0, H = 0 and a zero gradient row (their lse is still written). A row holding NaN
+ * or +inf, or all -inf, gives NaN outputs and gradient; a -inf logit (a masked entry) has
+ * p = 0. Every output is per row: bit-identical for any number of threads.
+ */
+
+/* Token log-prob options. ALWAYS fill with sk_token_options_default() first, then change
+ * fields (a zeroed struct means temperature 0, an error, and no ignore_index). Passing NULL
+ * for the options means the defaults. */
+typedef struct sk_token_options {
+    float temperature;        /* finite, >= FLT_MIN (default 1); divides every logit */
+    float softcap;            /* finite, >= FLT_MIN; or 0 for none (default 0); applied first */
+    int32_t has_ignore_index; /* nonzero (default 1): rows whose token is ignore_index are
+                                 skipped */
+    int64_t ignore_index;     /* the ignored token (default -100) */
+} sk_token_options;
+
+/* The forward's per-row outputs (each `rows` floats). logp is required; entropy and lse may be
+ * NULL (with length 0). */
+typedef struct sk_token_outputs {
+    float *logp;        /* each row's log p(token) (0 for ignored rows) */
+    size_t logp_len;
+    float *entropy;     /* each row's entropy H (0 for ignored rows), or NULL */
+    size_t entropy_len;
+    float *lse;         /* each row's logsumexp of z / T (what sk_token_saved.lse takes), or
+                           NULL */
+    size_t lse_len;
+} sk_token_outputs;
+
+/* The upstream gradients dL/dlogp and dL/dH (each `rows` floats). Either may be NULL (with
+ * length 0): zero. */
+typedef struct sk_token_grads {
+    const float *logp;    /* dL/dlogp[r], or NULL */
+    size_t logp_len;
+    const float *entropy; /* dL/dH[r], or NULL; needs sk_token_saved.entropy in a backward */
+    size_t entropy_len;
+} sk_token_grads;
+
+/* What the backward needs from a forward over the same logits, tokens and options (each `rows`
+ * floats): the lse output (required) and, when grads->entropy is given, the entropy output. */
+typedef struct sk_token_saved {
+    const float *lse;     /* the forward's outputs.lse */
+    size_t lse_len;
+    const float *entropy; /* the forward's outputs.entropy, or NULL */
+    size_t entropy_len;
+} sk_token_saved;
+
+/* Fills *opts with the defaults. Returns SK_OK, SK_NULL_POINTER. */
+sk_status sk_token_options_default(sk_token_options *opts);
+
+/* Per-token log-probabilities of logits ([rows, cols]) at tokens (rows entries): logp, and H
+ * and lse when outputs->entropy / outputs->lse are given (two read sweeps per row). outputs is
+ * required; opts may be NULL (defaults). Returns SK_ERROR_ZERO_DIM (cols == 0),
+ * SK_ERROR_NOT_MULTIPLE (logits_len % cols), SK_ERROR_LENGTH_MISMATCH (tokens_len or an output
+ * length != rows), SK_ERROR_BAD_LABEL (a token outside 0..cols-1 that is not the ignore_index),
+ * SK_ERROR_INVALID_OPTION (temperature or softcap out of its domain),
+ * SK_ERROR_TOO_MANY_CLASSES, SK_NULL_POINTER (outputs), and the common codes. */
+sk_status sk_token_logprobs(const float *logits, size_t logits_len, const int64_t *tokens,
+                            size_t tokens_len, size_t cols, const sk_token_options *opts,
+                            const sk_token_outputs *outputs);
+
+/* The gradient dlogits ([rows, cols], dlogits_len == logits_len) from the forward's saved lse
+ * (and entropy): one sweep per row. Runs in place when dlogits == logits. saved is required;
+ * grads NULL means no upstream gradient (dlogits = 0). Status codes as sk_token_logprobs
+ * (SK_ERROR_LENGTH_MISMATCH also for dlogits, a grads or a saved array), SK_NULL_POINTER
+ * (saved), SK_ERROR_MISSING_OUTPUT (grads->entropy given without saved->entropy). */
+sk_status sk_token_logprobs_backward(const float *logits, size_t logits_len,
+                                     const int64_t *tokens, size_t tokens_len, float *dlogits,
+                                     size_t dlogits_len, size_t cols,
+                                     const sk_token_options *opts, const sk_token_saved *saved,
+                                     const sk_token_grads *grads);
+
+/* The backward, the gradient written over the logits. Status codes as
+ * sk_token_logprobs_backward. */
+sk_status sk_token_logprobs_backward_inplace(float *logits, size_t logits_len,
+                                             const int64_t *tokens, size_t tokens_len,
+                                             size_t cols, const sk_token_options *opts,
+                                             const sk_token_saved *saved,
+                                             const sk_token_grads *grads);
+
+/* The forward (as sk_token_logprobs) and the gradient into dlogits in one call, for upstream
+ * gradients known before the forward (three sweeps per row, one exp per element; the same
+ * values as the forward then the backward, up to rounding). Runs in place when
+ * dlogits == logits. grads NULL means no upstream gradient (dlogits = 0). Status codes as
+ * sk_token_logprobs, and SK_ERROR_LENGTH_MISMATCH for dlogits and the grads arrays. */
+sk_status sk_token_logprobs_fwd_bwd(const float *logits, size_t logits_len,
+                                    const int64_t *tokens, size_t tokens_len, float *dlogits,
+                                    size_t dlogits_len, size_t cols, const sk_token_options *opts,
+                                    const sk_token_grads *grads, const sk_token_outputs *outputs);
+
+/* Forward and gradient, the gradient written over the logits. Status codes as
+ * sk_token_logprobs_fwd_bwd. */
+sk_status sk_token_logprobs_fwd_bwd_inplace(float *logits, size_t logits_len,
+                                            const int64_t *tokens, size_t tokens_len,
+                                            size_t cols, const sk_token_options *opts,
+                                            const sk_token_grads *grads,
+                                            const sk_token_outputs *outputs);
+
+/* The five forms above with int32_t tokens. */
+sk_status sk_token_logprobs_i32(const float *logits, size_t logits_len, const int32_t *tokens,
+                                size_t tokens_len, size_t cols, const sk_token_options *opts,
+                                const sk_token_outputs *outputs);
+sk_status sk_token_logprobs_backward_i32(const float *logits, size_t logits_len,
+                                         const int32_t *tokens, size_t tokens_len,
+                                         float *dlogits, size_t dlogits_len, size_t cols,
+                                         const sk_token_options *opts,
+                                         const sk_token_saved *saved,
+                                         const sk_token_grads *grads);
+sk_status sk_token_logprobs_backward_inplace_i32(float *logits, size_t logits_len,
+                                                 const int32_t *tokens, size_t tokens_len,
+                                                 size_t cols, const sk_token_options *opts,
+                                                 const sk_token_saved *saved,
+                                                 const sk_token_grads *grads);
+sk_status sk_token_logprobs_fwd_bwd_i32(const float *logits, size_t logits_len,
+                                        const int32_t *tokens, size_t tokens_len,
+                                        float *dlogits, size_t dlogits_len, size_t cols,
+                                        const sk_token_options *opts,
+                                        const sk_token_grads *grads,
+                                        const sk_token_outputs *outputs);
+sk_status sk_token_logprobs_fwd_bwd_inplace_i32(float *logits, size_t logits_len,
+                                                const int32_t *tokens, size_t tokens_len,
+                                                size_t cols, const sk_token_options *opts,
+                                                const sk_token_grads *grads,
+                                                const sk_token_outputs *outputs);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output-layer updates                                                                        */

@@ -41,5 +41,6 @@ pub mod linear_ce;
 pub mod runtime;
 pub mod softmax;
 pub mod status;
+pub mod token;
 
 pub use status::SkStatus;

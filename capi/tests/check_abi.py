@@ -17,7 +17,9 @@ SRC = {n: open(os.path.join(ROOT, "src", n)).read()
 RUST_STRUCTS = {"SkCeOptions": "sk_ce_options", "SkCeOutputs": "sk_ce_outputs",
                 "SkCeStats": "sk_ce_stats", "SkSgdOptions": "sk_sgd_options",
                 "SkSgdOptimizer": "sk_sgd_optimizer", "SkOutputLayer": "sk_output_layer",
-                "SkLinearCeOptions": "sk_linear_ce_options"}
+                "SkLinearCeOptions": "sk_linear_ce_options",
+                "SkTokenOptions": "sk_token_options", "SkTokenOutputs": "sk_token_outputs",
+                "SkTokenGrads": "sk_token_grads", "SkTokenSaved": "sk_token_saved"}
 SCALARS = {"f32": "float", "f64": "double", "usize": "size_t", "i32": "int32_t",
            "u32": "uint32_t", "i64": "int64_t", "u64": "uint64_t", "c_char": "char",
            "SkStatus": "sk_status", "()": "void"}
