@@ -93,6 +93,7 @@ pub mod error;
 pub mod layer;
 pub mod linear;
 pub mod linear_ce;
+pub mod linear_token;
 mod ln;
 #[cfg(feature = "ndarray")]
 pub mod ndarray;
@@ -132,6 +133,7 @@ pub use linear::{
     weight_grad, MatrixLayout, Sgd, SgdOptions,
 };
 pub use linear_ce::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs};
+pub use linear_token::{LinearTokenGrads, LinearTokenOptions};
 pub use shard::{finalize_states, merge_states, RowState, Shard};
 pub use token::{
     token_logprobs, token_logprobs_backward, token_logprobs_backward_inplace,

@@ -181,11 +181,8 @@ impl<'a> LinearCeOptions<'a> {
                     // Probability targets are `[B, C]` themselves: whole rows, as many as fit
                     // (at least one).
                     (fit.clamp(1, b1), c)
-                } else if let Some(sm) = stream.filter(|_| fit >= STREAM_MIN_ROWS.min(b1)) {
-                    // Whole rows through the streaming GEMMs, in chunks of a multiple of 16
-                    // rows (whole vector panels) when they hold 16 or more.
-                    let bc = fit.min(sm).min(b1);
-                    (if bc >= 16 { bc / 16 * 16 } else { bc }, c)
+                } else if let Some(bc) = stream_chunk_rows(fit, b1, stream) {
+                    (bc, c)
                 } else if fit >= ROW_MODE_MIN_ROWS.min(b1) {
                     (fit.min(b1), c)
                 } else {
@@ -771,8 +768,18 @@ impl Kernels {
     }
 }
 
+/// Whole-row chunks through the streaming GEMMs (`stream`: the most rows they serve, `None`
+/// on a tier without them), when the budget holds `fit >= STREAM_MIN_ROWS` rows (or the whole
+/// batch of `b1`): at most `stream` rows, a multiple of 16 (whole vector panels) when 16 or
+/// more.
+pub(crate) fn stream_chunk_rows(fit: usize, b1: usize, stream: Option<usize>) -> Option<usize> {
+    let sm = stream.filter(|_| fit >= STREAM_MIN_ROWS.min(b1))?;
+    let bc = fit.min(sm).min(b1);
+    Some(if bc >= 16 { bc / 16 * 16 } else { bc })
+}
+
 /// A zeroed buffer of `rows * cols` floats, or [`Error::SizeOverflow`] (never an abort).
-fn alloc_chunk(rows: usize, cols: usize) -> Result<Vec<f32>> {
+pub(crate) fn alloc_chunk(rows: usize, cols: usize) -> Result<Vec<f32>> {
     let n = rows.checked_mul(cols).ok_or(Error::SizeOverflow {
         arg: "logits chunk",
     })?;

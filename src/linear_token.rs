@@ -1,0 +1,400 @@
+//! Fused linear token log-probs: `logp`, entropy and `lse` of `softmax((A W^T + b) / T)` at
+//! the given tokens, and the gradients `dA`, `dW`, `db` of
+//! `sum_b g_logp[b] logp[b] + g_entropy[b] H[b]`, without ever holding the `[B, C]` logits:
+//! what RL fine-tuning (PPO, GRPO, DPO) needs from a language-model head.
+//!
+//! The batch is worked through in chunks of whole rows, as the row-chunked mode of
+//! [`crate::linear_ce`] (the same chunk sizes: at most [`LinearTokenOptions::chunk_bytes`] of
+//! logits, whole rows through the streaming GEMMs where the tier has them). For each chunk:
+//!
+//! ```text
+//! forward:   Z_c = A_c W^T + b;  token_logprobs(Z_c)                         (one GEMM)
+//! backward:  Z_c = A_c W^T + b;  G_c = token backward from the saved lse, H   (one GEMM)
+//!            dA_c = G_c W;  dW += G_c^T A_c;  db += colsum G_c                 (two GEMMs)
+//! fwd_bwd:   Z_c = A_c W^T + b;  G_c = token fused forward+backward            (one GEMM)
+//!            dA_c, dW, db as above                                             (two GEMMs)
+//! ```
+//!
+//! The forward and the backward together recompute the logits (four GEMMs, as the
+//! class-chunked linear cross-entropy); [`Kernels::linear_token_logprobs_fwd_bwd`] takes three
+//! when the upstream gradients are known before the forward. Memory beyond inputs and outputs:
+//! one chunk of logits. Results are bit-identical for any number of threads (chunks are fixed
+//! by the shape and options and accumulated in order) and equal the unfused composition
+//! (`linear_forward`, the token kernels, `linear_backward_input`, `weight_grad`, `bias_grad`)
+//! up to the association of the `dW` and `db` sums by chunk.
+
+use crate::cross_entropy::{class_of, Label};
+use crate::dispatch::Kernels;
+use crate::error::{check_len, Error, Result};
+use crate::linear::MatrixLayout;
+use crate::linear_ce::{alloc_chunk, stream_chunk_rows};
+use crate::token::{TokenGrads, TokenLogprobOptions, TokenLogprobOutputs, TokenSaved};
+use crate::tuning::DEFAULT_CHUNK_BYTES;
+
+/// Options of the fused linear token log-probs: the token options plus the chunking.
+///
+/// ```
+/// use softmax_kernels::{LinearTokenOptions, TokenLogprobOptions};
+/// let o = LinearTokenOptions::new(TokenLogprobOptions::default().temperature(0.9))
+///     .chunk_rows(32)
+///     .accumulate(true);
+/// assert_eq!(o.chunk_rows, Some(32));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LinearTokenOptions {
+    /// Temperature, soft-cap and ignore_index, as for [`Kernels::token_logprobs`].
+    pub token: TokenLogprobOptions,
+    /// Rows per chunk (`>= 1`); `None` sizes it from [`LinearTokenOptions::chunk_bytes`].
+    pub chunk_rows: Option<usize>,
+    /// The budget in bytes for one chunk of logits (default 16 MiB); at least one row.
+    pub chunk_bytes: usize,
+    /// Add `dW` and `db` to the buffers' contents instead of overwriting them (`dA` is always
+    /// overwritten).
+    pub accumulate: bool,
+}
+
+impl Default for LinearTokenOptions {
+    fn default() -> Self {
+        LinearTokenOptions::new(TokenLogprobOptions::default())
+    }
+}
+
+impl LinearTokenOptions {
+    /// The given token options with automatic chunking.
+    pub fn new(token: TokenLogprobOptions) -> Self {
+        LinearTokenOptions {
+            token,
+            chunk_rows: None,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            accumulate: false,
+        }
+    }
+    /// Sets the rows per chunk.
+    pub fn chunk_rows(mut self, rows: usize) -> Self {
+        self.chunk_rows = Some(rows);
+        self
+    }
+    /// Sets the budget for one chunk of logits.
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes;
+        self
+    }
+    /// Sets whether `dW` and `db` accumulate.
+    pub fn accumulate(mut self, on: bool) -> Self {
+        self.accumulate = on;
+        self
+    }
+}
+
+/// The parameter gradients of the fused backward, each optional: `dA` (`[B, D]`,
+/// overwritten), `dW` (in `W`'s layout, its padding untouched) and `db` (`C` floats).
+#[derive(Debug, Default)]
+pub struct LinearTokenGrads<'a> {
+    /// `dL/dA`.
+    pub da: Option<&'a mut [f32]>,
+    /// `dL/dW`.
+    pub dw: Option<&'a mut [f32]>,
+    /// `dL/db`.
+    pub db: Option<&'a mut [f32]>,
+}
+
+/// What one fused call does per chunk.
+enum Mode<'a, 'o> {
+    Forward(TokenLogprobOutputs<'o>),
+    Backward(TokenSaved<'a>, TokenGrads<'a>),
+    FwdBwd(TokenGrads<'a>, TokenLogprobOutputs<'o>),
+}
+
+/// Entries `r0 .. r0 + n` of an optional per-row slice.
+fn sub(o: Option<&[f32]>, r0: usize, n: usize) -> Option<&[f32]> {
+    o.map(|v| &v[r0..r0 + n])
+}
+
+/// Entries `r0 .. r0 + n` of an optional per-row output.
+fn sub_mut<'s>(o: &'s mut Option<&mut [f32]>, r0: usize, n: usize) -> Option<&'s mut [f32]> {
+    o.as_deref_mut().map(|v| &mut v[r0..r0 + n])
+}
+
+impl Kernels {
+    /// Fused linear token log-probs, forward: `logp` (and when asked the entropy and `lse`)
+    /// of `Z = A W^T + b` at `tokens`, without the `[B, C]` logits. `a` is `[B, D]`, `w` is
+    /// `layout` = `[C, D]` with its leading dimension, `bias` `C` floats.
+    ///
+    /// # Errors
+    /// [`Error::ZeroDim`] if `C == 0`; the layout errors of [`Kernels::linear_forward`];
+    /// [`Error::NotMultiple`] / [`Error::LengthMismatch`] for `a`, `bias`, `tokens` and the
+    /// outputs; what [`Kernels::token_logprobs`] reports (tokens, options);
+    /// [`Error::InvalidOption`] for a zero chunk size; [`Error::SizeOverflow`] when the
+    /// chunk cannot be allocated. Nothing is written on an error.
+    ///
+    /// ```
+    /// use softmax_kernels::{Kernels, LinearTokenOptions, MatrixLayout, TokenLogprobOutputs};
+    /// let k = Kernels::best();
+    /// let a = [1.0f32, 0.0, /* sample 2 */ 0.0, 1.0]; // [B = 2, D = 2]
+    /// let w = [0.0f32; 6]; // [C = 3, D = 2]: all logits 0
+    /// let (mut lp, mut h) = ([0.0f32; 2], [0.0f32; 2]);
+    /// k.linear_token_logprobs(&a, &w, MatrixLayout::new(3, 2), None, &[0i64, 2],
+    ///                         &LinearTokenOptions::default(),
+    ///                         TokenLogprobOutputs::new(&mut lp).entropy(&mut h))?;
+    /// assert!((lp[0] + 3f32.ln()).abs() < 1e-6 && (h[1] - 3f32.ln()).abs() < 1e-6);
+    /// # Ok::<(), softmax_kernels::Error>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_token_logprobs<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        tokens: &[L],
+        opts: &LinearTokenOptions,
+        out: TokenLogprobOutputs<'_>,
+    ) -> Result<()> {
+        self.linear_token(
+            a,
+            w,
+            layout,
+            bias,
+            tokens,
+            opts,
+            Mode::Forward(out),
+            &mut LinearTokenGrads::default(),
+        )
+    }
+
+    /// Fused linear token log-probs, backward: `dA`, `dW`, `db` (those asked for in `out`) of
+    /// `sum_b grads.logp[b] logp[b] + grads.entropy[b] H[b]`, from the forward's saved `lse`
+    /// (and entropy, with an entropy gradient). Recomputes each chunk's logits (one GEMM).
+    ///
+    /// # Errors
+    /// As [`Kernels::linear_token_logprobs`]; the lengths of `saved`, `grads`, `da`, `db` and
+    /// `dw`'s layout; [`Error::MissingOutput`] (`saved.entropy`) as
+    /// [`Kernels::token_logprobs_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_token_logprobs_backward<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        tokens: &[L],
+        opts: &LinearTokenOptions,
+        saved: TokenSaved<'_>,
+        grads: TokenGrads<'_>,
+        out: &mut LinearTokenGrads<'_>,
+    ) -> Result<()> {
+        self.linear_token(
+            a,
+            w,
+            layout,
+            bias,
+            tokens,
+            opts,
+            Mode::Backward(saved, grads),
+            out,
+        )
+    }
+
+    /// The forward ([`Kernels::linear_token_logprobs`]) and the parameter gradients in one
+    /// call, for upstream gradients known before the forward: three GEMMs per chunk, as the
+    /// fused linear cross-entropy.
+    ///
+    /// # Errors
+    /// As [`Kernels::linear_token_logprobs`] and [`Kernels::linear_token_logprobs_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_token_logprobs_fwd_bwd<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        tokens: &[L],
+        opts: &LinearTokenOptions,
+        grads: TokenGrads<'_>,
+        out: TokenLogprobOutputs<'_>,
+        g: &mut LinearTokenGrads<'_>,
+    ) -> Result<()> {
+        self.linear_token(
+            a,
+            w,
+            layout,
+            bias,
+            tokens,
+            opts,
+            Mode::FwdBwd(grads, out),
+            g,
+        )
+    }
+
+    /// The shared body: every check first, then the chunks.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_token<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        tokens: &[L],
+        opts: &LinearTokenOptions,
+        mut mode: Mode<'_, '_>,
+        g: &mut LinearTokenGrads<'_>,
+    ) -> Result<()> {
+        let MatrixLayout {
+            rows: c, cols: d, ..
+        } = layout;
+        if c == 0 {
+            return Err(Error::ZeroDim {
+                arg: "w rows (classes)",
+            });
+        }
+        layout.check("w", w.len())?;
+        let b = if d == 0 {
+            tokens.len()
+        } else {
+            crate::error::rows_of("a", a.len(), d)?
+        };
+        check_len("a", a.len(), b * d)?;
+        check_len("tokens", tokens.len(), b)?;
+        if let Some(bias) = bias {
+            check_len("bias", bias.len(), c)?;
+        }
+        opts.token.validate_pub()?;
+        if opts.chunk_rows == Some(0) || opts.chunk_bytes == 0 {
+            return Err(Error::InvalidOption {
+                name: if opts.chunk_rows == Some(0) {
+                    "chunk_rows"
+                } else {
+                    "chunk_bytes"
+                },
+                value: "0".into(),
+                expected: ">= 1",
+            });
+        }
+        let want_grad = !matches!(mode, Mode::Forward(_));
+        if want_grad {
+            if let Some(da) = g.da.as_deref() {
+                check_len("da", da.len(), a.len())?;
+            }
+            if let Some(dw) = g.dw.as_deref() {
+                layout.check("dw", dw.len())?;
+            }
+            if let Some(db) = g.db.as_deref() {
+                check_len("db", db.len(), c)?;
+            }
+        }
+        let (out, saved, grads) = match &mut mode {
+            Mode::Forward(o) => (Some(o), None, TokenGrads::default()),
+            Mode::Backward(s, gr) => (None, Some(*s), *gr),
+            Mode::FwdBwd(gr, o) => (Some(o), None, *gr),
+        };
+        if let Some(o) = &out {
+            check_len("logp", o.logp.len(), b)?;
+            if let Some(h) = &o.entropy {
+                check_len("entropy", h.len(), b)?;
+            }
+            if let Some(l) = &o.lse {
+                check_len("lse", l.len(), b)?;
+            }
+        }
+        if let Some(v) = grads.logp {
+            check_len("grads.logp", v.len(), b)?;
+        }
+        if let Some(v) = grads.entropy {
+            check_len("grads.entropy", v.len(), b)?;
+        }
+        if let Some(s) = &saved {
+            check_len("saved.lse", s.lse.len(), b)?;
+            match s.entropy {
+                Some(h) => check_len("saved.entropy", h.len(), b)?,
+                None if grads.entropy.is_some() => {
+                    return Err(Error::MissingOutput {
+                        arg: "saved.entropy",
+                        reason: "the entropy's upstream gradient needs the forward's entropy",
+                    })
+                }
+                None => {}
+            }
+        }
+        for (r, &l) in tokens.iter().enumerate() {
+            if let Err(label) = class_of(l, c, opts.token.ignore_index) {
+                return Err(Error::BadLabel {
+                    row: r,
+                    label,
+                    classes: c,
+                });
+            }
+        }
+        // Chunks of whole rows, as the row-chunked fused linear cross-entropy.
+        let b1 = b.max(1);
+        let bc = match opts.chunk_rows {
+            Some(r) => r.min(b1),
+            None => {
+                let fit = (opts.chunk_bytes / 4).max(1) / c;
+                let stream = self.linear.stream.map(|st| st.max_rows);
+                stream_chunk_rows(fit, b1, stream).unwrap_or(fit.clamp(1, b1))
+            }
+        };
+        let beta = |first: bool| if first && !opts.accumulate { 0.0 } else { 1.0 };
+        if b == 0 {
+            if want_grad {
+                if let Some(dw) = g.dw.as_deref_mut() {
+                    self.weight_grad(1.0, &[], &[], beta(true), dw, layout)?;
+                }
+                if let Some(db) = g.db.as_deref_mut() {
+                    self.bias_grad(1.0, &[], beta(true), db)?;
+                }
+            }
+            return Ok(());
+        }
+        let mut z = alloc_chunk(bc.min(b), c)?;
+        let o = &opts.token;
+        let mut r0 = 0;
+        while r0 < b {
+            let n = bc.min(b - r0);
+            let zc = &mut z[..n * c];
+            let ac = &a[r0 * d..(r0 + n) * d];
+            let tc = &tokens[r0..r0 + n];
+            self.linear_forward(ac, w, layout, bias, zc)?;
+            let gc = TokenGrads {
+                logp: sub(grads.logp, r0, n),
+                entropy: sub(grads.entropy, r0, n),
+            };
+            match &mut mode {
+                Mode::Forward(out) | Mode::FwdBwd(_, out) => {
+                    let oc = TokenLogprobOutputs {
+                        logp: &mut out.logp[r0..r0 + n],
+                        entropy: sub_mut(&mut out.entropy, r0, n),
+                        lse: sub_mut(&mut out.lse, r0, n),
+                    };
+                    if want_grad {
+                        self.token_logprobs_fwd_bwd_inplace(zc, tc, c, o, gc, oc)?;
+                    } else {
+                        self.token_logprobs(zc, tc, c, o, oc)?;
+                    }
+                }
+                Mode::Backward(s, _) => {
+                    let sc = TokenSaved {
+                        lse: &s.lse[r0..r0 + n],
+                        entropy: sub(s.entropy, r0, n),
+                    };
+                    self.token_logprobs_backward_inplace(zc, tc, c, o, sc, gc)?;
+                }
+            }
+            if want_grad {
+                let zc = &*zc;
+                if let Some(da) = g.da.as_deref_mut() {
+                    self.linear_backward_input(zc, w, layout, &mut da[r0 * d..(r0 + n) * d])?;
+                }
+                if let Some(dw) = g.dw.as_deref_mut() {
+                    self.weight_grad(1.0, zc, ac, beta(r0 == 0), dw, layout)?;
+                }
+                if let Some(db) = g.db.as_deref_mut() {
+                    self.bias_grad(1.0, zc, beta(r0 == 0), db)?;
+                }
+            }
+            r0 += n;
+        }
+        Ok(())
+    }
+}
