@@ -289,6 +289,7 @@ impl Kernels {
             Mode::FwdBwd(gr, o) => (Some(o), None, *gr),
         };
         if let Some(o) = &out {
+            crate::token::top_k_of(Some(o), b)?;
             check_len("logp", o.logp.len(), b)?;
             if let Some(h) = &o.entropy {
                 check_len("entropy", h.len(), b)?;
@@ -362,10 +363,14 @@ impl Kernels {
             };
             match &mut mode {
                 Mode::Forward(out) | Mode::FwdBwd(_, out) => {
+                    let k = out.top_k.as_ref().map_or(0, |(v, _)| v.len() / b);
                     let oc = TokenLogprobOutputs {
                         logp: &mut out.logp[r0..r0 + n],
                         entropy: sub_mut(&mut out.entropy, r0, n),
                         lse: sub_mut(&mut out.lse, r0, n),
+                        top_k: out.top_k.as_mut().map(|(v, i)| {
+                            (&mut v[r0 * k..(r0 + n) * k], &mut i[r0 * k..(r0 + n) * k])
+                        }),
                     };
                     if want_grad {
                         self.token_logprobs_fwd_bwd_inplace(zc, tc, c, o, gc, oc)?;

@@ -11,8 +11,8 @@
 //!
 //! | field | meaning | merge |
 //! |---|---|---|
-//! | `max` | `max z'` over the range (`-inf`: an empty range or all `-inf`; NaN: a NaN or `+inf` logit) | max |
-//! | `sum` | `sum exp(z' - max)` | rescaled to the common max, added |
+//! | `max` | `max z'` over the range (`-inf`: an empty range or all `-inf`; NaN: a `+inf` logit, or NaN with no finite logit) | max |
+//! | `sum` | `sum exp(z' - max)` (NaN when the range holds a NaN) | rescaled to the common max, added |
 //! | `dot` | `sum (z' - max) exp(z' - max)` (the entropy's) | rescaled and shifted, added |
 //! | `target` | the token's `z'` when the range holds it, else 0 | added |
 //! | `has_target` | 1 when the range holds the token, else 0 | added |
@@ -308,9 +308,19 @@ pub fn finalize_states<L: Label>(
             });
         }
     }
-    let TokenLogprobOutputs { logp, entropy, lse } = out;
-    let mut entropy = entropy;
-    let mut lse = lse;
+    if out.top_k.is_some() {
+        return Err(Error::InvalidOption {
+            name: "top_k",
+            value: "given".into(),
+            expected: "none: the states of vocabulary shards carry no top-k",
+        });
+    }
+    let TokenLogprobOutputs {
+        logp,
+        mut entropy,
+        mut lse,
+        ..
+    } = out;
     for (r, st) in states.iter().enumerate() {
         let ign = ignored(r);
         logp[r] = if ign { 0.0 } else { st.logp() as f32 };

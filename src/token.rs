@@ -153,7 +153,15 @@ pub struct TokenLogprobOutputs<'a> {
     pub entropy: Option<&'a mut [f32]>,
     /// `ln sum exp(z / T)` of each row: what [`TokenSaved::lse`] takes.
     pub lse: Option<&'a mut [f32]>,
+    /// The `k` most probable classes of each row (`k = len / rows`, `1..=`[`MAX_TOP_K`]):
+    /// their log-probabilities, most probable first, and their class indices (`k` entries
+    /// per row in both; see [`TokenLogprobOutputs::top_k`]).
+    pub top_k: Option<(&'a mut [f32], &'a mut [u32])>,
 }
+
+/// The largest `k` of [`TokenLogprobOutputs::top_k`] (the teacher format of distillation
+/// losses keeps up to 64 per token).
+pub const MAX_TOP_K: usize = 64;
 
 impl<'a> TokenLogprobOutputs<'a> {
     /// `logp` alone.
@@ -162,6 +170,7 @@ impl<'a> TokenLogprobOutputs<'a> {
             logp,
             entropy: None,
             lse: None,
+            top_k: None,
         }
     }
 
@@ -174,6 +183,26 @@ impl<'a> TokenLogprobOutputs<'a> {
     /// Also the logsumexp.
     pub fn lse(mut self, lse: &'a mut [f32]) -> Self {
         self.lse = Some(lse);
+        self
+    }
+
+    /// Also the top `k` classes of each row: `logp` and `index` hold `rows * k` entries, row
+    /// after row, most probable first (ties: the smaller class index first). One more read
+    /// of each row, compared a block at a time against the row's current `k`-th value. A row
+    /// of fewer than `k` classes, and an ignored row, fills the rest with `-inf` and index
+    /// `u32::MAX`; a NaN row (as `logp`) has NaN log-probabilities.
+    ///
+    /// ```
+    /// use softmax_kernels::{token_logprobs, TokenLogprobOptions, TokenLogprobOutputs};
+    /// let z = [0.0f32, 3.0, 1.0, 3.0];
+    /// let (mut lp, mut top, mut idx) = ([0.0f32], [0.0f32; 2], [0u32; 2]);
+    /// token_logprobs(&z, &[2i64], 4, &TokenLogprobOptions::default(),
+    ///                TokenLogprobOutputs::new(&mut lp).top_k(&mut top, &mut idx)).unwrap();
+    /// assert_eq!(idx, [1, 3]);
+    /// assert_eq!(top[0], top[1]);
+    /// ```
+    pub fn top_k(mut self, logp: &'a mut [f32], index: &'a mut [u32]) -> Self {
+        self.top_k = Some((logp, index));
         self
     }
 }
@@ -225,6 +254,28 @@ struct SyncTok<'a>(TokRows<'a>);
 // SAFETY: the tasks read the pointers' addresses only to cut disjoint runs of rows
 // (`TokRows::run`); each run reads and writes its own rows and per-row entries.
 unsafe impl Sync for SyncTok<'_> {}
+
+/// The `k` of the top-k output (0 for none), checked: both slices of `rows * k` entries,
+/// `1 <= k <= MAX_TOP_K`.
+pub(crate) fn top_k_of(out: Option<&TokenLogprobOutputs<'_>>, rows: usize) -> Result<usize> {
+    let Some((v, i)) = out.and_then(|o| o.top_k.as_ref()) else {
+        return Ok(0);
+    };
+    check_len("top_k index", i.len(), v.len())?;
+    if rows == 0 {
+        check_len("top_k logp", v.len(), 0)?;
+        return Ok(1);
+    }
+    let k = v.len() / rows;
+    if !(1..=MAX_TOP_K).contains(&k) || v.len() % rows != 0 {
+        return Err(Error::InvalidOption {
+            name: "top_k",
+            value: format!("{} entries for {rows} rows", v.len()),
+            expected: "k entries per row, 1 <= k <= 64",
+        });
+    }
+    Ok(k)
+}
 
 fn ptr_of(o: &mut Option<&mut [f32]>) -> *mut f32 {
     o.as_mut().map_or(std::ptr::null_mut(), |s| s.as_mut_ptr())
@@ -317,6 +368,7 @@ impl Kernels {
                 check_len("lse", l.len(), rows)?;
             }
         }
+        let k = top_k_of(out.as_ref(), rows)?;
         if let Some(g) = grads.logp {
             check_len("grads.logp", g.len(), rows)?;
         }
@@ -380,6 +432,10 @@ impl Kernels {
                 std::ptr::null_mut(),
             ),
         };
+        let (top_val, top_idx) = match out.as_mut().and_then(|o| o.top_k.as_mut()) {
+            Some((v, i)) => (v.as_mut_ptr(), i.as_mut_ptr()),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
         let all = SyncTok(TokRows {
             call: &call,
             x,
@@ -396,6 +452,9 @@ impl Kernels {
             saved_lse: cptr_of(saved.map(|s| s.lse)),
             saved_entropy: cptr_of(saved.and_then(|s| s.entropy)),
             states: shard.map_or(std::ptr::null_mut(), |s| s.states),
+            top_k: k,
+            top_val,
+            top_idx,
         });
         let all = &all;
         let entry = self.tok.entry(path);

@@ -1215,3 +1215,154 @@ fn shard_errors() {
         .unwrap();
     assert_eq!(st0, [RowState::EMPTY; 2]);
 }
+
+// ---- top-k ----
+
+per_tier! {
+    top_k_against_the_oracle => |k: &Kernels| {
+        for &(rows, cols) in &[(4usize, 3usize), (5, 70), (3, 1000), (2, 5000)] {
+            for kk in [1usize, 5, 64] {
+                for cap in [None, Some(4.0f32)] {
+                    let c = Case { rows, cols, temp: 0.8, cap, seed: (rows * cols + kk) as u64 };
+                    let (mut x, tokens, gl, _) = make(&c);
+                    // Ties: copy a few values within each row.
+                    for r in 0..rows {
+                        for j in (0..cols.saturating_sub(1)).step_by(7) {
+                            x[r * cols + j + 1] = x[r * cols + j];
+                        }
+                    }
+                    let o = opts(&c);
+                    let (mut lp, mut lse) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                    let (mut tv, mut ti) = (vec![7.0f32; rows * kk], vec![7u32; rows * kk]);
+                    k.token_logprobs(&x, &tokens, cols, &o,
+                        TokenLogprobOutputs::new(&mut lp).lse(&mut lse).top_k(&mut tv, &mut ti))
+                        .unwrap();
+                    // The fused call in place gives the same top k.
+                    let (mut tv2, mut ti2) = (vec![0.0f32; rows * kk], vec![0u32; rows * kk]);
+                    let mut xi = x.clone();
+                    k.token_logprobs_fwd_bwd_inplace(&mut xi, &tokens, cols, &o,
+                        TokenGrads { logp: Some(&gl), entropy: None },
+                        TokenLogprobOutputs::new(&mut lp).top_k(&mut tv2, &mut ti2)).unwrap();
+                    common::ok("top_k in place", common::oracle::check_bits("top_k", &tv2, &tv));
+                    assert_eq!(ti2, ti);
+                    for r in 0..rows {
+                        let ctx = format!("{} {rows}x{cols} k={kk} cap={cap:?} row {r}", k.isa());
+                        let (v, ix) = (&tv[r * kk..(r + 1) * kk], &ti[r * kk..(r + 1) * kk]);
+                        if tokens[r] == IGN {
+                            assert!(v.iter().all(|&q| q == f32::NEG_INFINITY), "{ctx}");
+                            assert!(ix.iter().all(|&q| q == u32::MAX), "{ctx}");
+                            continue;
+                        }
+                        let row = &x[r * cols..(r + 1) * cols];
+                        let it = (1.0 / c.temp) as f64;
+                        let zc = |j: usize| match cap {
+                            Some(cp) => cp as f64 * (row[j] as f64 / cp as f64).tanh(),
+                            None => row[j] as f64,
+                        };
+                        let e = oracle(row, Some(tokens[r] as usize), c.temp, cap, 0.0, 0.0);
+                        let mut all: Vec<(f64, u32)> = (0..cols).map(|j| (zc(j), j as u32)).collect();
+                        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                        for q in 0..kk {
+                            if q >= cols {
+                                assert_eq!((v[q], ix[q]), (f32::NEG_INFINITY, u32::MAX), "{ctx} [{q}]");
+                                continue;
+                            }
+                            let want = all[q].0 * it - e.lse;
+                            let bound = e.b_logp + (all[q].0 * it).abs() * 4.0 * U
+                                + cap.map_or(0.0, |cp| cp as f64 * it * 8.0 * U);
+                            assert!(close(v[q], want, bound), "{ctx} [{q}]: {} vs {want}", v[q]);
+                            if cap.is_none() {
+                                assert_eq!(ix[q], all[q].1, "{ctx} [{q}]: index");
+                            } else {
+                                // With a cap the tier ranks its f32 capped values: the index
+                                // must name a class of (nearly) that log-probability.
+                                let own = zc(ix[q] as usize) * it - e.lse;
+                                assert!(close(v[q], own, bound), "{ctx} [{q}]: index {}", ix[q]);
+                            }
+                            if q > 0 {
+                                assert!(v[q] <= v[q - 1], "{ctx}: not sorted at {q}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    },
+}
+
+#[test]
+fn top_k_errors_and_special_rows() {
+    let k = Kernels::best();
+    let o = TokenLogprobOptions::default();
+    let z = [0.0f32, f32::NAN, 1.0, 2.0, 3.0, 4.0];
+    let mut lp = [0.0f32; 2];
+    // k = 65 per row is too many; lengths not a multiple of the rows.
+    for (n, m) in [(130usize, 130usize), (3, 3), (4, 3)] {
+        let (mut v, mut i) = (vec![0.0f32; n], vec![0u32; m]);
+        let e = k
+            .token_logprobs(
+                &z,
+                &[0i64, 1],
+                3,
+                &o,
+                TokenLogprobOutputs::new(&mut lp).top_k(&mut v, &mut i),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidOption { name: "top_k", .. } | Error::LengthMismatch { .. }
+            ),
+            "{n} {m}: {e:?}"
+        );
+    }
+    // A NaN row: NaN log-probabilities; a normal row beside it.
+    let (mut v, mut i) = ([0.0f32; 4], [0u32; 4]);
+    k.token_logprobs(
+        &z,
+        &[0i64, 1],
+        3,
+        &o,
+        TokenLogprobOutputs::new(&mut lp).top_k(&mut v, &mut i),
+    )
+    .unwrap();
+    assert!(v[0].is_nan() && v[1].is_nan(), "{v:?}");
+    assert_eq!(&i[2..], &[2, 1]);
+    let s = (2f64.exp() + 3f64.exp() + 4f64.exp()).ln();
+    assert!((v[2] as f64 - (4.0 - s)).abs() < 1e-6 && (v[3] as f64 - (3.0 - s)).abs() < 1e-6);
+}
+
+#[test]
+fn shard_of_nan_and_neg_inf_alone_is_nan() {
+    // A shard whose logits are NaN and -inf only: the row is NaN, as unsharded (the lanes'
+    // maxima can drop the NaN and look like a shard of no finite logit).
+    for k in common::tiers() {
+        let ninf = f32::NEG_INFINITY;
+        let x = [1.0f32, 2.0, f32::NAN, ninf, f32::NAN, ninf, ninf, f32::NAN];
+        let o = TokenLogprobOptions::default();
+        let (lp, h, lse, dz) = sharded(
+            k,
+            &x,
+            8,
+            &[0i64],
+            &o,
+            &[(0, 2), (2, 8)],
+            &[0, 1],
+            false,
+            TokenGrads {
+                logp: Some(&[1.0]),
+                entropy: None,
+            },
+        );
+        assert!(
+            lp[0].is_nan() && h[0].is_nan() && lse[0].is_nan(),
+            "{}",
+            k.isa()
+        );
+        assert!(dz.iter().all(|v| v.is_nan()), "{}: {dz:?}", k.isa());
+        let mut whole = [0.0f32];
+        k.token_logprobs(&x, &[0i64], 8, &o, TokenLogprobOutputs::new(&mut whole))
+            .unwrap();
+        assert!(whole[0].is_nan(), "{}", k.isa());
+    }
+}

@@ -6,6 +6,7 @@ use crate::arch::generic::token::{
     backward_path, forward_path, shard_backward_path, LastPass, TokArgs, TokBwdArgs, TokKernels,
     TokRowKernels, TokRowOut, TokRows,
 };
+use crate::token::MAX_TOP_K;
 
 /// The scalar tier's token log-prob kernels.
 pub(crate) static TOK: TokKernels = TokKernels {
@@ -117,6 +118,33 @@ impl TokRowKernels for Reference {
                 next_max: None,
             }
         }
+    }
+
+    unsafe fn top_k_row(
+        self,
+        x: *const f32,
+        n: usize,
+        cap: f32,
+        k: usize,
+        z: &mut [f64; MAX_TOP_K],
+        idx: &mut [u32; MAX_TOP_K],
+    ) -> usize {
+        // SAFETY: forwarded.
+        let (row, _, _) = unsafe { capped_row(x, n, cap) };
+        // Every comparable value, sorted: largest first, the smaller index first on ties.
+        let mut all: Vec<(f64, u32)> = row
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(i, &v)| (v, i as u32))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let len = all.len().min(k);
+        for (q, &(v, i)) in all[..len].iter().enumerate() {
+            z[q] = v;
+            idx[q] = i;
+        }
+        len
     }
 
     unsafe fn shard_row(

@@ -31,6 +31,7 @@ use super::mem::{load_upto, store_upto};
 use super::rows::{scale, scale_then_max, SUM_BLOCK_VECS};
 use crate::arch::vector::Simd;
 use crate::shard::RowState;
+use crate::token::MAX_TOP_K;
 
 /// The floor of `d = (z - m) / T` where it multiplies `exp(d)`: `exp(FULL_LO)` is exactly 0 on
 /// every tier, so the product is 0 for every masked logit, and finite.
@@ -80,6 +81,11 @@ pub(crate) struct TokRows<'a> {
     /// A vocabulary shard's states: written by the forward path (with [`TokCall::keep`]),
     /// read by the shard backward path (this shard's own, for its maxima).
     pub states: *mut RowState,
+    /// Forward: the top `top_k` classes of each row (0: none), `top_k` log-probabilities and
+    /// class indices per row.
+    pub top_k: usize,
+    pub top_val: *mut f32,
+    pub top_idx: *mut u32,
 }
 
 impl<'a> TokRows<'a> {
@@ -106,6 +112,8 @@ impl<'a> TokRows<'a> {
             saved_lse: at(self.saved_lse.cast_mut(), r0),
             saved_entropy: at(self.saved_entropy.cast_mut(), r0),
             states: at(self.states, r0),
+            top_val: at(self.top_val, r0 * self.top_k),
+            top_idx: at(self.top_idx, r0 * self.top_k),
             ..*self
         }
     }
@@ -310,6 +318,21 @@ pub(crate) trait TokRowKernels: Copy {
     /// # Safety
     /// The contract of [`tok_bwd_row`] (and the implementor's CPU features).
     unsafe fn bwd_row(self, x: *const f32, grad: *mut f32, n: usize, a: &TokBwdArgs);
+    /// The `k <= MAX_TOP_K` largest (capped) logits of the row, largest first (ties: the
+    /// smaller index first), into `z[..]` and `idx[..]`; returns how many (`min(k, n)`, fewer
+    /// when NaN logits leave too few comparable values).
+    ///
+    /// # Safety
+    /// `x .. x + n` valid for reads (and the implementor's CPU features).
+    unsafe fn top_k_row(
+        self,
+        x: *const f32,
+        n: usize,
+        cap: f32,
+        k: usize,
+        z: &mut [f64; MAX_TOP_K],
+        idx: &mut [u32; MAX_TOP_K],
+    ) -> usize;
     /// One row of a vocabulary shard's backward: the SIMD tiers run [`tok_last_pass`] on
     /// what the shard's forward kept (`p`); the reference recomputes the row from `x` and
     /// `b` (the same gradient as [`TokRowKernels::bwd_row`]).
@@ -351,6 +374,26 @@ impl<S: Simd> TokRowKernels for S {
                 (false, true) => tok_bwd_row::<S, false, true>(self, x, grad, n, a),
                 (true, false) => tok_bwd_row::<S, true, false>(self, x, grad, n, a),
                 (true, true) => tok_bwd_row::<S, true, true>(self, x, grad, n, a),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn top_k_row(
+        self,
+        x: *const f32,
+        n: usize,
+        cap: f32,
+        k: usize,
+        z: &mut [f64; MAX_TOP_K],
+        idx: &mut [u32; MAX_TOP_K],
+    ) -> usize {
+        // SAFETY: forwarded.
+        unsafe {
+            if cap != 0.0 {
+                top_k_row::<S, true>(self, x, n, cap, k, z, idx)
+            } else {
+                top_k_row::<S, false>(self, x, n, cap, k, z, idx)
             }
         }
     }
@@ -653,10 +696,16 @@ pub(crate) unsafe fn tok_row<S: Simd, const CAP: bool, const ENT: bool>(
     // SAFETY: every access is inside `0..n` of `x`, `grad` and `next` (the caller's contract),
     // `t < n`.
     unsafe {
-        let m = match a.known_max {
+        let mut m = match a.known_max {
             Some(km) if !CAP => km,
             _ => max_argmax::<S, CAP>(s, x, n, false, cap, icap).0,
         };
+        if m == f32::NEG_INFINITY && (0..n).any(|i| (*x.add(i)).is_nan()) {
+            // The lanes' maxima may drop a NaN: a row of NaN and -inf alone is NaN, not a row
+            // of no finite logit (a vocabulary shard's state tells the two apart). Rare, so a
+            // scalar scan.
+            m = f32::NAN;
+        }
         let zt = if a.t < n {
             token_logit::<S, CAP>(s, x, a.t, a.cap)
         } else {
@@ -825,6 +874,189 @@ pub(crate) unsafe fn tok_last_pass<S: Simd, const CAP: bool>(
     }
 }
 
+/// The top-k candidates of a row: a min-heap of at most `k` entries whose root is the entry to
+/// displace first (the smallest value; indices arrive in increasing order, so an equal value
+/// never displaces it: the smaller index wins ties). NaN never enters.
+pub(crate) struct TopK<'a> {
+    z: &'a mut [f64; MAX_TOP_K],
+    idx: &'a mut [u32; MAX_TOP_K],
+    len: usize,
+    k: usize,
+}
+
+impl<'a> TopK<'a> {
+    pub(crate) fn new(
+        z: &'a mut [f64; MAX_TOP_K],
+        idx: &'a mut [u32; MAX_TOP_K],
+        k: usize,
+    ) -> Self {
+        TopK { z, idx, len: 0, k }
+    }
+
+    /// The value a candidate must exceed once `k` are held (`-inf` before).
+    #[inline(always)]
+    pub(crate) fn threshold(&self) -> f64 {
+        if self.len < self.k {
+            f64::NEG_INFINITY
+        } else {
+            self.z[0]
+        }
+    }
+
+    /// Whether `a` is to be displaced before `b` (heap order).
+    #[inline(always)]
+    fn worse(&self, a: usize, b: usize) -> bool {
+        self.z[a] < self.z[b] || (self.z[a] == self.z[b] && self.idx[a] > self.idx[b])
+    }
+
+    /// Offers `(v, i)`.
+    #[inline(always)]
+    pub(crate) fn offer(&mut self, v: f64, i: u32) {
+        if v.is_nan() {
+            return;
+        }
+        if self.len < self.k {
+            // Sift up.
+            let mut p = self.len;
+            self.z[p] = v;
+            self.idx[p] = i;
+            self.len += 1;
+            while p > 0 {
+                let q = (p - 1) / 2;
+                if !self.worse(p, q) {
+                    break;
+                }
+                self.z.swap(p, q);
+                self.idx.swap(p, q);
+                p = q;
+            }
+            return;
+        }
+        if v <= self.z[0] {
+            return;
+        }
+        // Replace the root, sift down.
+        self.z[0] = v;
+        self.idx[0] = i;
+        let mut p = 0;
+        loop {
+            let (l, r) = (2 * p + 1, 2 * p + 2);
+            let mut m = p;
+            if l < self.len && self.worse(l, m) {
+                m = l;
+            }
+            if r < self.len && self.worse(r, m) {
+                m = r;
+            }
+            if m == p {
+                break;
+            }
+            self.z.swap(p, m);
+            self.idx.swap(p, m);
+            p = m;
+        }
+    }
+
+    /// Sorts the held entries, largest first (the smaller index first on ties); returns how
+    /// many.
+    pub(crate) fn finish(self) -> usize {
+        let n = self.len;
+        let mut pairs: [(f64, u32); MAX_TOP_K] = [(0.0, 0); MAX_TOP_K];
+        for (q, p) in pairs[..n].iter_mut().enumerate() {
+            *p = (self.z[q], self.idx[q]);
+        }
+        pairs[..n].sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (q, p) in pairs[..n].iter().enumerate() {
+            self.z[q] = p.0;
+            self.idx[q] = p.1;
+        }
+        n
+    }
+}
+
+/// [`TokRowKernels::top_k_row`] over [`Simd`]: blocks of [`TOP_K_BLOCK`] vectors whose maximum
+/// does not beat the current `k`-th value (once `k` are held) are skipped with one compare;
+/// in the others each vector is compared the same way, and a vector that beats it offers its
+/// lanes to the heap ([`TopK`]).
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `1 <= k <= MAX_TOP_K`.
+#[inline(always)]
+pub(crate) unsafe fn top_k_row<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    cap: f32,
+    k: usize,
+    z: &mut [f64; MAX_TOP_K],
+    idx: &mut [u32; MAX_TOP_K],
+) -> usize {
+    let w = S::LANES;
+    let (vc, vi) = cap_vecs::<S, CAP>(s, cap);
+    let mut top = TopK::new(z, idx, k);
+    let mut buf = [0.0f32; 64];
+    let mut i = 0;
+    // SAFETY: every access is inside `0..n` (whole blocks of `TOP_K_BLOCK` vectors while they
+    // fit, then single vectors, one partial load); `buf` holds 64 >= LANES floats.
+    unsafe {
+        while i < n {
+            let step = if i + TOP_K_BLOCK * w <= n {
+                TOP_K_BLOCK * w
+            } else {
+                (n - i).min(w)
+            };
+            let thr = top.threshold();
+            let mut pass = thr == f64::NEG_INFINITY;
+            if !pass {
+                let mut m = s.splat(f32::NEG_INFINITY);
+                if step == TOP_K_BLOCK * w {
+                    // A whole block: two independent maxima over its vectors.
+                    let mut m2 = m;
+                    for jj in 0..TOP_K_BLOCK / 2 {
+                        let p = x.add(i + 2 * jj * w);
+                        m = s.max(m, load_z::<S, CAP>(s, p, vc, vi));
+                        m2 = s.max(m2, load_z::<S, CAP>(s, p.add(w), vc, vi));
+                    }
+                    m = s.max(m, m2);
+                } else if step == w {
+                    m = load_z::<S, CAP>(s, x.add(i), vc, vi);
+                } else {
+                    m = load_z_part::<S, CAP>(s, x.add(i), step, f32::NEG_INFINITY, vc, vi);
+                }
+                // (A block holding a NaN may be skipped, with its other values: that row's
+                // log-probabilities are all NaN anyway.)
+                pass = s.reduce_max(m) as f64 > thr;
+            }
+            if pass {
+                let mut j = 0;
+                while j < step {
+                    let kk = (step - j).min(w);
+                    let v = if kk == w {
+                        load_z::<S, CAP>(s, x.add(i + j), vc, vi)
+                    } else {
+                        load_z_part::<S, CAP>(s, x.add(i + j), kk, f32::NEG_INFINITY, vc, vi)
+                    };
+                    // Then vector by vector against the rising threshold.
+                    let t = top.threshold();
+                    if t == f64::NEG_INFINITY || s.reduce_max(v) as f64 > t {
+                        s.store(buf.as_mut_ptr(), v);
+                        for (q, &b) in buf[..kk].iter().enumerate() {
+                            top.offer(b as f64, (i + j + q) as u32);
+                        }
+                    }
+                    j += w;
+                }
+            }
+            i += step;
+        }
+    }
+    top.finish()
+}
+
+/// Vectors per block of the top-k scan: a block whose maximum does not beat the current `k`-th
+/// value costs its loads, maxima and one horizontal maximum.
+const TOP_K_BLOCK: usize = 8;
+
 /// The soft-cap's chain factor `1 - (z / cap)^2` at a capped logit `z` (1 without a cap).
 #[inline(always)]
 pub(crate) fn chain(capped: bool, z: f32, cap: f32) -> f32 {
@@ -962,6 +1194,13 @@ pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
             if tok == ELSEWHERE {
                 args.t = NO_TOKEN;
             }
+            if tok == IGNORED && b.top_k > 0 {
+                // No top-k for an ignored row: every entry empty.
+                for q in 0..b.top_k {
+                    *b.top_val.add(r * b.top_k + q) = f32::NEG_INFINITY;
+                    *b.top_idx.add(r * b.top_k + q) = u32::MAX;
+                }
+            }
             if tok == IGNORED {
                 if !b.states.is_null() {
                     // A shard's ignored row: no state to reduce (finalize reports 0).
@@ -987,6 +1226,17 @@ pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
             if r + 1 < b.rows && *b.tokens.add(r + 1) != IGNORED {
                 args.next = b.x.wrapping_add((r + 1) * b.ldx);
             }
+            // The top k first (in place, the forward row overwrites the logits): its first
+            // entry is the row's maximum, so the row's own max pass is skipped.
+            let (mut z, mut idx) = ([0.0f64; MAX_TOP_K], [u32::MAX; MAX_TOP_K]);
+            let len = if b.top_k > 0 {
+                let len = k.top_k_row(xr, cols, c.cap, b.top_k, &mut z, &mut idx);
+                args.next = std::ptr::null();
+                args.known_max = (len > 0).then_some(z[0] as f32);
+                len
+            } else {
+                0
+            };
             let out = k.fwd_row(xr, gr, cols, &args);
             pending_max = out.next_max;
             if !b.states.is_null() {
@@ -996,6 +1246,24 @@ pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
             TokRows::put(b.logp, r, out.logp(c.inv_t));
             TokRows::put(b.entropy, r, out.entropy());
             TokRows::put(b.lse, r, out.lse(c.inv_t));
+            if b.top_k > 0 {
+                for q in 0..b.top_k {
+                    let (v, i) = if q < len {
+                        let lp = if out.m.is_finite() {
+                            (z[q] - out.m) * c.inv_t as f64 - out.ls
+                        } else {
+                            f64::NAN
+                        };
+                        (lp as f32, idx[q])
+                    } else if out.m.is_finite() {
+                        (f32::NEG_INFINITY, u32::MAX)
+                    } else {
+                        (f32::NAN, u32::MAX)
+                    };
+                    *b.top_val.add(r * b.top_k + q) = v;
+                    *b.top_idx.add(r * b.top_k + q) = i;
+                }
+            }
         }
     }
 }
