@@ -86,6 +86,17 @@ class TokenGrads(C.Structure):
     _fields_ = [("logp", F32P), ("logp_len", SIZE), ("entropy", F32P), ("entropy_len", SIZE)]
 
 
+class TokenSaved(C.Structure):
+    """sk_token_saved."""
+    _fields_ = [("lse", F32P), ("lse_len", SIZE), ("entropy", F32P), ("entropy_len", SIZE)]
+
+
+class RowState(C.Structure):
+    """sk_row_state: five doubles, so a [rows] array of them is a [rows, 5] float64 array."""
+    _fields_ = [("max", C.c_double), ("sum", C.c_double), ("dot", C.c_double),
+                ("target", C.c_double), ("has_target", C.c_double)]
+
+
 def declare(name, restype, *argtypes):
     f = getattr(lib, name)
     f.restype = restype
@@ -109,12 +120,23 @@ sk_token_options_default = declare("sk_token_options_default", STATUS,
 sk_token_logprobs_fwd_bwd = declare("sk_token_logprobs_fwd_bwd", STATUS, F32P, SIZE, I64P, SIZE,
                                     F32P, SIZE, SIZE, C.POINTER(TokenOptions),
                                     C.POINTER(TokenGrads), C.POINTER(TokenOutputs))
+sk_token_logprobs = declare("sk_token_logprobs", STATUS, F32P, SIZE, I64P, SIZE, SIZE,
+                            C.POINTER(TokenOptions), C.POINTER(TokenOutputs))
+RSP = C.POINTER(RowState)
+sk_token_shard_states = declare("sk_token_shard_states", STATUS, F32P, SIZE, I64P, SIZE, F32P,
+                                SIZE, SIZE, SIZE, SIZE, C.POINTER(TokenOptions), RSP, SIZE)
+sk_row_states_merge = declare("sk_row_states_merge", STATUS, RSP, SIZE, RSP, SIZE)
+sk_row_states_finalize = declare("sk_row_states_finalize", STATUS, RSP, SIZE, I64P, SIZE, SIZE,
+                                 C.POINTER(TokenOptions), C.POINTER(TokenOutputs))
+sk_token_shard_backward = declare("sk_token_shard_backward", STATUS, F32P, SIZE, I64P, SIZE,
+                                  F32P, SIZE, SIZE, SIZE, SIZE, C.POINTER(TokenOptions), RSP,
+                                  SIZE, C.POINTER(TokenSaved), C.POINTER(TokenGrads))
 sk_set_isa = declare("sk_set_isa", STATUS, C.c_int32)
 sk_available_isas = declare("sk_available_isas", C.c_uint32)
 
 assert C.sizeof(CeOptions) == 72 and C.sizeof(CeOutputs) == 48 and C.sizeof(CeStats) == 40
 assert C.sizeof(TokenOptions) == 24 and C.sizeof(TokenOutputs) == 48
-assert C.sizeof(TokenGrads) == 32
+assert C.sizeof(TokenGrads) == 32 and C.sizeof(TokenSaved) == 32 and C.sizeof(RowState) == 40
 
 
 def ptr(a, t=F32P):
@@ -253,6 +275,52 @@ expect(np.abs(logp - ref_logp).max() < 1e-5, "token logp")
 expect(np.abs(ent - ref_h).max() < 1e-5, "token entropy")
 expect(np.abs(dz - ref_dz).max() < 1e-5, "token gradient")
 print(f"token_logprobs_fwd_bwd (T={temp}): mean logp {logp[used].mean():.4f}: ok")
+
+# Vocabulary shards (tensor parallelism): two "ranks" each hold some classes' logits and compute
+# their states separately; the states ([rows, 5] float64 each: what torch.distributed.all_gather
+# or MPI_Allgather would exchange) are merged and finalized into the whole vocabulary's logp,
+# entropy and lse; each rank's backward then gives its own columns of the gradient, into the
+# buffer its states call filled (`keep`, then `dlogits`).
+split = 4
+shards = [(0, np.ascontiguousarray(x[:, :split])), (split, np.ascontiguousarray(x[:, split:]))]
+gathered, keeps = [], []
+for offset, xs in shards:  # each rank, separately
+    states = np.empty((rows, 5), np.float64)
+    keep = np.empty_like(xs)
+    check(sk_token_shard_states(ptr(xs), xs.size, ptr(t, I64P), t.size, ptr(keep), keep.size,
+                                xs.shape[1], offset, cols, C.byref(tok_opts), ptr(states, RSP),
+                                rows), "sk_token_shard_states")
+    gathered.append(states)
+    keeps.append(keep)
+# After the all-gather every rank holds `gathered`; it merges (commutatively) and finalizes.
+merged = gathered[0].copy()
+check(sk_row_states_merge(ptr(merged, RSP), rows, ptr(gathered[1], RSP), rows),
+      "sk_row_states_merge")
+s_logp, s_ent, s_lse = (np.empty(rows, np.float32) for _ in range(3))
+souts = TokenOutputs(ptr(s_logp), rows, ptr(s_ent), rows, ptr(s_lse), rows)
+check(sk_row_states_finalize(ptr(merged, RSP), rows, ptr(t, I64P), t.size, cols,
+                             C.byref(tok_opts), C.byref(souts)), "sk_row_states_finalize")
+# The unsharded call on the whole logits.
+u_logp = np.empty(rows, np.float32)
+uouts = TokenOutputs(ptr(u_logp), rows, None, 0, None, 0)
+check(sk_token_logprobs(ptr(x), x.size, ptr(t, I64P), t.size, cols, C.byref(tok_opts),
+                        C.byref(uouts)), "sk_token_logprobs")
+expect(np.abs(s_logp - u_logp).max() < 1e-5, "sharded logp vs unsharded")
+expect(np.abs(s_ent - ref_h).max() < 1e-5, "sharded entropy")
+# Merging in the other order gives the same bits.
+other = gathered[1].copy()
+check(sk_row_states_merge(ptr(other, RSP), rows, ptr(gathered[0], RSP), rows),
+      "sk_row_states_merge")
+expect(np.array_equal(merged.view(np.uint64), other.view(np.uint64)), "merge is commutative")
+# Each rank's backward, from its own states and kept values and the finalized lse and H.
+saved = TokenSaved(ptr(s_lse), rows, ptr(s_ent), rows)
+for (offset, xs), states, d in zip(shards, gathered, keeps):
+    check(sk_token_shard_backward(ptr(xs), xs.size, ptr(t, I64P), t.size, ptr(d), d.size,
+                                  xs.shape[1], offset, cols, C.byref(tok_opts), ptr(states, RSP),
+                                  rows, C.byref(saved), C.byref(grads)), "sk_token_shard_backward")
+expect(np.abs(np.concatenate(keeps, axis=1) - dz).max() < 1e-5, "sharded gradient")
+print(f"token shards (classes 0..{split - 1} | {split}..{cols - 1}): merged logp matches the "
+      f"unsharded call: ok")
 
 # Errors are status codes with a message, not crashes.
 y = np.empty_like(x)

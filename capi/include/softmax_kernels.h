@@ -3,11 +3,12 @@
  *
  * Hand-vectorized CPU kernels for the classification output layer of a neural network:
  * softmax, log-softmax, logsumexp and their backward passes, fused cross-entropy, per-token
- * log-probabilities and entropy with their gradients, the output layer's updates
- * (rank-1/rank-k, weight and bias gradients, SGD, linear forward/backward), the fused linear
- * cross-entropy (loss and gradients of softmax(A W^T + b) without the logits) and a trainable
- * output layer. Link with libsoftmax_kernels.so or libsoftmax_kernels.a
- * (`pkg-config --cflags --libs softmax_kernels`, or `--static` for the archive).
+ * log-probabilities and entropy with their gradients (also over vocabulary shards, with
+ * mergeable per-row states), the output layer's updates (rank-1/rank-k, weight and bias
+ * gradients, SGD, linear forward/backward), the fused linear cross-entropy (loss and gradients
+ * of softmax(A W^T + b) without the logits) and a trainable output layer. Link with
+ * libsoftmax_kernels.so or libsoftmax_kernels.a (`pkg-config --cflags --libs softmax_kernels`,
+ * or `--static` for the archive).
  *
  * CONVENTIONS (every function)
  *
@@ -522,6 +523,127 @@ sk_status sk_token_logprobs_fwd_bwd_inplace_i32(float *logits, size_t logits_len
                                                 size_t cols, const sk_token_options *opts,
                                                 const sk_token_grads *grads,
                                                 const sk_token_outputs *outputs);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Vocabulary-sharded token log-probabilities (tensor / vocabulary parallelism)                */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Each process holds the logits of a range of classes (a shard: global classes
+ * class_offset .. class_offset + cols - 1 of a vocabulary of `classes`; its logits are
+ * [rows, cols], its tokens the GLOBAL tokens of the rows). The pipeline, per step:
+ *   1. sk_token_shard_states: each shard's per-row states (sk_row_state, 5 doubles per row)
+ *      and, into keep (the shard's gradient buffer, [rows, cols]), what its backward needs;
+ *   2. exchange the states: MPI_Allgather of 5 * rows MPI_DOUBLEs, or
+ *      torch.distributed.all_gather of a [rows, 5] float64 tensor (the library moves no
+ *      bytes; any communication engine does);
+ *   3. sk_row_states_merge the gathered states into one array (every shard exactly once);
+ *   4. sk_row_states_finalize: every process gets the whole vocabulary's logp, and when asked
+ *      H and lse (the same values as sk_token_logprobs, up to rounding);
+ *   5. sk_token_shard_backward: each shard's own gradient, into the SAME buffer that step 1
+ *      filled as keep (it is read, then overwritten by dlogits), from its own states and the
+ *      finalized lse (and H): the columns of sk_token_logprobs_backward's gradient that belong
+ *      to the shard (up to rounding). No collective is needed in the backward.
+ * Options (temperature, soft-cap, ignore_index) must be the same in every call of a step.
+ *
+ * Semantics: a state holds, in units of z' = z / T, max = max z' over the range, sum =
+ * sum exp(z' - max), dot = sum (z' - max) exp(z' - max), target = the token's z' when the
+ * range holds it (else 0) and has_target = 1 when it does (else 0; merged: the count). The
+ * merge is commutative bit for bit (a then b gives the bits of b then a), and associative up
+ * to f64 rounding (a merge tree's shape moves the result by a few f64 ULP, far below the f32
+ * outputs' rounding); a fixed split and order gives fixed bits for any number of threads.
+ * sk_row_state_empty() is its identity. NaN and -inf as unsharded: a NaN or +inf logit in any
+ * shard makes the row NaN; a shard of only -inf logits contributes nothing; a row that is -inf
+ * in every shard is NaN. Rows whose token is the ignore_index have the empty state in every shard,
+ * logp = 0, H = 0, a NaN lse (unlike sk_token_logprobs, which writes their lse) and a zero
+ * gradient row. A shard of no classes (cols == 0, logits_len == keep_len == 0) is valid: its
+ * states are empty. The states are f64 and must be exchanged as such (rounding them to f32
+ * loses accuracy).
+ */
+
+/* A row's partial reduction over a range of classes (see above). Five doubles, no padding: an
+ * array of `rows` states is 5 * rows doubles. The layout is the Rust crate's RowState. */
+typedef struct sk_row_state {
+    double max;        /* max z' over the range (-INFINITY: empty or all -inf); a NaN or +inf
+                          logit makes max, or sum and dot (by tier), NaN */
+    double sum;        /* sum exp(z' - max) */
+    double dot;        /* sum (z' - max) exp(z' - max) */
+    double target;     /* the token's z' when the range holds it, else 0 */
+    double has_target; /* 1 when the range holds the token, else 0 (merged: the count) */
+} sk_row_state;
+
+/* The state of an empty range: max = -INFINITY, the other fields 0; the identity of the merge
+ * (to start an accumulator, or as the identity of a custom MPI reduction). Cannot fail. */
+sk_row_state sk_row_state_empty(void);
+
+/* The per-row states of a shard's logits ([rows, cols], rows = tokens_len; global classes
+ * class_offset .. class_offset + cols - 1 of `classes`) into states (rows entries), and into
+ * keep (keep_len == logits_len) what sk_token_shard_backward reads from its dlogits: pass the
+ * same buffer there, unchanged. Two read sweeps, one exp per element. opts may be NULL
+ * (defaults). Returns SK_ERROR_INVALID_OPTION (the shard leaves the vocabulary:
+ * class_offset + cols > classes; or temperature or softcap out of its domain),
+ * SK_ERROR_NOT_MULTIPLE (logits_len % cols), SK_ERROR_LENGTH_MISMATCH (tokens_len, states_len
+ * or keep_len; with cols == 0, a nonzero logits_len or keep_len), SK_ERROR_BAD_LABEL (a token
+ * outside 0..classes-1 that is not the ignore_index), SK_ERROR_TOO_MANY_CLASSES (classes), and
+ * the common codes. */
+sk_status sk_token_shard_states(const float *logits, size_t logits_len, const int64_t *tokens,
+                                size_t tokens_len, float *keep, size_t keep_len, size_t cols,
+                                size_t class_offset, size_t classes,
+                                const sk_token_options *opts, sk_row_state *states,
+                                size_t states_len);
+
+/* Merges other into acc, row by row (acc[r] = merge(acc[r], other[r])). Commutative: merging
+ * b into a gives the bits of merging a into b. acc and other must not overlap. Returns
+ * SK_ERROR_LENGTH_MISMATCH (other_len != acc_len), SK_NULL_POINTER, SK_MISALIGNED,
+ * SK_OVERLAP, SK_ERROR_SIZE_OVERFLOW, SK_PANIC. */
+sk_status sk_row_states_merge(sk_row_state *acc, size_t acc_len, const sk_row_state *other,
+                              size_t other_len);
+
+/* The whole vocabulary's per-row outputs from states merged over every shard (rows =
+ * states_len): logp, and H and lse when outputs->entropy / outputs->lse are given (lse and H
+ * are what sk_token_shard_backward takes as saved). outputs is required; opts may be NULL
+ * (defaults; only its ignore_index is used here, the temperature and cap are in the states).
+ * Returns SK_ERROR_INVALID_OPTION (a row that is not ignored holds its token other than
+ * exactly once: a shard is missing or was merged twice), SK_ERROR_LENGTH_MISMATCH (tokens_len
+ * or an output length != states_len), SK_ERROR_BAD_LABEL (a token outside 0..classes-1 that
+ * is not the ignore_index), SK_NULL_POINTER (outputs), and the common codes. */
+sk_status sk_row_states_finalize(const sk_row_state *states, size_t states_len,
+                                 const int64_t *tokens, size_t tokens_len, size_t classes,
+                                 const sk_token_options *opts, const sk_token_outputs *outputs);
+
+/* A shard's gradient of sum_r grads->logp[r] logp[r] + grads->entropy[r] H[r] (the whole
+ * vocabulary's logp and H) with respect to its logits, into dlogits ([rows, cols],
+ * dlogits_len == logits_len), which on entry holds what sk_token_shard_states wrote to its
+ * keep for the same logits, tokens, shard and options (it is the same buffer). states are this
+ * shard's own (NOT the merged ones), saved the finalized lse (and H, required when
+ * grads->entropy is given). One sweep, no exp (with a soft-cap, one exp per element). saved is
+ * required; grads NULL means no upstream gradient (dlogits = 0). Status codes as
+ * sk_token_shard_states (SK_ERROR_LENGTH_MISMATCH also for dlogits, a saved or a grads array),
+ * SK_NULL_POINTER (saved), SK_ERROR_MISSING_OUTPUT (grads->entropy without saved->entropy).
+ * A failed call leaves dlogits (the kept values) as it was. */
+sk_status sk_token_shard_backward(const float *logits, size_t logits_len, const int64_t *tokens,
+                                  size_t tokens_len, float *dlogits, size_t dlogits_len,
+                                  size_t cols, size_t class_offset, size_t classes,
+                                  const sk_token_options *opts, const sk_row_state *states,
+                                  size_t states_len, const sk_token_saved *saved,
+                                  const sk_token_grads *grads);
+
+/* The three forms above that take tokens, with int32_t tokens. */
+sk_status sk_token_shard_states_i32(const float *logits, size_t logits_len,
+                                    const int32_t *tokens, size_t tokens_len, float *keep,
+                                    size_t keep_len, size_t cols, size_t class_offset,
+                                    size_t classes, const sk_token_options *opts,
+                                    sk_row_state *states, size_t states_len);
+sk_status sk_row_states_finalize_i32(const sk_row_state *states, size_t states_len,
+                                     const int32_t *tokens, size_t tokens_len, size_t classes,
+                                     const sk_token_options *opts,
+                                     const sk_token_outputs *outputs);
+sk_status sk_token_shard_backward_i32(const float *logits, size_t logits_len,
+                                      const int32_t *tokens, size_t tokens_len, float *dlogits,
+                                      size_t dlogits_len, size_t cols, size_t class_offset,
+                                      size_t classes, const sk_token_options *opts,
+                                      const sk_row_state *states, size_t states_len,
+                                      const sk_token_saved *saved,
+                                      const sk_token_grads *grads);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output-layer updates                                                                        */

@@ -39,6 +39,7 @@ pub mod layer;
 pub mod linear;
 pub mod linear_ce;
 pub mod runtime;
+pub mod shard;
 pub mod softmax;
 pub mod status;
 pub mod token;

@@ -98,7 +98,7 @@ impl Default for SkTokenOptions {
 ///
 /// # Safety
 /// `p` is NULL or points to a readable `sk_token_options`.
-unsafe fn read_options(p: *const SkTokenOptions) -> CResult<TokenLogprobOptions> {
+pub(crate) unsafe fn read_options(p: *const SkTokenOptions) -> CResult<TokenLogprobOptions> {
     let o = if p.is_null() {
         SkTokenOptions::default()
     } else {
@@ -124,8 +124,9 @@ unsafe fn read_options(p: *const SkTokenOptions) -> CResult<TokenLogprobOptions>
 ///
 /// # Safety
 /// `p` is non-NULL, aligned and points to a readable `T`, one of this module's `repr(C)`
-/// structs of pointers, lengths and scalars (valid for any bit pattern).
-unsafe fn read_struct<T: Copy>(p: *const T) -> T {
+/// structs of pointers, lengths and scalars (valid for any bit pattern; `crate::shard` reads
+/// them too).
+pub(crate) unsafe fn read_struct<T: Copy>(p: *const T) -> T {
     // SAFETY: the caller's contract.
     unsafe { p.read() }
 }

@@ -19,7 +19,8 @@ RUST_STRUCTS = {"SkCeOptions": "sk_ce_options", "SkCeOutputs": "sk_ce_outputs",
                 "SkSgdOptimizer": "sk_sgd_optimizer", "SkOutputLayer": "sk_output_layer",
                 "SkLinearCeOptions": "sk_linear_ce_options",
                 "SkTokenOptions": "sk_token_options", "SkTokenOutputs": "sk_token_outputs",
-                "SkTokenGrads": "sk_token_grads", "SkTokenSaved": "sk_token_saved"}
+                "SkTokenGrads": "sk_token_grads", "SkTokenSaved": "sk_token_saved",
+                "SkRowState": "sk_row_state"}
 SCALARS = {"f32": "float", "f64": "double", "usize": "size_t", "i32": "int32_t",
            "u32": "uint32_t", "i64": "int64_t", "u64": "uint64_t", "c_char": "char",
            "SkStatus": "sk_status", "()": "void"}
@@ -137,6 +138,19 @@ for name in sorted(set(rs) | set(cs)):
     if rs.get(name) != cs.get(name) and [(f, norm(t)) for f, t in rs.get(name, [])] != \
             [(f, norm(t)) for f, t in cs.get(name, [])]:
         errors.append(f"struct {name}: C {cs.get(name)} != Rust {rs.get(name)}")
+
+# sk_row_state is also the crate's own `#[repr(C)] RowState` (the library casts arrays of one
+# to the other; capi/src/shard.rs asserts the offsets at compile time): same fields, same types.
+CRATE_SHARD = os.path.join(ROOT, "..", "src", "shard.rs")
+m = re.search(r"#\[repr\(C\)\][^{]*?pub struct RowState \{(.*?)\n\}", open(CRATE_SHARD).read(), re.S)
+if m is None:
+    errors.append("struct RowState: no `#[repr(C)] pub struct RowState` in src/shard.rs")
+else:
+    crate_fields = [(f, norm(rust_type(t))) for f, t in re.findall(r"pub (\w+): ([^,\n]+),",
+                                                                    m.group(1))]
+    if crate_fields != [(f, norm(t)) for f, t in cs.get("sk_row_state", [])]:
+        errors.append(f"struct sk_row_state: C {cs.get('sk_row_state')} != the crate's "
+                      f"RowState {crate_fields}")
 
 for e in errors:
     print("ABI mismatch:", e, file=sys.stderr)

@@ -55,6 +55,24 @@ int main()
     check(pred[0] < 3, "prediction in range");
     sk_output_layer_free(layer);
 
+    // A struct returned by value, and a merge of two shards' states.
+    sk_row_state e = sk_row_state_empty();
+    check(std::isinf(e.max) && e.max < 0 && e.sum == 0.0 && e.has_target == 0.0, "empty state");
+    std::vector<float> zs = {1.0f, 2.0f, 3.0f}, keep(3);
+    std::vector<std::int64_t> tok = {1};
+    sk_row_state sa = e, sb = e;
+    check(sk_token_shard_states(zs.data(), 1, tok.data(), 1, keep.data(), 1, 1, 0, 3, nullptr,
+                                &sa, 1) == SK_OK &&
+              sk_token_shard_states(zs.data() + 1, 2, tok.data(), 1, keep.data() + 1, 2, 2, 1, 3,
+                                    nullptr, &sb, 1) == SK_OK &&
+              sk_row_states_merge(&sa, 1, &sb, 1) == SK_OK,
+          "shard states and merge");
+    float lp = 0.0f;
+    sk_token_outputs tout = {&lp, 1, nullptr, 0, nullptr, 0};
+    check(sk_row_states_finalize(&sa, 1, tok.data(), 1, 3, nullptr, &tout) == SK_OK, "finalize");
+    check(std::fabs(lp - (2.0 - std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)))) < 1e-6,
+          "sharded logp");
+
     check((sk_available_isas() & (1u << SK_ISA_SCALAR)) != 0, "scalar tier");
     check(sk_set_isa(SK_ISA_SCALAR) == SK_OK && sk_active_isa() == SK_ISA_SCALAR, "force tier");
     check(sk_set_isa(SK_ISA_AUTO) == SK_OK, "auto tier");
