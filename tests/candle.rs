@@ -451,3 +451,34 @@ fn linear_cross_entropy_matches_the_composition() -> R {
     close(&ours, &theirs, 1e-6, 1e-5, "gathered layouts");
     Ok(())
 }
+
+/// The largest shape of the issue (4096 x 32000, 512 MiB of logits): the forward softmax and
+/// the cross-entropy's loss and gradient through autograd against candle-nn's (the f64
+/// comparisons of the other tests stop at 8 x 32000: at this size they would hold 1 GiB
+/// arrays per operand).
+#[test]
+fn largest_shape_matches_candle_nn() -> R {
+    let (rows, cols) = (4096, 32000);
+    let mut g = StdRng::seed_from_u64(0x4096_3200);
+    let x = random(&mut g, &[rows, cols], 8.0);
+    let p = skc::softmax_last_dim(&x)?;
+    let theirs = candle_nn::ops::softmax_last_dim(&x)?;
+    close(&p, &theirs, 1e-9, 1e-4, "4096x32000 softmax");
+    drop((p, theirs));
+    let labels: Vec<u32> = (0..rows).map(|_| g.gen_range(0..cols as u32)).collect();
+    let t = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+    let v = Var::from_tensor(&x)?;
+    let ours = skc::cross_entropy(v.as_tensor(), &t, &CrossEntropyOptions::default())?;
+    let go = ours.backward()?;
+    let v2 = Var::from_tensor(&x)?;
+    let theirs = candle_nn::loss::cross_entropy(v2.as_tensor(), &t)?;
+    let gt = theirs.backward()?;
+    close(&ours, &theirs, 1e-6, 1e-5, "4096x32000 loss");
+    close_scaled(
+        go.get(&v).unwrap(),
+        gt.get(&v2).unwrap(),
+        2e-2,
+        "4096x32000 gradient",
+    );
+    Ok(())
+}
