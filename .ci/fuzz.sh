@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-softmax cross_entropy linear linear_ce strided}"
+TARGETS="${FUZZ_TARGETS:-softmax cross_entropy linear linear_ce strided token}"
 NICE="${FUZZ_NICE:-nice -n 19}"
 
 step() { printf '\n==== fuzz: %s ====\n' "$*"; }

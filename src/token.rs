@@ -37,9 +37,11 @@
 //!
 //! Rows whose token is `ignore_index` have `logp = 0`, `H = 0` and a zero gradient (their `lse`
 //! is still reported when asked for). A row holding NaN or `+inf`, or all `-inf`, has NaN
-//! outputs and a NaN gradient, as PyTorch's `log_softmax`; a `-inf` logit (a masked
-//! vocabulary entry) has probability 0 and contributes 0 to `H` and its gradient, and a `-inf`
-//! token logit gives `logp = -inf`.
+//! outputs and a NaN gradient, as PyTorch's `log_softmax`; without a soft-cap, a `-inf` logit
+//! (a masked vocabulary entry) has probability 0 and contributes 0 to `H` and its gradient, and
+//! a `-inf` token logit gives `logp = -inf`. (A soft-cap maps `-inf` to `-cap`, a finite
+//! logit, as Gemma 2's capping does: mask after capping, or without a cap.) With a cap, `+inf`
+//! likewise becomes `cap`.
 //!
 //! Every output is per row, so results are bit-identical for any number of threads.
 

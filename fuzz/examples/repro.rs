@@ -19,6 +19,7 @@ fn main() {
         "linear" => fuzz_common::linear::check,
         "linear_ce" => linear_ce::check,
         "strided" => fuzz_common::strided::check,
+        "token" => fuzz_common::token::check,
         t => panic!("unknown target {t}"),
     };
     for f in args.iter().skip(1).filter(|a| !a.starts_with("--")) {
@@ -37,6 +38,11 @@ fn main() {
                 }
                 "strided" => {
                     let (h, r) = split::<fuzz_common::strided::StridedHeader>(&data);
+                    println!("{h:?}");
+                    r
+                }
+                "token" => {
+                    let (h, r) = split::<fuzz_common::token::TokHeader>(&data);
                     println!("{h:?}");
                     r
                 }

@@ -1,6 +1,6 @@
 //! The fuzz targets' shared code: the input format ([`input`]), one checker per kernel family
-//! ([`softmax`], [`cross_entropy`], [`linear`]), the strided views against the contiguous
-//! calls ([`strided`]), and the seed corpus ([`seeds`]).
+//! ([`softmax`], [`cross_entropy`], [`linear`], [`token`]), the strided views against the
+//! contiguous calls ([`strided`]), and the seed corpus ([`seeds`]).
 //!
 //! Each checker takes the raw fuzz input, decodes a shape, a tier (from `Isa::available()`,
 //! never the scalar reference itself), option values and the data, runs the tier and the
@@ -12,7 +12,8 @@
 //!
 //! The softmax family's tolerances are the shared oracle's (`tests/common/oracle.rs`, included
 //! below), so those rules are written once. The cross-entropy and linear families have no
-//! shared oracle; their error models are derived in their modules.
+//! shared oracle; their error models (and the token log-probs' in [`token`]) are derived in
+//! their modules.
 
 #[path = "../../tests/common/oracle.rs"]
 pub mod oracle;
@@ -23,6 +24,7 @@ pub mod linear;
 pub mod seeds;
 pub mod softmax;
 pub mod strided;
+pub mod token;
 
 use softmax_kernels::{Error, Isa, Kernels};
 

@@ -7,6 +7,7 @@ use crate::input::{encode, encode_words, Fill, Win};
 use crate::linear::LinHeader;
 use crate::softmax::SoftmaxHeader;
 use crate::strided::StridedHeader;
+use crate::token::TokHeader;
 
 const NAN: f32 = f32::NAN;
 const INF: f32 = f32::INFINITY;
@@ -19,7 +20,7 @@ const SUB: f32 = 1e-45;
 
 /// One seed: the target, a file name, the bytes.
 pub struct Seed {
-    /// `softmax`, `cross_entropy`, `linear` or `strided`.
+    /// `softmax`, `cross_entropy`, `linear`, `strided` or `token`.
     pub target: &'static str,
     /// File name in the corpus directory.
     pub name: String,
@@ -83,6 +84,7 @@ pub fn all() -> Vec<Seed> {
     ce_seeds(&mut v);
     linear_seeds(&mut v);
     strided_seeds(&mut v);
+    token_seeds(&mut v);
     v
 }
 
@@ -896,5 +898,310 @@ fn strided_seeds(out: &mut Vec<Seed>) {
             spread: 3,
         };
         add(&format!("long-op{op}-cols{:#06x}", sel), h, &[]);
+    }
+}
+
+fn tok_header(mode: u8, rows: u8, cols: usize, label: u8) -> TokHeader {
+    TokHeader {
+        mode,
+        rows,
+        cols: crate::token::cols_sel(cols),
+        label,
+        outputs: 0b1111, // entropy and lse outputs, both upstream gradients
+        xwin: Win::RAW,
+        gwin: Win::RAW,
+        fill: konst(0.0),
+        ..Default::default()
+    }
+}
+
+/// Seeds of the `token` target: every mode (`mode` 0 forward, 1 backward, 2 backward in place,
+/// 3 fwd_bwd, 4 fwd_bwd in place) and label type on plain rows; rows of special values with and
+/// without a cap; temperatures and caps at the edges of their domains and outside; masks and
+/// offsets; bad tokens; every length check; long rows. The data words are the logits, then the
+/// tokens, then `grads.logp` and `grads.entropy` (when the header has them).
+fn token_seeds(out: &mut Vec<Seed>) {
+    let mut add = |name: &str, h: TokHeader, words: &[u32]| {
+        for t in 0..2u8 {
+            out.push(Seed {
+                target: "token",
+                name: format!("{name}-t{t}"),
+                bytes: encode_words(&TokHeader { tier: t, ..h }, words),
+            });
+        }
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let words = |x: &[f32], toks: &[u32], gl: &[f32], gh: &[f32]| {
+        [bits(x), toks.to_vec(), bits(gl), bits(gh)].concat()
+    };
+    // Plain rows: every mode with i64 and u8 tokens, every other type in two modes.
+    let x: Vec<f32> = (0..3 * 17)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 3.0)
+        .collect();
+    let plain = words(
+        &x,
+        &[cls(0), cls(16), cls(5)],
+        &[1.0, -0.5, 2.0],
+        &[0.3, 1.0, -0.7],
+    );
+    let mut pairs: Vec<(u8, u8)> = (0..5u8).flat_map(|m| [(m, 0u8), (m, 6)]).collect();
+    for l in [1u8, 2, 3, 4, 5, 7] {
+        pairs.extend([(l % 5, l), ((l + 3) % 5, l)]);
+    }
+    for (mode, label) in pairs {
+        add(
+            &format!("plain-mode{mode}-type{label}"),
+            tok_header(mode, 3, 17, label),
+            &plain,
+        );
+    }
+    // Subsets of the outputs and upstream gradients (bit 0 entropy, 1 lse, 2 grads.logp,
+    // 3 grads.entropy).
+    for (outputs, mode) in [(0u8, 3u8), (0, 1), (0b0001, 4), (0b0110, 2), (0b1101, 3)] {
+        let mut h = tok_header(mode, 3, 17, 0);
+        h.outputs = outputs;
+        let gl: &[f32] = if outputs & 4 != 0 {
+            &[1.0, -0.5, 2.0]
+        } else {
+            &[]
+        };
+        let gh: &[f32] = if outputs & 8 != 0 {
+            &[0.3, 1.0, -0.7]
+        } else {
+            &[]
+        };
+        add(
+            &format!("outputs{outputs}-mode{mode}"),
+            h,
+            &words(&x, &[cls(0), cls(16), cls(5)], gl, gh),
+        );
+    }
+    // Special rows: a NaN in the tail lane, +inf, all -inf, -inf at the token and two masked,
+    // +-1e29, an ignored row of NaN, +-f32::MAX, subnormals and -0.
+    let mut x = vec![0.25f32; 8 * 17];
+    x[16] = NAN_PAYLOAD;
+    x[17 + 3] = INF;
+    x[34..51].fill(NINF);
+    for j in [2, 5, 9] {
+        x[51 + j] = NINF;
+    }
+    for (j, v) in x[68..85].iter_mut().enumerate() {
+        *v = [1e29, -1e29, 0.0, 3.0][j % 4];
+    }
+    x[85..102].fill(NAN);
+    for (j, v) in x[102..119].iter_mut().enumerate() {
+        *v = [MAX, -MAX, 0.0][j % 3];
+    }
+    for (j, v) in x[119..].iter_mut().enumerate() {
+        *v = [SUB, -0.0, 1e-40, 0.0][j % 4];
+    }
+    let toks = [
+        cls(1),
+        cls(2),
+        cls(3),
+        cls(2),
+        cls(0),
+        special_label(0),
+        cls(1),
+        cls(4),
+    ];
+    let specials = words(
+        &x,
+        &toks,
+        &[1.0, -1.0, 2.0, 0.5, -2.0, 1.0, 1.0, 3.0],
+        &[0.5, 1.0, -1.0, 0.25, 1.0, 1.0, -0.5, 2.0],
+    );
+    for mode in 0..5u8 {
+        for (cname, sel) in [("", 0u8), ("-cap30", 4)] {
+            let mut h = tok_header(mode, 8, 17, 0);
+            h.softcap = sel;
+            add(&format!("specials-mode{mode}{cname}"), h, &specials);
+        }
+    }
+    // Temperatures (`SPECIAL_TEMPS` indices): valid edges, then invalid values.
+    let x: Vec<f32> = (0..2 * 9).map(|i| (i % 9) as f32 * 0.75 - 3.0).collect();
+    let two = words(&x, &[cls(0), cls(8)], &[1.0, -1.0], &[0.5, 2.0]);
+    for (name, idx, mode, offset) in [
+        ("min-positive", 6u32, 3u8, 0u8),
+        ("max", 9, 1, 0),
+        ("1e-3", 10, 4, 0),
+        ("1e-3-offset", 10, 1, 1),
+        ("1e3", 11, 2, 0),
+        ("2^-10-offset", 14, 3, 3),
+    ] {
+        let mut h = tok_header(mode, 2, 9, 0);
+        (h.temp, h.temp_bits, h.offset) = (6, idx, offset);
+        add(&format!("temp-{name}-mode{mode}"), h, &two);
+    }
+    for (name, idx, mode) in [
+        ("zero", 0u32, 0u8),
+        ("negative", 2, 1),
+        ("nan", 3, 3),
+        ("inf", 4, 2),
+        ("subnormal", 7, 4),
+    ] {
+        let mut h = tok_header(mode, 2, 9, 0);
+        (h.temp, h.temp_bits) = (6, idx);
+        add(&format!("temp-{name}-mode{mode}"), h, &two);
+    }
+    // Soft-caps: 2^-20, 2^29, `SPECIAL_CAPS` edges, then invalid values.
+    let x: Vec<f32> = (0..2 * 9).map(|i| (i % 9) as f32 * 3.0 - 12.0).collect();
+    let capped = words(&x, &[cls(0), cls(8)], &[1.0, -1.0], &[0.5, 2.0]);
+    for (name, sel, b, mode) in [
+        ("2^-20", 5u8, 0u32, 3u8),
+        ("2^29", 5, 49, 1),
+        ("max", 7, 6, 4),
+        ("1e-3", 7, 7, 2),
+        ("min-positive", 7, 8, 0),
+    ] {
+        let mut h = tok_header(mode, 2, 9, 0);
+        (h.softcap, h.softcap_bits) = (sel, b);
+        add(&format!("cap-{name}-mode{mode}"), h, &capped);
+    }
+    for (name, b, mode) in [
+        ("zero", 0u32, 3u8),
+        ("inf", 3, 1),
+        ("nan", 4, 0),
+        ("1e-45", 5, 4),
+    ] {
+        let mut h = tok_header(mode, 2, 9, 0);
+        (h.softcap, h.softcap_bits) = (7, b);
+        add(&format!("cap-{name}-mode{mode}"), h, &capped);
+    }
+    // Masks and 1e3 offsets.
+    let x: Vec<f32> = (0..4 * 13).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    let four = words(
+        &x,
+        &[cls(0), cls(12), cls(6), cls(1)],
+        &[1.0, 2.0, -1.0, 0.5],
+        &[-0.5, 1.0, 0.25, 2.0],
+    );
+    for (mask, mode) in [(1u8, 3u8), (2, 4), (3, 1)] {
+        let mut h = tok_header(mode, 4, 13, 0);
+        h.mask = mask;
+        add(&format!("mask{mask}-mode{mode}"), h, &four);
+    }
+    for (offset, mode) in [(1u8, 0u8), (2, 2), (3, 3)] {
+        let mut h = tok_header(mode, 4, 13, 0);
+        h.offset = offset;
+        add(&format!("offset{offset}-mode{mode}"), h, &four);
+    }
+    // Bad tokens (`label_value`'s specials: 1 `cols`, 2 -1, 3 i64::MIN, 4 a small signed
+    // value, 5 u64::MAX, 7 i64::MAX), each as some type wraps it.
+    let x = [0.5f32; 10];
+    for (k, label, mode) in [
+        (1u32, 0u8, 0u8),
+        (2, 6, 1),
+        (3, 2, 3),
+        (4, 1, 4),
+        (5, 3, 2),
+        (7, 4, 0),
+    ] {
+        add(
+            &format!("bad-token{k}-type{label}-mode{mode}"),
+            tok_header(mode, 2, 5, label),
+            &words(&x, &[cls(1), special_label(k)], &[1.0; 2], &[1.0; 2]),
+        );
+    }
+    // -100 without an ignore index; the ignore index a real class; i64::MIN as it.
+    for (name, ignore, tok, mode) in [
+        ("ignore-none", 3u8, special_label(6), 3u8),
+        ("ignore-a-class", 7, cls(4), 1),
+        ("ignore-i64-min", 6, special_label(0), 4),
+    ] {
+        let mut h = tok_header(mode, 2, 5, 0);
+        h.ignore = ignore;
+        add(
+            &format!("{name}-mode{mode}"),
+            h,
+            &words(&x, &[cls(1), tok], &[1.0; 2], &[1.0; 2]),
+        );
+    }
+    // Lengths: each per-row buffer one short or long (`out_len >> 3` picks it), the
+    // gradient, the tokens, the logits; zero columns, zero rows; the saved entropy missing
+    // and extra.
+    let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+    let lens = words(&x, &[cls(0), cls(3), cls(2)], &[1.0; 3], &[1.0; 3]);
+    for (which, mode, delta) in [
+        (0u8, 3u8, -1i8),
+        (1, 0, 1),
+        (2, 4, -1),
+        (3, 1, 1),
+        (4, 3, -1),
+        (5, 2, 1),
+        (6, 1, -1),
+    ] {
+        let mut h = tok_header(mode, 3, 4, 0);
+        (h.out_len, h.out_delta) = (which << 3 | 6, delta);
+        add(&format!("len{which}-mode{mode}"), h, &lens);
+    }
+    for mode in [1u8, 3] {
+        let mut h = tok_header(mode, 3, 4, 0);
+        (h.grad_len, h.grad_delta) = (6, -1);
+        add(&format!("grad-short-mode{mode}"), h, &lens);
+    }
+    let mut h = tok_header(0, 3, 4, 0);
+    (h.tokens_len, h.tokens_delta) = (6, 1);
+    add("tokens-long-mode0", h, &lens);
+    let mut h = tok_header(4, 3, 4, 0);
+    (h.logits_len, h.logits_delta) = (6, 1);
+    add("logits-not-multiple-mode4", h, &lens);
+    let mut h = tok_header(3, 3, 4, 0);
+    h.cols = 0;
+    add("cols-zero-mode3", h, &lens);
+    for mode in [0u8, 2] {
+        add(
+            &format!("zero-rows-mode{mode}"),
+            tok_header(mode, 0, 7, 0),
+            &[],
+        );
+    }
+    let mut h = tok_header(1, 3, 4, 0);
+    h.outputs = 0b11111; // grads.entropy without the saved entropy
+    add("saved-entropy-missing-mode1", h, &lens);
+    let mut h = tok_header(2, 3, 4, 0);
+    h.outputs = 0b10111; // the saved entropy without grads.entropy
+    add(
+        "saved-entropy-extra-mode2",
+        h,
+        &words(&x, &[cls(0), cls(3), cls(2)], &[1.0; 3], &[]),
+    );
+    // Logits within 4e-34 of each other and an entropy gradient: the reference's f64 `u + H`
+    // loses `d - sum p d` there (the tiers are the exact ones; see `token`'s module docs).
+    let mut x = [SUB, -0.0, 1e-40, 0.0].repeat(5);
+    x[16] = 3.851_860_3e-34;
+    for mode in [2u8, 3] {
+        let mut h = tok_header(mode, 1, 17, 0);
+        h.outputs = 0b1101;
+        add(
+            &format!("tiny-spread-mode{mode}"),
+            h,
+            &words(&x[..17], &[cls(0)], &[1.173_198_5e-38], &[2.0]),
+        );
+    }
+    // Long rows, pseudo-random logits, tokens and gradients; one a one-hot spike.
+    for (cols, mode, mask) in [
+        (4099usize, 3u8, 0u8),
+        (4100, 1, 0),
+        (257, 4, 0),
+        (1000, 0, 0),
+        (4100, 3, 2),
+    ] {
+        let mut h = tok_header(mode, 3, cols, 0);
+        h.mask = mask;
+        h.fill = Fill {
+            mode: 2,
+            seed: cols as u32 + mode as u32,
+            ..konst(0.0)
+        };
+        h.xwin = Win {
+            center: 2,
+            spread: 3,
+        };
+        h.gwin = Win {
+            center: 0,
+            spread: 2,
+        };
+        add(&format!("long{cols}-mode{mode}-mask{mask}"), h, &[]);
     }
 }

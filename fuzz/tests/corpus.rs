@@ -9,6 +9,7 @@ use fuzz_common::input::{split, Enc};
 use fuzz_common::linear::LinHeader;
 use fuzz_common::softmax::SoftmaxHeader;
 use fuzz_common::strided::StridedHeader;
+use fuzz_common::token::TokHeader;
 
 /// The `linear_ce` target keeps its checker, header and seeds in the target's own file.
 #[path = "../fuzz_targets/linear_ce.rs"]
@@ -21,6 +22,7 @@ fn checker(target: &str) -> fn(&[u8]) -> Result<(), String> {
         "linear" => fuzz_common::linear::check,
         "linear_ce" => linear_ce::check,
         "strided" => fuzz_common::strided::check,
+        "token" => fuzz_common::token::check,
         t => panic!("unknown target {t}"),
     }
 }
@@ -49,6 +51,7 @@ fn seeds_decode_as_encoded() {
             "cross_entropy" => roundtrip::<CeHeader>(&s.bytes),
             "linear_ce" => roundtrip::<linear_ce::LceHeader>(&s.bytes),
             "strided" => roundtrip::<StridedHeader>(&s.bytes),
+            "token" => roundtrip::<TokHeader>(&s.bytes),
             _ => roundtrip::<LinHeader>(&s.bytes),
         };
         assert!(ok, "seed {} of {} does not round-trip", s.name, s.target);
@@ -75,7 +78,14 @@ fn committed_corpus_passes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let mut failures = Vec::new();
     let mut n = 0;
-    for target in ["softmax", "cross_entropy", "linear", "linear_ce", "strided"] {
+    for target in [
+        "softmax",
+        "cross_entropy",
+        "linear",
+        "linear_ce",
+        "strided",
+        "token",
+    ] {
         let dir = root.join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
