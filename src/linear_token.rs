@@ -15,6 +15,13 @@
 //!            dA_c, dW, db as above                                             (two GEMMs)
 //! ```
 //!
+//! A vocabulary shard of the layer (the rows of `W` and `b` of a range of classes, on one
+//! process of a vocabulary-parallel model) has the same two steps:
+//! [`Kernels::linear_token_shard_states`] gives its per-row [`crate::RowState`]s (one GEMM per
+//! chunk), which are merged over the shards and finalized ([`crate::shard`]), and
+//! [`Kernels::linear_token_shard_backward`] gives the shard's `dW`, `db` and its partial `dA`
+//! (summed over the shards by the caller) from the finalized `lse` and entropy.
+//!
 //! The forward and the backward together recompute the logits (four GEMMs, as the
 //! class-chunked linear cross-entropy); [`Kernels::linear_token_logprobs_fwd_bwd`] takes three
 //! when the upstream gradients are known before the forward. Memory beyond inputs and outputs:
@@ -23,12 +30,16 @@
 //! (`linear_forward`, the token kernels, `linear_backward_input`, `weight_grad`, `bias_grad`)
 //! up to the association of the `dW` and `db` sums by chunk.
 
+use crate::arch::generic::token::TokPath;
 use crate::cross_entropy::{class_of, Label};
 use crate::dispatch::Kernels;
 use crate::error::{check_len, Error, Result};
 use crate::linear::MatrixLayout;
 use crate::linear_ce::{alloc_chunk, stream_chunk_rows};
-use crate::token::{TokenGrads, TokenLogprobOptions, TokenLogprobOutputs, TokenSaved};
+use crate::shard::{RowState, Shard};
+use crate::token::{
+    ShardArgs, TokLogits, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs, TokenSaved,
+};
 use crate::tuning::DEFAULT_CHUNK_BYTES;
 
 /// Options of the fused linear token log-probs: the token options plus the chunking.
@@ -104,6 +115,10 @@ enum Mode<'a, 'o> {
     Forward(TokenLogprobOutputs<'o>),
     Backward(TokenSaved<'a>, TokenGrads<'a>),
     FwdBwd(TokenGrads<'a>, TokenLogprobOutputs<'o>),
+    /// A vocabulary shard's states (`W` holds the shard's classes).
+    ShardStates(Shard, &'o mut [RowState]),
+    /// A vocabulary shard's gradients from the whole vocabulary's saved `lse` (and entropy).
+    ShardBackward(Shard, TokenSaved<'a>, TokenGrads<'a>),
 }
 
 /// Entries `r0 .. r0 + n` of an optional per-row slice.
@@ -227,6 +242,102 @@ impl Kernels {
         )
     }
 
+    /// The states ([`RowState`]) of a vocabulary shard of the output layer, without its
+    /// logits: `w` (`layout` = `[c, D]`) and `bias` (`c` floats) hold the rows of global
+    /// classes `shard.offset .. shard.offset + c` of a vocabulary of `shard.classes`,
+    /// `tokens` the global tokens. Merge the states of every shard ([`crate::merge_states`],
+    /// one all-gather), finalize them ([`crate::finalize_states`]) into `logp`, entropy and
+    /// `lse`, and run [`Kernels::linear_token_shard_backward`] on each shard. One GEMM per
+    /// chunk, as [`Kernels::linear_token_logprobs`]; a shard of no classes gives
+    /// [`RowState::EMPTY`].
+    ///
+    /// # Errors
+    /// As [`Kernels::linear_token_logprobs`] (the tokens against `shard.classes`);
+    /// [`Error::InvalidOption`] (`shard`) when the classes leave the vocabulary;
+    /// [`Error::LengthMismatch`] for `states` (one per row).
+    ///
+    /// ```
+    /// use softmax_kernels::{finalize_states, merge_states, Kernels, LinearTokenOptions,
+    ///                       MatrixLayout, RowState, Shard, TokenLogprobOutputs};
+    /// let k = Kernels::best();
+    /// let a = [1.0f32, 2.0]; // one row, D = 2
+    /// let w = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6]; // C = 3 classes
+    /// let tokens = [1i64];
+    /// let o = LinearTokenOptions::default();
+    /// // Classes 0..1 on one process, 1..3 on another.
+    /// let (mut s0, mut s1) = ([RowState::EMPTY], [RowState::EMPTY]);
+    /// k.linear_token_shard_states(&a, &w[..2], MatrixLayout::new(1, 2), None,
+    ///                             Shard::new(0, 3), &tokens, &o, &mut s0)?;
+    /// k.linear_token_shard_states(&a, &w[2..], MatrixLayout::new(2, 2), None,
+    ///                             Shard::new(1, 3), &tokens, &o, &mut s1)?;
+    /// merge_states(&mut s0, &s1)?;
+    /// let mut lp = [0.0f32];
+    /// finalize_states(&s0, &tokens, 3, &o.token, TokenLogprobOutputs::new(&mut lp))?;
+    /// // Logits 0.5, 1.1, 1.7: log p(1) = 1.1 - ln(e^0.5 + e^1.1 + e^1.7).
+    /// let want = 1.1 - (0.5f64.exp() + 1.1f64.exp() + 1.7f64.exp()).ln();
+    /// assert!((lp[0] as f64 - want).abs() < 1e-6);
+    /// # Ok::<(), softmax_kernels::Error>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_token_shard_states<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        shard: Shard,
+        tokens: &[L],
+        opts: &LinearTokenOptions,
+        states: &mut [RowState],
+    ) -> Result<()> {
+        self.linear_token(
+            a,
+            w,
+            layout,
+            bias,
+            tokens,
+            opts,
+            Mode::ShardStates(shard, states),
+            &mut LinearTokenGrads::default(),
+        )
+    }
+
+    /// A vocabulary shard's part of the fused backward: this shard's `dW` and `db` (its
+    /// classes' rows) and its partial `dA`, from the whole vocabulary's finalized
+    /// `saved.lse` (and entropy, with an entropy gradient) of [`crate::finalize_states`].
+    /// The partial `dA` of every shard must be summed (one all-reduce) into the layer's `dA`;
+    /// `dW` and `db` are the shard's own. Recomputes the shard's logits per chunk (one GEMM,
+    /// then two for `dA` and `dW`). A shard of no classes writes a zero `dA`.
+    ///
+    /// # Errors
+    /// As [`Kernels::linear_token_logprobs_backward`] (the tokens against `shard.classes`);
+    /// [`Error::InvalidOption`] (`shard`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_token_shard_backward<L: Label>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        layout: MatrixLayout,
+        bias: Option<&[f32]>,
+        shard: Shard,
+        tokens: &[L],
+        opts: &LinearTokenOptions,
+        saved: TokenSaved<'_>,
+        grads: TokenGrads<'_>,
+        out: &mut LinearTokenGrads<'_>,
+    ) -> Result<()> {
+        self.linear_token(
+            a,
+            w,
+            layout,
+            bias,
+            tokens,
+            opts,
+            Mode::ShardBackward(shard, saved, grads),
+            out,
+        )
+    }
+
     /// The shared body: every check first, then the chunks.
     #[allow(clippy::too_many_arguments)]
     fn linear_token<L: Label>(
@@ -243,11 +354,19 @@ impl Kernels {
         let MatrixLayout {
             rows: c, cols: d, ..
         } = layout;
-        if c == 0 {
+        // The vocabulary the tokens index: a shard's classes are `c` of `shard.classes`.
+        let shard = match &mode {
+            Mode::ShardStates(sh, _) | Mode::ShardBackward(sh, _, _) => Some(*sh),
+            _ => None,
+        };
+        if let Some(sh) = shard {
+            sh.check(c)?;
+        } else if c == 0 {
             return Err(Error::ZeroDim {
                 arg: "w rows (classes)",
             });
         }
+        let classes = shard.map_or(c, |sh| sh.classes);
         layout.check("w", w.len())?;
         let b = if d == 0 {
             tokens.len()
@@ -271,7 +390,7 @@ impl Kernels {
                 expected: ">= 1",
             });
         }
-        let want_grad = !matches!(mode, Mode::Forward(_));
+        let want_grad = !matches!(mode, Mode::Forward(_) | Mode::ShardStates(..));
         if want_grad {
             if let Some(da) = g.da.as_deref() {
                 check_len("da", da.len(), a.len())?;
@@ -285,8 +404,12 @@ impl Kernels {
         }
         let (out, saved, grads) = match &mut mode {
             Mode::Forward(o) => (Some(o), None, TokenGrads::default()),
-            Mode::Backward(s, gr) => (None, Some(*s), *gr),
+            Mode::Backward(s, gr) | Mode::ShardBackward(_, s, gr) => (None, Some(*s), *gr),
             Mode::FwdBwd(gr, o) => (Some(o), None, *gr),
+            Mode::ShardStates(_, st) => {
+                check_len("states", st.len(), b)?;
+                (None, None, TokenGrads::default())
+            }
         };
         if let Some(o) = &out {
             crate::token::top_k_of(Some(o), b)?;
@@ -318,13 +441,25 @@ impl Kernels {
             }
         }
         for (r, &l) in tokens.iter().enumerate() {
-            if let Err(label) = class_of(l, c, opts.token.ignore_index) {
+            if let Err(label) = class_of(l, classes, opts.token.ignore_index) {
                 return Err(Error::BadLabel {
                     row: r,
                     label,
-                    classes: c,
+                    classes,
                 });
             }
+        }
+        if c == 0 {
+            // A shard of no classes: empty states, no contribution to `dA`.
+            match &mut mode {
+                Mode::ShardStates(_, st) => st.fill(RowState::EMPTY),
+                _ => {
+                    if let Some(da) = g.da.as_deref_mut() {
+                        da.fill(0.0);
+                    }
+                }
+            }
+            return Ok(());
         }
         // Chunks of whole rows, as the row-chunked fused linear cross-entropy.
         let b1 = b.max(1);
@@ -384,6 +519,51 @@ impl Kernels {
                         entropy: sub(s.entropy, r0, n),
                     };
                     self.token_logprobs_backward_inplace(zc, tc, c, o, sc, gc)?;
+                }
+                Mode::ShardStates(sh, st) => {
+                    let st = &mut st[r0..r0 + n];
+                    let args = ShardArgs {
+                        offset: sh.offset,
+                        classes: sh.classes,
+                        states: st.as_mut_ptr(),
+                        states_len: st.len(),
+                    };
+                    self.token_call_sharded(
+                        TokLogits::Read(zc),
+                        tc,
+                        c,
+                        o,
+                        TokPath::Forward,
+                        None,
+                        None,
+                        TokenGrads::default(),
+                        Some(args),
+                    )?;
+                }
+                Mode::ShardBackward(sh, s, _) => {
+                    let sc = TokenSaved {
+                        lse: &s.lse[r0..r0 + n],
+                        entropy: sub(s.entropy, r0, n),
+                    };
+                    // The plain backward from the whole vocabulary's `lse` (and entropy),
+                    // with the tokens of other shards mapped to none of this shard's classes.
+                    let args = ShardArgs {
+                        offset: sh.offset,
+                        classes: sh.classes,
+                        states: std::ptr::null_mut(),
+                        states_len: 0,
+                    };
+                    self.token_call_sharded(
+                        TokLogits::InPlace(zc),
+                        tc,
+                        c,
+                        o,
+                        TokPath::Backward,
+                        None,
+                        Some(sc),
+                        gc,
+                        Some(args),
+                    )?;
                 }
             }
             if want_grad {

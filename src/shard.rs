@@ -26,8 +26,9 @@
 //! of `-inf` contributes nothing, and a row that is `-inf` in every range is NaN.
 //!
 //! Collectives per step: one all-gather (or custom all-reduce) of the states in the forward;
-//! in the backward none for `dlogits` (each range's own), and for the fused output layer a sum
-//! (all-reduce) of the partial `dA` over ranges.
+//! in the backward none for `dlogits` (each range's own), and for the fused output layer
+//! ([`Kernels::linear_token_shard_states`], [`Kernels::linear_token_shard_backward`]: a shard
+//! of `W`'s rows, no logits held) a sum (all-reduce) of the partial `dA` over ranges.
 //!
 //! ```
 //! use softmax_kernels::{finalize_states, merge_states, Kernels, RowState, Shard,
@@ -220,7 +221,7 @@ impl Shard {
     }
 
     /// Checks that classes `offset .. offset + cols` lie in the vocabulary.
-    fn check(&self, cols: usize) -> Result<()> {
+    pub(crate) fn check(&self, cols: usize) -> Result<()> {
         if self.classes > MAX_CLASSES {
             return Err(Error::TooManyClasses {
                 classes: self.classes,

@@ -12,10 +12,10 @@
 mod child;
 
 use softmax_kernels::{
-    reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels, LinearCeOptions,
-    LinearCeOutputs, Logits, MatMut, MatRef, MatrixLayout, OutputLayer, Reduction, Sgd, SgdOptions,
-    StridedLogits, StridedTargets, Targets, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs,
-    TokenSaved,
+    finalize_states, reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels,
+    LinearCeOptions, LinearCeOutputs, LinearTokenOptions, Logits, MatMut, MatRef, MatrixLayout,
+    OutputLayer, Reduction, RowState, Sgd, SgdOptions, Shard, StridedLogits, StridedTargets,
+    Targets, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs, TokenSaved,
 };
 
 /// Runs `f` on every available tier; all must return the same; returns that.
@@ -757,6 +757,40 @@ table! {
             reason: "the entropy's upstream gradient needs the forward's entropy",
         },
         "the output `saved.entropy` is required: the entropy's upstream gradient needs the forward's entropy";
+
+    // ---- vocabulary shards ----
+    shard_outside_vocabulary
+        | "vocabulary shards: classes `offset .. offset + cols` not inside `0..classes` (`token_shard_states`, `token_shard_backward`, `linear_token_shard_states`, `linear_token_shard_backward`)"
+        | {
+            let o = TokenLogprobOptions::default();
+            let r = tiers(|k| k.token_shard_states(&z(4), 2, Shard::new(3, 4), &[0i64, 1], &o,
+                &mut [RowState::EMPTY; 2], &mut [0.0; 4]));
+            assert_eq!(tiers(|k| k.linear_token_shard_states(&z(2), &z(4), MatrixLayout::new(2, 2),
+                None, Shard::new(3, 4), &[0i64], &LinearTokenOptions::new(o), &mut [RowState::EMPTY])), r);
+            r
+        }
+        => Error::InvalidOption {
+            name: "shard",
+            value: "offset 3 + cols 2".into(),
+            expected: "a range of classes inside 0..classes",
+        },
+        "option `shard` = offset 3 + cols 2 is invalid: it must be a range of classes inside 0..classes";
+    shard_states_length
+        | "vocabulary shards: `states` without one entry per row"
+        | tiers(|k| k.token_shard_states(&z(4), 2, Shard::new(0, 4), &[0i64, 1],
+            &TokenLogprobOptions::default(), &mut [RowState::EMPTY; 3], &mut [0.0; 4]))
+        => Error::LengthMismatch { arg: "states", expected: 2, actual: 3 },
+        "`states` has length 3, but the other arguments need length 2";
+    shard_states_not_merged_once
+        | "`finalize_states`: a row whose merged state holds its token 0 or 2+ times (a shard missing or merged twice)"
+        | finalize_states(&[RowState::EMPTY], &[1i64], 4, &TokenLogprobOptions::default(),
+            TokenLogprobOutputs::new(&mut [0.0]))
+        => Error::InvalidOption {
+            name: "states",
+            value: "row 0 holds its token 0 times".into(),
+            expected: "states merged over every shard exactly once",
+        },
+        "option `states` = row 0 holds its token 0 times is invalid: it must be states merged over every shard exactly once";
 
     // ---- the class bound ----
     too_many_classes

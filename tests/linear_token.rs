@@ -9,8 +9,9 @@ mod common;
 
 use rand::Rng;
 use softmax_kernels::{
-    Error, Kernels, LinearTokenGrads, LinearTokenOptions, MatrixLayout, TokenGrads,
-    TokenLogprobOptions, TokenLogprobOutputs, TokenSaved,
+    finalize_states, merge_states, Error, Kernels, LinearTokenGrads, LinearTokenOptions,
+    MatrixLayout, RowState, Shard, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs,
+    TokenSaved,
 };
 
 struct Problem {
@@ -270,4 +271,197 @@ fn errors_write_nothing() {
         .unwrap_err();
     assert!(matches!(e, Error::MissingOutput { .. }), "{e:?}");
     assert_eq!(db, [9.0; 3]);
+}
+
+/// Random split points of `0..c` into `parts` shards (some may be empty or one class).
+fn split(g: &mut impl Rng, c: usize, parts: usize) -> Vec<(usize, usize)> {
+    let mut cuts: Vec<usize> = (0..parts - 1).map(|_| g.gen_range(0..=c)).collect();
+    cuts.push(0);
+    cuts.push(c);
+    cuts.sort_unstable();
+    cuts.windows(2).map(|w| (w[0], w[1] - w[0])).collect()
+}
+
+per_tier! {
+    shards_match_unsharded => |k: &Kernels| {
+        let mut g = common::rng(21);
+        for &(b, c, d) in &[(1usize, 5usize, 3usize), (9, 37, 16), (30, 1000, 12)] {
+            let p = problem(b, c, d, (3 * b + c + d) as u64);
+            for temp in [1.0f32, 0.5] {
+                let to = TokenLogprobOptions::default().temperature(temp);
+                let (lp, h, lse, da, dw, db) = unfused(k, &p, &to);
+                for parts in [1usize, 2, 3, 5] {
+                    let shards = split(&mut g, c, parts);
+                    let ctx = format!("{} {b}x{c}x{d} T={temp} shards {shards:?}", k.isa());
+                    let o = LinearTokenOptions::new(to).chunk_rows(g.gen_range(1..=b));
+                    let lay = |cs: usize| MatrixLayout::new(cs, d).with_ld(p.ld);
+                    let wsh = |off: usize, cs: usize| &p.w[off * p.ld..(off + cs) * p.ld];
+                    // Every shard's states, merged in a random order.
+                    let mut all: Vec<Vec<RowState>> = shards
+                        .iter()
+                        .map(|&(off, cs)| {
+                            let mut st = vec![RowState::EMPTY; b];
+                            k.linear_token_shard_states(&p.a, wsh(off, cs), lay(cs),
+                                Some(&p.bias[off..off + cs]), Shard::new(off, c), &p.tokens,
+                                &o, &mut st)
+                                .unwrap();
+                            st
+                        })
+                        .collect();
+                    let mut merged = all.swap_remove(g.gen_range(0..all.len()));
+                    while !all.is_empty() {
+                        let next = all.swap_remove(g.gen_range(0..all.len()));
+                        merge_states(&mut merged, &next).unwrap();
+                    }
+                    let (mut lp2, mut h2, mut lse2) = (vec![0.0; b], vec![0.0; b], vec![0.0; b]);
+                    finalize_states(&merged, &p.tokens, c, &to,
+                        TokenLogprobOutputs::new(&mut lp2).entropy(&mut h2).lse(&mut lse2))
+                        .unwrap();
+                    near(&format!("{ctx} logp"), &lp2, &lp, 2e-6);
+                    near(&format!("{ctx} entropy"), &h2, &h, 2e-6);
+                    for r in 0..b {
+                        if p.tokens[r] != -100 {
+                            near(&format!("{ctx} lse row {r}"), &lse2[r..r + 1], &lse[r..r + 1],
+                                2e-6);
+                        }
+                    }
+                    // Every shard's backward: its dW and db rows, and dA summed over shards.
+                    let grads = TokenGrads { logp: Some(&p.gl), entropy: Some(&p.gh) };
+                    let saved = TokenSaved { lse: &lse2, entropy: Some(&h2) };
+                    let mut da_sum = vec![0.0f32; b * d];
+                    for &(off, cs) in &shards {
+                        let (mut da2, mut dw2, mut db2) =
+                            (vec![9.0f32; b * d], vec![9.0f32; cs * p.ld], vec![9.0f32; cs]);
+                        k.linear_token_shard_backward(&p.a, wsh(off, cs), lay(cs),
+                            Some(&p.bias[off..off + cs]), Shard::new(off, c), &p.tokens, &o,
+                            saved, grads, &mut LinearTokenGrads {
+                                da: Some(&mut da2), dw: Some(&mut dw2), db: Some(&mut db2) })
+                            .unwrap();
+                        for (s, v) in da_sum.iter_mut().zip(&da2) {
+                            *s += v;
+                        }
+                        for r in 0..cs {
+                            let q = off + r;
+                            near(&format!("{ctx} dW row {q}"), &dw2[r * p.ld..r * p.ld + d],
+                                &dw[q * p.ld..q * p.ld + d], 1e-5);
+                        }
+                        near(&format!("{ctx} db {off}+{cs}"), &db2, &db[off..off + cs], 1e-5);
+                    }
+                    near(&format!("{ctx} dA"), &da_sum, &da, 1e-5);
+                }
+            }
+        }
+    },
+}
+
+#[test]
+fn shard_forms_check_their_arguments() {
+    let k = Kernels::best();
+    let p = problem(4, 10, 3, 5);
+    let o = LinearTokenOptions::default();
+    let lay = MatrixLayout::new(4, 3).with_ld(p.ld);
+    let w = &p.w[..4 * p.ld];
+    let mut st = vec![RowState::EMPTY; 4];
+    // The shard's classes must lie in the vocabulary.
+    let e = k
+        .linear_token_shard_states(
+            &p.a,
+            w,
+            lay,
+            None,
+            Shard::new(7, 10),
+            &p.tokens,
+            &o,
+            &mut st,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidOption { name: "shard", .. }),
+        "{e}"
+    );
+    // One state per row.
+    let e = k
+        .linear_token_shard_states(
+            &p.a,
+            w,
+            lay,
+            None,
+            Shard::new(0, 10),
+            &p.tokens,
+            &o,
+            &mut st[..3],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::LengthMismatch { arg: "states", .. }),
+        "{e}"
+    );
+    assert!(
+        st.iter().all(|s| *s == RowState::EMPTY),
+        "nothing written on an error"
+    );
+    // Tokens index the whole vocabulary, not the shard.
+    let e = k
+        .linear_token_shard_states(
+            &p.a,
+            w,
+            lay,
+            None,
+            Shard::new(0, 10),
+            &[0i64, 1, 2, 10],
+            &o,
+            &mut st,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BadLabel {
+                row: 3,
+                label: 10,
+                classes: 10
+            }
+        ),
+        "{e}"
+    );
+    // A shard of no classes: empty states, a zero partial dA.
+    let empty = MatrixLayout::new(0, 3);
+    k.linear_token_shard_states(
+        &p.a,
+        &[],
+        empty,
+        None,
+        Shard::new(10, 10),
+        &p.tokens,
+        &o,
+        &mut st,
+    )
+    .unwrap();
+    assert!(st.iter().all(|s| *s == RowState::EMPTY));
+    let lse = [1.0f32; 4];
+    let mut da = vec![9.0f32; 4 * 3];
+    k.linear_token_shard_backward(
+        &p.a,
+        &[],
+        empty,
+        None,
+        Shard::new(10, 10),
+        &p.tokens,
+        &o,
+        TokenSaved {
+            lse: &lse,
+            entropy: None,
+        },
+        TokenGrads {
+            logp: Some(&p.gl),
+            entropy: None,
+        },
+        &mut LinearTokenGrads {
+            da: Some(&mut da),
+            dw: None,
+            db: None,
+        },
+    )
+    .unwrap();
+    assert!(da.iter().all(|&v| v == 0.0));
 }
