@@ -242,7 +242,7 @@ impl<'a> CrossEntropyOptions<'a> {
     }
 
     #[inline]
-    fn validate(&self, rows: usize, cols: usize) -> Result<()> {
+    pub(crate) fn validate(&self, rows: usize, cols: usize) -> Result<()> {
         // Out of line and cold: the checks of a valid call stay a few compares.
         #[cold]
         #[inline(never)]
@@ -1295,13 +1295,7 @@ impl CePlan {
         want_argmax: bool,
         targets: &Targets<'_, L>,
     ) -> CrossEntropyStats {
-        let loss = match opts.reduction {
-            Reduction::Mean if self.rows_used == 0 && opts.all_ignored == AllIgnored::Zero => 0.0,
-            // `x / 1 == x` exactly: a one-row call skips the division's latency.
-            Reduction::Mean if self.denominator == 1.0 => total,
-            Reduction::Mean => total / self.denominator,
-            Reduction::Sum | Reduction::None => total,
-        };
+        let loss = reduce_loss(opts, total, self.denominator, self.rows_used);
         let is_classes = matches!(targets, Targets::Classes(_));
         CrossEntropyStats {
             loss: loss as f32,
@@ -1310,6 +1304,23 @@ impl CePlan {
             rows_used: self.rows_used,
             correct: (want_argmax && is_classes).then_some(correct),
         }
+    }
+}
+
+/// The reduced loss from the sum of the row losses, `Mean`'s denominator and the rows used.
+#[inline]
+pub(crate) fn reduce_loss(
+    opts: &CrossEntropyOptions<'_>,
+    total: f64,
+    denominator: f64,
+    rows_used: usize,
+) -> f64 {
+    match opts.reduction {
+        Reduction::Mean if rows_used == 0 && opts.all_ignored == AllIgnored::Zero => 0.0,
+        // `x / 1 == x` exactly: a one-row call skips the division's latency.
+        Reduction::Mean if denominator == 1.0 => total,
+        Reduction::Mean => total / denominator,
+        Reduction::Sum | Reduction::None => total,
     }
 }
 

@@ -134,7 +134,7 @@ pub use linear::{
 };
 pub use linear_ce::{linear_cross_entropy, LinearCeOptions, LinearCeOutputs};
 pub use linear_token::{LinearTokenGrads, LinearTokenOptions};
-pub use shard::{finalize_states, merge_states, RowState, Shard};
+pub use shard::{finalize_ce_states, finalize_states, merge_states, RowState, Shard};
 pub use token::{
     token_logprobs, token_logprobs_backward, token_logprobs_backward_inplace,
     token_logprobs_fwd_bwd, token_logprobs_fwd_bwd_inplace, TokenGrads, TokenLogprobOptions,

@@ -664,7 +664,23 @@ impl Kernels {
                             let zr = zp.get().add(i * kn);
                             let lk = *lp.get().add(i * nb + bi);
                             let wp = wsp.get().cast_const();
-                            block_grad(self, zr, kn, k0, &st, &tgt, lk, plan, c, wp, o);
+                            let wk = if wp.is_null() {
+                                wp
+                            } else {
+                                wp.wrapping_add(k0)
+                            };
+                            let row = MergedRow {
+                                m: st.m,
+                                s: st.s,
+                                nan: st.nan,
+                                target: tgt
+                                    .class
+                                    .map(|t| ((t >= k0 && t < k0 + kn).then(|| t - k0), tgt.wt)),
+                                g: tgt.g,
+                                c,
+                                wsum: plan.wsum,
+                            };
+                            block_grad(self, zr, kn, &row, lk, wk, o);
                         }
                     }
                 });
@@ -910,47 +926,61 @@ unsafe fn merge_block(
     (r.m, r.ls)
 }
 
-/// Pass 2 of the class-chunked mode for one row of one block (logits at `zr`, `kn` of them,
-/// classes `k0 ..`): overwrites them with the gradient, from the row's merged state `st` and
-/// the block's own `(max, ln sum)` `lk` from pass 1.
+/// What the gradient of one row over a block of its classes needs from the whole row: its
+/// merged `(max, sum exp(z - max))` (`nan`: the row holds a NaN or `+inf`), its target (the
+/// class inside the block, if there, and the target's weight; `None` for an ignored row), its
+/// gradient scale `g`, and the class count `c` and weight sum `sum_c w_c` of the whole row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MergedRow {
+    pub m: f64,
+    pub s: f64,
+    pub nan: bool,
+    /// `Some((class inside the block or None, w_t))`, `None` when ignored.
+    pub target: Option<(Option<usize>, f64)>,
+    pub g: f64,
+    pub c: usize,
+    pub wsum: f64,
+}
+
+/// The gradient of one row over a block of its classes (logits at `zr`, `kn` of them, their
+/// weights at `wk` or null), overwriting them, from the whole row's [`MergedRow`] and the
+/// block's own `(max, ln sum)` `lk` (as [`Kernels`]'s class-target row kernel computes them on
+/// these logits). Used by the class-chunked fused
+/// linear cross-entropy and by the vocabulary-sharded cross-entropy.
 ///
 /// # Safety
-/// `zr .. zr + kn` valid for reads and writes; `wp` null or the `C` class weights.
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_grad(
+/// `zr .. zr + kn` valid for reads and writes; `wk` null or `kn` weights; the block class of
+/// `row.target` `< kn`.
+pub(crate) unsafe fn block_grad(
     k: &Kernels,
     zr: *mut f32,
     kn: usize,
-    k0: usize,
-    st: &RowState,
-    tgt: &RowTarget,
+    row: &MergedRow,
     lk: (f64, f64),
-    plan: &CePlan,
-    c: usize,
-    wp: *const f32,
+    wk: *const f32,
     o: &CrossEntropyOptions<'_>,
 ) {
     use crate::arch::special::fill;
-    let Some(t) = tgt.class else {
+    let Some((local_t, wt)) = row.target else {
         // SAFETY: the caller's range.
         unsafe { fill(zr, kn, 0.0) };
         return;
     };
-    if st.nan || !st.m.is_finite() {
+    if row.nan || !row.m.is_finite() {
         // SAFETY: the caller's range.
         unsafe { fill(zr, kn, f32::NAN) };
         return;
     }
-    let eps = o.label_smoothing as f64;
-    let lse = st.lse();
-    let g = tgt.g;
+    let (eps, c) = (o.label_smoothing as f64, row.c);
+    let lse = row.m + row.s.ln();
+    let g = row.g;
     // Without smoothing the weight sum plays no part (a NaN weight of an unused class stays
     // out, as in the whole-row kernels).
-    let a0 = (1.0 - eps) * tgt.wt
+    let a0 = (1.0 - eps) * wt
         + if eps == 0.0 {
             0.0
         } else {
-            eps / c as f64 * plan.wsum
+            eps / c as f64 * row.wsum
         };
     // The coefficient of `p` as the whole-row kernel forms it (`cross_entropy_with`): from
     // the f32 roundings of `g`, `a0` and `2 z_loss`. With a subnormal `g` (a tiny `row_scale`)
@@ -958,13 +988,7 @@ unsafe fn block_grad(
     // `2^-150 |a0|`, far above the f32 rounding of a gradient whose terms cancel.
     let coef = g as f32 as f64 * (a0 as f32 as f64 + (2.0 * o.z_loss) as f64 * lse);
     let smooth = (g * eps / c as f64) as f32;
-    let fix_t = (g * (1.0 - eps) * tgt.wt) as f32;
-    let local_t = (t >= k0 && t < k0 + kn).then(|| t - k0);
-    let wk = if wp.is_null() {
-        wp
-    } else {
-        wp.wrapping_add(k0)
-    };
+    let fix_t = (g * (1.0 - eps) * wt) as f32;
     if lk.0 == f64::NEG_INFINITY {
         // Every probability of the block is 0: only the smoothing and target terms remain.
         // SAFETY: the caller's ranges.
@@ -987,7 +1011,7 @@ unsafe fn block_grad(
         // logsumexp: `coef exp(z - lse)` overall. Formed relative to the maxima, as
         // `(m_k - m) + (ls_k - ln s)`: absolute logsumexps of large logits would lose
         // `|m| 2^-52` in the difference.
-        g: (coef * ((lk.0 - st.m) + (lk.1 - st.s.ln())).exp()) as f32,
+        g: (coef * ((lk.0 - row.m) + (lk.1 - row.s.ln())).exp()) as f32,
         smooth,
         fix_t: if local_t.is_some() { fix_t } else { 0.0 },
         weights: wk,
@@ -997,7 +1021,9 @@ unsafe fn block_grad(
         dot: smooth != 0.0,
         argmax: false,
         next: std::ptr::null(),
-        known_max: None,
+        // The block's maximum is known (the kernel's own on these logits, exact in f32):
+        // without a cap the kernel skips its max pass.
+        known_max: o.softcap.is_none().then_some(lk.0 as f32),
         defer: false,
     };
     // SAFETY: `zr` holds `kn` floats, written in place; `args.t < kn`; `wk` null or `kn`

@@ -16,9 +16,20 @@
 //! | `dot` | `sum (z' - max) exp(z' - max)` (the entropy's) | rescaled and shifted, added |
 //! | `target` | the token's `z'` when the range holds it, else 0 | added |
 //! | `has_target` | 1 when the range holds the token, else 0 | added |
+//! | `wdot` | cross-entropy with label smoothing: `sum w_c (z_c - max)` (else 0) | rescaled and shifted, added |
+//! | `wsum` | cross-entropy: `sum w_c` over the range (`w_c = 1` without class weights; token states: 0) | added |
+//! | `target_weight` | cross-entropy: `w_t` when the range holds the target, else 0 | added |
 //!
-//! It is `#[repr(C)]`, five `f64`: a `[rows]` array of states is `5 * rows` doubles for
-//! `MPI_Allgather` or `torch.distributed.all_gather`. [`RowState::merge`] is commutative
+//! It is `#[repr(C)]`, eight `f64` ([`RowState::LEN`]): a `[rows]` array of states is
+//! `8 * rows` doubles for `MPI_Allgather` or `torch.distributed.all_gather`
+//! ([`RowState::as_f64s`] and [`RowState::as_f64s_mut`] view it so, without a copy).
+//!
+//! The same states carry **vocabulary-sharded cross-entropy** (the [`ce`] functions:
+//! [`Kernels::cross_entropy_shard_states`], [`finalize_ce_states`],
+//! [`Kernels::cross_entropy_shard_backward`]) with every option that shards: class weights
+//! (each shard passes its classes' weights), `ignore_index`, label smoothing with PyTorch's
+//! formula over the whole vocabulary, z-loss, soft-cap, the reductions, `scale` and
+//! `row_scale`. [`RowState::merge`] is commutative
 //! exactly, and associative up to the f64 rounding of the rescaling (the result of a merge
 //! tree depends on its shape by a few f64 ULP, far below the f32 outputs' rounding); with a
 //! fixed split and a fixed order the bits are fixed, for any thread count. NaN and `-inf`
@@ -51,6 +62,9 @@
 //! # Ok::<(), softmax_kernels::Error>(())
 //! ```
 
+pub mod ce;
+pub use ce::finalize_ce_states;
+
 use crate::arch::generic::token::{TokPath, TokRowOut};
 use crate::cross_entropy::{class_of, Label, MAX_CLASSES};
 use crate::dispatch::Kernels;
@@ -74,7 +88,19 @@ pub struct RowState {
     /// 1 when the range holds the token, else 0 (merged states: the count of ranges that
     /// did).
     pub has_target: f64,
+    /// Cross-entropy with label smoothing: `sum w_c (z_c - max)` over the range (else 0).
+    pub wdot: f64,
+    /// Cross-entropy: `sum w_c` over the range (`w_c = 1` without class weights; 0 in token
+    /// states).
+    pub wsum: f64,
+    /// Cross-entropy: the target's weight `w_t` when the range holds it, else 0.
+    pub target_weight: f64,
 }
+
+const _: () = assert!(
+    std::mem::size_of::<RowState>() == 8 * RowState::LEN
+        && std::mem::align_of::<RowState>() == std::mem::align_of::<f64>()
+);
 
 impl Default for RowState {
     fn default() -> Self {
@@ -90,7 +116,38 @@ impl RowState {
         dot: 0.0,
         target: 0.0,
         has_target: 0.0,
+        wdot: 0.0,
+        wsum: 0.0,
+        target_weight: 0.0,
     };
+
+    /// The `f64` fields of a state, in order: a `[rows]` array of states is `LEN * rows`
+    /// doubles.
+    pub const LEN: usize = 8;
+
+    /// The states as `LEN * states.len()` doubles (field by field, row by row), for a
+    /// collective that moves `f64` buffers (`MPI_DOUBLE`, a float64 tensor).
+    ///
+    /// ```
+    /// use softmax_kernels::RowState;
+    /// let s = [RowState::EMPTY; 3];
+    /// assert_eq!(RowState::as_f64s(&s).len(), 3 * RowState::LEN);
+    /// assert_eq!(RowState::as_f64s(&s)[0], f64::NEG_INFINITY); // the first row's `max`
+    /// ```
+    pub fn as_f64s(states: &[RowState]) -> &[f64] {
+        // SAFETY: `RowState` is `#[repr(C)]` of `LEN` f64 fields: size `8 * LEN`, alignment
+        // that of f64, no padding (checked below at compile time), every bit pattern valid as
+        // both types; the view borrows `states` for its lifetime.
+        unsafe { std::slice::from_raw_parts(states.as_ptr().cast(), states.len() * Self::LEN) }
+    }
+
+    /// As [`RowState::as_f64s`], writable: the receive buffer of a gather.
+    pub fn as_f64s_mut(states: &mut [RowState]) -> &mut [f64] {
+        // SAFETY: as in `as_f64s`; the view borrows `states` mutably for its lifetime.
+        unsafe {
+            std::slice::from_raw_parts_mut(states.as_mut_ptr().cast(), states.len() * Self::LEN)
+        }
+    }
 
     /// The state of one row from the forward kernel's results.
     pub(crate) fn of_row(out: &TokRowOut, inv_t: f32, has_target: bool) -> RowState {
@@ -111,6 +168,7 @@ impl RowState {
                 dot: f64::NAN,
                 target,
                 has_target,
+                ..RowState::EMPTY
             };
         }
         // `m` and `1 / T` are f32: their product is exact in f64 (the backward divides it
@@ -121,6 +179,7 @@ impl RowState {
             dot: out.dot,
             target,
             has_target,
+            ..RowState::EMPTY
         }
     }
 
@@ -130,51 +189,61 @@ impl RowState {
     /// ```
     /// use softmax_kernels::RowState;
     /// // exp(0) + exp(ln 3) = 4 at max 0 ...
-    /// let a = RowState { max: 0.0, sum: 1.0, dot: 0.0, target: 0.0, has_target: 0.0 };
-    /// let b = RowState { max: 3f64.ln(), sum: 1.0, dot: 0.0, target: 0.0, has_target: 0.0 };
+    /// let a = RowState { max: 0.0, sum: 1.0, ..RowState::EMPTY };
+    /// let b = RowState { max: 3f64.ln(), sum: 1.0, ..RowState::EMPTY };
     /// let m = a.merge(b);
     /// assert_eq!(m, b.merge(a));
     /// assert!((m.max + m.sum.ln() - 4f64.ln()).abs() < 1e-15);
     /// ```
     pub fn merge(self, other: RowState) -> RowState {
-        let target = self.target + other.target;
-        let has_target = self.has_target + other.has_target;
+        // The fields that add whatever the maxima.
+        let added = RowState {
+            target: self.target + other.target,
+            has_target: self.has_target + other.has_target,
+            wsum: self.wsum + other.wsum,
+            target_weight: self.target_weight + other.target_weight,
+            ..RowState::EMPTY
+        };
         if self.max.is_nan() || other.max.is_nan() {
             return RowState {
                 max: f64::NAN,
                 sum: f64::NAN,
                 dot: f64::NAN,
-                target,
-                has_target,
+                wdot: f64::NAN,
+                ..added
             };
         }
         let m = self.max.max(other.max);
-        if m == f64::NEG_INFINITY {
-            return RowState {
-                target,
-                has_target,
-                ..RowState::EMPTY
-            };
-        }
         // One side rescaled to the common max: sum e^(z - m) = f sum e^(z - max) with
-        // f = e^(max - m), and sum (z - m) e^(z - m) = f (dot + (max - m) sum). A side with
-        // no finite logit adds nothing.
+        // f = e^(max - m), sum (z - m) e^(z - m) = f (dot + (max - m) sum), and
+        // sum w (z - m) = wdot + (max - m) wsum. A side with no finite logit adds nothing to
+        // the sums, and its `wdot` (`-inf`, NaN, or 0 for no classes) as it is.
         let part = |s: RowState| {
             if s.max == f64::NEG_INFINITY {
-                (0.0, 0.0)
+                (0.0, 0.0, s.wdot)
             } else {
                 let f = (s.max - m).exp();
-                (f * s.sum, f * (s.dot + (s.max - m) * s.sum))
+                (
+                    f * s.sum,
+                    f * (s.dot + (s.max - m) * s.sum),
+                    s.wdot + (s.max - m) * s.wsum,
+                )
             }
         };
-        let (sa, da) = part(self);
-        let (sb, db) = part(other);
+        let (sa, da, wa) = part(self);
+        let (sb, db, wb) = part(other);
+        if m == f64::NEG_INFINITY {
+            return RowState {
+                wdot: wa + wb,
+                ..added
+            };
+        }
         RowState {
             max: m,
             sum: sa + sb,
             dot: da + db,
-            target,
-            has_target,
+            wdot: wa + wb,
+            ..added
         }
     }
 

@@ -12,10 +12,10 @@
 mod child;
 
 use softmax_kernels::{
-    finalize_states, reference, CrossEntropyOptions, CrossEntropyOutputs, Error, Isa, Kernels,
-    LinearCeOptions, LinearCeOutputs, LinearTokenOptions, Logits, MatMut, MatRef, MatrixLayout,
-    OutputLayer, Reduction, RowState, Sgd, SgdOptions, Shard, StridedLogits, StridedTargets,
-    Targets, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs, TokenSaved,
+    finalize_ce_states, finalize_states, reference, CrossEntropyOptions, CrossEntropyOutputs,
+    Error, Isa, Kernels, LinearCeOptions, LinearCeOutputs, LinearTokenOptions, Logits, MatMut,
+    MatRef, MatrixLayout, OutputLayer, Reduction, RowState, Sgd, SgdOptions, Shard, StridedLogits,
+    StridedTargets, Targets, TokenGrads, TokenLogprobOptions, TokenLogprobOutputs, TokenSaved,
 };
 
 /// Runs `f` on every available tier; all must return the same; returns that.
@@ -760,13 +760,15 @@ table! {
 
     // ---- vocabulary shards ----
     shard_outside_vocabulary
-        | "vocabulary shards: classes `offset .. offset + cols` not inside `0..classes` (`token_shard_states`, `token_shard_backward`, `linear_token_shard_states`, `linear_token_shard_backward`)"
+        | "vocabulary shards: classes `offset .. offset + cols` not inside `0..classes` (`token_shard_states`, `token_shard_backward`, `linear_token_shard_states`, `linear_token_shard_backward`, `cross_entropy_shard_states`, `cross_entropy_shard_backward`)"
         | {
             let o = TokenLogprobOptions::default();
             let r = tiers(|k| k.token_shard_states(&z(4), 2, Shard::new(3, 4), &[0i64, 1], &o,
                 &mut [RowState::EMPTY; 2], &mut [0.0; 4]));
             assert_eq!(tiers(|k| k.linear_token_shard_states(&z(2), &z(4), MatrixLayout::new(2, 2),
                 None, Shard::new(3, 4), &[0i64], &LinearTokenOptions::new(o), &mut [RowState::EMPTY])), r);
+            assert_eq!(tiers(|k| k.cross_entropy_shard_states(&z(4), 2, Shard::new(3, 4), &[0i64, 1],
+                &CrossEntropyOptions::default(), &mut [RowState::EMPTY; 2])), r);
             r
         }
         => Error::InvalidOption {
@@ -782,9 +784,14 @@ table! {
         => Error::LengthMismatch { arg: "states", expected: 2, actual: 3 },
         "`states` has length 3, but the other arguments need length 2";
     shard_states_not_merged_once
-        | "`finalize_states`: a row whose merged state holds its token 0 or 2+ times (a shard missing or merged twice)"
-        | finalize_states(&[RowState::EMPTY], &[1i64], 4, &TokenLogprobOptions::default(),
-            TokenLogprobOutputs::new(&mut [0.0]))
+        | "`finalize_states`, `finalize_ce_states`, `cross_entropy_shard_backward`: a row whose merged state holds its target 0 or 2+ times (a shard missing or merged twice)"
+        | {
+            let r = finalize_states(&[RowState::EMPTY], &[1i64], 4, &TokenLogprobOptions::default(),
+                TokenLogprobOutputs::new(&mut [0.0]));
+            assert_eq!(finalize_ce_states(&[RowState::EMPTY], &[1i64], 4,
+                &CrossEntropyOptions::default(), CrossEntropyOutputs::default()).map(|_| ()), r);
+            r
+        }
         => Error::InvalidOption {
             name: "states",
             value: "row 0 holds its token 0 times".into(),

@@ -1121,6 +1121,9 @@ fn shard_states_special_values_and_merge_rules() {
         dot: -0.5,
         target: 0.75,
         has_target: 1.0,
+        wdot: -2.0,
+        wsum: 3.0,
+        target_weight: 0.5,
     };
     let b = RowState {
         max: -3.0,
@@ -1128,6 +1131,9 @@ fn shard_states_special_values_and_merge_rules() {
         dot: -0.25,
         target: 0.0,
         has_target: 0.0,
+        wdot: -1.0,
+        wsum: 2.0,
+        target_weight: 0.0,
     };
     assert_eq!(a.merge(RowState::EMPTY), a);
     assert_eq!(a.merge(b), b.merge(a));
@@ -1137,6 +1143,9 @@ fn shard_states_special_values_and_merge_rules() {
     assert!((m.sum - (2.0 + 1.5 * f)).abs() < 1e-15);
     assert!((m.dot - (-0.5 + f * (-0.25 - 4.0 * 1.5))).abs() < 1e-15);
     assert_eq!((m.target, m.has_target), (0.75, 1.0));
+    // sum w (z - 1) = -2 + (-1 + (-3 - 1) 2); the weight sums and target weights add.
+    assert_eq!(m.wdot, -11.0);
+    assert_eq!((m.wsum, m.target_weight), (5.0, 0.5));
 }
 
 #[test]

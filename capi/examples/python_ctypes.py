@@ -92,9 +92,10 @@ class TokenSaved(C.Structure):
 
 
 class RowState(C.Structure):
-    """sk_row_state: five doubles, so a [rows] array of them is a [rows, 5] float64 array."""
+    """sk_row_state: eight doubles, so a [rows] array of them is a [rows, 8] float64 array."""
     _fields_ = [("max", C.c_double), ("sum", C.c_double), ("dot", C.c_double),
-                ("target", C.c_double), ("has_target", C.c_double)]
+                ("target", C.c_double), ("has_target", C.c_double), ("wdot", C.c_double),
+                ("wsum", C.c_double), ("target_weight", C.c_double)]
 
 
 def declare(name, restype, *argtypes):
@@ -136,7 +137,7 @@ sk_available_isas = declare("sk_available_isas", C.c_uint32)
 
 assert C.sizeof(CeOptions) == 72 and C.sizeof(CeOutputs) == 48 and C.sizeof(CeStats) == 40
 assert C.sizeof(TokenOptions) == 24 and C.sizeof(TokenOutputs) == 48
-assert C.sizeof(TokenGrads) == 32 and C.sizeof(TokenSaved) == 32 and C.sizeof(RowState) == 40
+assert C.sizeof(TokenGrads) == 32 and C.sizeof(TokenSaved) == 32 and C.sizeof(RowState) == 64
 
 
 def ptr(a, t=F32P):
@@ -277,7 +278,7 @@ expect(np.abs(dz - ref_dz).max() < 1e-5, "token gradient")
 print(f"token_logprobs_fwd_bwd (T={temp}): mean logp {logp[used].mean():.4f}: ok")
 
 # Vocabulary shards (tensor parallelism): two "ranks" each hold some classes' logits and compute
-# their states separately; the states ([rows, 5] float64 each: what torch.distributed.all_gather
+# their states separately; the states ([rows, 8] float64 each: what torch.distributed.all_gather
 # or MPI_Allgather would exchange) are merged and finalized into the whole vocabulary's logp,
 # entropy and lse; each rank's backward then gives its own columns of the gradient, into the
 # buffer its states call filled (`keep`, then `dlogits`).
@@ -285,7 +286,7 @@ split = 4
 shards = [(0, np.ascontiguousarray(x[:, :split])), (split, np.ascontiguousarray(x[:, split:]))]
 gathered, keeps = [], []
 for offset, xs in shards:  # each rank, separately
-    states = np.empty((rows, 5), np.float64)
+    states = np.empty((rows, 8), np.float64)
     keep = np.empty_like(xs)
     check(sk_token_shard_states(ptr(xs), xs.size, ptr(t, I64P), t.size, ptr(keep), keep.size,
                                 xs.shape[1], offset, cols, C.byref(tok_opts), ptr(states, RSP),

@@ -531,10 +531,10 @@ sk_status sk_token_logprobs_fwd_bwd_inplace_i32(float *logits, size_t logits_len
  * Each process holds the logits of a range of classes (a shard: global classes
  * class_offset .. class_offset + cols - 1 of a vocabulary of `classes`; its logits are
  * [rows, cols], its tokens the GLOBAL tokens of the rows). The pipeline, per step:
- *   1. sk_token_shard_states: each shard's per-row states (sk_row_state, 5 doubles per row)
+ *   1. sk_token_shard_states: each shard's per-row states (sk_row_state, 8 doubles per row)
  *      and, into keep (the shard's gradient buffer, [rows, cols]), what its backward needs;
- *   2. exchange the states: MPI_Allgather of 5 * rows MPI_DOUBLEs, or
- *      torch.distributed.all_gather of a [rows, 5] float64 tensor (the library moves no
+ *   2. exchange the states: MPI_Allgather of 8 * rows MPI_DOUBLEs, or
+ *      torch.distributed.all_gather of a [rows, 8] float64 tensor (the library moves no
  *      bytes; any communication engine does);
  *   3. sk_row_states_merge the gathered states into one array (every shard exactly once);
  *   4. sk_row_states_finalize: every process gets the whole vocabulary's logp, and when asked
@@ -560,8 +560,10 @@ sk_status sk_token_logprobs_fwd_bwd_inplace_i32(float *logits, size_t logits_len
  * loses accuracy).
  */
 
-/* A row's partial reduction over a range of classes (see above). Five doubles, no padding: an
- * array of `rows` states is 5 * rows doubles. The layout is the Rust crate's RowState. */
+/* A row's partial reduction over a range of classes (see above). Eight doubles, no padding:
+ * an array of `rows` states is 8 * rows doubles. The layout is the Rust crate's RowState. The
+ * last three fields carry the Rust crate's vocabulary-sharded cross-entropy (no C entry point
+ * yet); the token functions here leave them 0. */
 typedef struct sk_row_state {
     double max;        /* max z' over the range (-INFINITY: empty or all -inf); a NaN or +inf
                           logit makes max, or sum and dot (by tier), NaN */
@@ -569,6 +571,9 @@ typedef struct sk_row_state {
     double dot;        /* sum (z' - max) exp(z' - max) */
     double target;     /* the token's z' when the range holds it, else 0 */
     double has_target; /* 1 when the range holds the token, else 0 (merged: the count) */
+    double wdot;       /* cross-entropy: sum w_c (z_c - max) with label smoothing, else 0 */
+    double wsum;       /* cross-entropy: sum w_c over the range (0 in token states) */
+    double target_weight; /* cross-entropy: w_t when the range holds the target, else 0 */
 } sk_row_state;
 
 /* The state of an empty range: max = -INFINITY, the other fields 0; the identity of the merge

@@ -20,8 +20,8 @@ use crate::token::{
 };
 
 /// `sk_row_state`: a row's partial reduction over a range of classes, in units of
-/// `z' = z / T` (see the crate's `shard` module): the C mirror of [`RowState`], five doubles.
-/// A `[rows]` array of them is `5 * rows` doubles, what a collective exchanges.
+/// `z' = z / T` (see the crate's `shard` module): the C mirror of [`RowState`], eight
+/// doubles. A `[rows]` array of them is `8 * rows` doubles, what a collective exchanges.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SkRowState {
@@ -35,6 +35,12 @@ pub struct SkRowState {
     pub target: f64,
     /// 1 when the range holds the token, else 0 (merged: the count of ranges that did).
     pub has_target: f64,
+    /// Cross-entropy with label smoothing: `sum w_c (z_c - max)` (else 0).
+    pub wdot: f64,
+    /// Cross-entropy: `sum w_c` over the range (0 in token states).
+    pub wsum: f64,
+    /// Cross-entropy: the target's weight when the range holds it, else 0.
+    pub target_weight: f64,
 }
 
 // `SkRowState` and the crate's `RowState` have one layout, so that C arrays of one are slices
@@ -43,12 +49,15 @@ pub struct SkRowState {
 const _: () = {
     assert!(size_of::<SkRowState>() == size_of::<RowState>());
     assert!(align_of::<SkRowState>() == align_of::<RowState>());
-    assert!(size_of::<SkRowState>() == 40);
+    assert!(size_of::<SkRowState>() == 64);
     assert!(offset_of!(SkRowState, max) == offset_of!(RowState, max));
     assert!(offset_of!(SkRowState, sum) == offset_of!(RowState, sum));
     assert!(offset_of!(SkRowState, dot) == offset_of!(RowState, dot));
     assert!(offset_of!(SkRowState, target) == offset_of!(RowState, target));
     assert!(offset_of!(SkRowState, has_target) == offset_of!(RowState, has_target));
+    assert!(offset_of!(SkRowState, wdot) == offset_of!(RowState, wdot));
+    assert!(offset_of!(SkRowState, wsum) == offset_of!(RowState, wsum));
+    assert!(offset_of!(SkRowState, target_weight) == offset_of!(RowState, target_weight));
 };
 
 impl From<RowState> for SkRowState {
@@ -60,6 +69,9 @@ impl From<RowState> for SkRowState {
             dot,
             target,
             has_target,
+            wdot,
+            wsum,
+            target_weight,
         } = s;
         SkRowState {
             max,
@@ -67,6 +79,9 @@ impl From<RowState> for SkRowState {
             dot,
             target,
             has_target,
+            wdot,
+            wsum,
+            target_weight,
         }
     }
 }
@@ -79,6 +94,9 @@ impl From<SkRowState> for RowState {
             dot: s.dot,
             target: s.target,
             has_target: s.has_target,
+            wdot: s.wdot,
+            wsum: s.wsum,
+            target_weight: s.target_weight,
         }
     }
 }

@@ -267,6 +267,7 @@ static void numeric(int32_t tier)
         sk_row_state e = sk_row_state_empty(), m[1];
         CHECK(e.max == -INFINITY && e.sum == 0.0 && e.dot == 0.0);
         CHECK(e.target == 0.0 && e.has_target == 0.0);
+        CHECK(e.wdot == 0.0 && e.wsum == 0.0 && e.target_weight == 0.0);
         m[0] = g_sh[0].st[0];
         CHECK_OK(sk_row_states_merge(m, 1, &e, 1));
         CHECK(same_bits(m, &g_sh[0].st[0], sizeof m));

@@ -10,7 +10,7 @@
 //! One step on every rank:
 //!
 //! 1. `linear_token_shard_states`: the per-row states of its classes (no logits held);
-//! 2. **one collective**: an all-gather of the states (`5 * B` doubles per rank), merged
+//! 2. **one collective**: an all-gather of the states (`8 * B` doubles per rank), merged
 //!    locally in rank order, so every rank has the same merged states;
 //! 3. `finalize_states`: `logp`, the entropy and `lse` of the whole vocabulary;
 //! 4. `linear_token_shard_backward`: its shard's `dW`, `db` and a partial `dA`;
@@ -206,25 +206,15 @@ fn main() -> ExitCode {
             &mut states,
         )
         .expect("shard states");
-        // 2. All-gather the states (five doubles each) and merge them in rank order.
-        let send: Vec<f64> = states
-            .iter()
-            .flat_map(|s| [s.max, s.sum, s.dot, s.target, s.has_target])
-            .collect();
-        let mut recv = vec![0.0f64; send.len() * ranks];
-        world.all_gather_into(&send[..], &mut recv[..]);
-        let state = |v: &[f64]| RowState {
-            max: v[0],
-            sum: v[1],
-            dot: v[2],
-            target: v[3],
-            has_target: v[4],
-        };
-        let per_rank: Vec<Vec<RowState>> = recv
-            .chunks(5 * B)
-            .map(|r| r.chunks(5).map(state).collect())
-            .collect();
-        let mut merged = per_rank[0].clone();
+        // 2. All-gather the states (`RowState::LEN` doubles each, viewed as f64s without a
+        //    copy) and merge them in rank order.
+        let mut gathered = vec![RowState::EMPTY; B * ranks];
+        world.all_gather_into(
+            RowState::as_f64s(&states),
+            RowState::as_f64s_mut(&mut gathered),
+        );
+        let per_rank: Vec<&[RowState]> = gathered.chunks(B).collect();
+        let mut merged = per_rank[0].to_vec();
         for other in &per_rank[1..] {
             merge_states(&mut merged, other).expect("same row count");
         }
