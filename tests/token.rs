@@ -1299,6 +1299,44 @@ per_tier! {
     },
 }
 
+per_tier! {
+    // Rows long enough for the scan's floor (the k-th largest of the vector maxima) to be
+    // active, where it must not lose a candidate: all equal (the smallest indices win), a few
+    // finite values among -inf (fewer than k above -inf), the k-th value tied many times, and
+    // the largest values at the end of the row. Against the scalar reference tier.
+    top_k_floor_edge_rows => |k: &Kernels| {
+        let r = Kernels::for_isa(softmax_kernels::Isa::Scalar).unwrap();
+        let cols = 1027usize;
+        let mut x = vec![0.0f32; 4 * cols];
+        for (j, v) in x[cols..2 * cols].iter_mut().enumerate() {
+            *v = if j % 101 == 5 { j as f32 * 1e-3 } else { f32::NEG_INFINITY };
+        }
+        for (j, v) in x[2 * cols..3 * cols].iter_mut().enumerate() {
+            *v = if j % 3 == 0 { 1.0 } else { (j % 7) as f32 * 0.1 };
+        }
+        for (j, v) in x[3 * cols..].iter_mut().enumerate() {
+            *v = j as f32 * 1e-2;
+        }
+        let tokens = [3i64, 5, 0, 1026];
+        let o = TokenLogprobOptions::default();
+        for kk in [1usize, 17, 64] {
+            let mut lp = [0.0f32; 4];
+            let (mut v, mut i) = (vec![0.0f32; 4 * kk], vec![0u32; 4 * kk]);
+            k.token_logprobs(&x, &tokens, cols, &o,
+                TokenLogprobOutputs::new(&mut lp).top_k(&mut v, &mut i)).unwrap();
+            let (mut v2, mut i2) = (vec![0.0f32; 4 * kk], vec![0u32; 4 * kk]);
+            r.token_logprobs(&x, &tokens, cols, &o,
+                TokenLogprobOutputs::new(&mut lp).top_k(&mut v2, &mut i2)).unwrap();
+            assert_eq!(i, i2, "{} k={kk}: indices", k.isa());
+            for (a, b) in v.iter().zip(&v2) {
+                assert!(a == b || (a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{} k={kk}: {a} vs {b}", k.isa());
+            }
+            // All equal: indices 0..k.
+            assert!(i[..kk].iter().enumerate().all(|(q, &j)| j == q as u32), "{:?}", &i[..kk]);
+        }
+    },
+}
+
 #[test]
 fn top_k_errors_and_special_rows() {
     let k = Kernels::best();

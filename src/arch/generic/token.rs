@@ -996,17 +996,27 @@ pub(crate) unsafe fn top_k_row<S: Simd, const CAP: bool>(
     let mut top = TopK::new(z, idx, k);
     let mut buf = [0.0f32; 64];
     let mut i = 0;
-    // SAFETY: every access is inside `0..n` (whole blocks of `TOP_K_BLOCK` vectors while they
-    // fit, then single vectors, one partial load); `buf` holds 64 >= LANES floats.
+    // SAFETY: every access is inside `0..n` (the prefilter reads whole vectors of `0..n`; then
+    // whole blocks of `TOP_K_BLOCK` vectors while they fit, then single vectors, one partial
+    // load); `buf` holds 64 >= LANES floats.
     unsafe {
+        let floor = top_k_floor::<S, CAP>(s, x, n, k, vc, vi);
         while i < n {
             let step = if i + TOP_K_BLOCK * w <= n {
                 TOP_K_BLOCK * w
             } else {
                 (n - i).min(w)
             };
+            // Until `k` are held, a candidate must reach the floor; then beat the `k`-th.
             let thr = top.threshold();
-            let mut pass = thr == f64::NEG_INFINITY;
+            let beats = |v: f32| {
+                if thr == f64::NEG_INFINITY {
+                    v as f64 >= floor
+                } else {
+                    v as f64 > thr
+                }
+            };
+            let mut pass = thr == f64::NEG_INFINITY && floor == f64::NEG_INFINITY;
             if !pass {
                 let mut m = s.splat(f32::NEG_INFINITY);
                 if step == TOP_K_BLOCK * w {
@@ -1025,7 +1035,7 @@ pub(crate) unsafe fn top_k_row<S: Simd, const CAP: bool>(
                 }
                 // (A block holding a NaN may be skipped, with its other values: that row's
                 // log-probabilities are all NaN anyway.)
-                pass = s.reduce_max(m) as f64 > thr;
+                pass = beats(s.reduce_max(m));
             }
             if pass {
                 let mut j = 0;
@@ -1038,10 +1048,18 @@ pub(crate) unsafe fn top_k_row<S: Simd, const CAP: bool>(
                     };
                     // Then vector by vector against the rising threshold.
                     let t = top.threshold();
-                    if t == f64::NEG_INFINITY || s.reduce_max(v) as f64 > t {
+                    let hit = if t == f64::NEG_INFINITY {
+                        floor == f64::NEG_INFINITY || s.reduce_max(v) as f64 >= floor
+                    } else {
+                        s.reduce_max(v) as f64 > t
+                    };
+                    if hit {
                         s.store(buf.as_mut_ptr(), v);
                         for (q, &b) in buf[..kk].iter().enumerate() {
-                            top.offer(b as f64, (i + j + q) as u32);
+                            // (Below the floor a lane cannot be among the top `k`.)
+                            if b as f64 >= floor {
+                                top.offer(b as f64, (i + j + q) as u32);
+                            }
                         }
                     }
                     j += w;
@@ -1056,6 +1074,51 @@ pub(crate) unsafe fn top_k_row<S: Simd, const CAP: bool>(
 /// Vectors per block of the top-k scan: a block whose maximum does not beat the current `k`-th
 /// value costs its loads, maxima and one horizontal maximum.
 const TOP_K_BLOCK: usize = 8;
+
+/// The most groups [`top_k_floor`] takes maxima of.
+const TOP_K_GROUPS: usize = 256;
+
+/// A lower bound of the `k`-th largest (capped) logit of the row, so that the scan offers
+/// the heap only candidates from the start instead of everything until `k` good ones are
+/// held: the whole vectors of the row are cut into at most [`TOP_K_GROUPS`] groups, and the
+/// `k`-th largest of the groups' maxima is returned. Each group maximum is an element of the
+/// row, so `k` elements are at least that large. `-inf` when there are fewer than `k` groups
+/// (NaN maxima are left out: such a row's outputs are NaN anyway).
+///
+/// # Safety
+/// `x .. x + n` valid for reads; `1 <= k <= MAX_TOP_K`.
+#[inline(always)]
+unsafe fn top_k_floor<S: Simd, const CAP: bool>(
+    s: S,
+    x: *const f32,
+    n: usize,
+    k: usize,
+    vc: S::V,
+    vi: S::V,
+) -> f64 {
+    let w = S::LANES;
+    let vecs = n / w;
+    if vecs < k {
+        return f64::NEG_INFINITY;
+    }
+    let groups = vecs.min(TOP_K_GROUPS);
+    let per = vecs / groups;
+    let mut maxima = [f32::NEG_INFINITY; TOP_K_GROUPS];
+    // SAFETY: `groups * per <= vecs` whole vectors, inside `0..n`.
+    unsafe {
+        for (g, slot) in maxima[..groups].iter_mut().enumerate() {
+            let p = x.add(g * per * w);
+            let mut m = load_z::<S, CAP>(s, p, vc, vi);
+            for v in 1..per {
+                m = s.max(m, load_z::<S, CAP>(s, p.add(v * w), vc, vi));
+            }
+            let r = s.reduce_max(m);
+            *slot = if r.is_nan() { f32::NEG_INFINITY } else { r };
+        }
+    }
+    let (_, kth, _) = maxima[..groups].select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth as f64
+}
 
 /// The soft-cap's chain factor `1 - (z / cap)^2` at a capped logit `z` (1 without a cap).
 #[inline(always)]
