@@ -593,6 +593,8 @@ impl Kernels {
                             next: std::ptr::null(),
                             known_max: None,
                             defer: false,
+                            keep: false,
+                            kept: None,
                         };
                         // SAFETY: row `i < n` of the chunk lies inside `zc` (`n * kn` floats);
                         // `args.t < kn`; `wk` is null or `wv[k0..k0 + kn]`. Rows are disjoint
@@ -680,7 +682,16 @@ impl Kernels {
                                 c,
                                 wsum: plan.wsum,
                             };
-                            block_grad(self, zr, kn, &row, lk, wk, o);
+                            let blk = Block {
+                                x: zr,
+                                grad: zr,
+                                n: kn,
+                                weights: wk,
+                                m: lk.0,
+                                ls: lk.1,
+                                kept: None,
+                            };
+                            block_grad(self, &blk, &row, o);
                         }
                     }
                 });
@@ -942,25 +953,40 @@ pub(crate) struct MergedRow {
     pub wsum: f64,
 }
 
-/// The gradient of one row over a block of its classes (logits at `zr`, `kn` of them, their
-/// weights at `wk` or null), overwriting them, from the whole row's [`MergedRow`] and the
-/// block's own `(max, ln sum)` `lk` (as [`Kernels`]'s class-target row kernel computes them on
-/// these logits). Used by the class-chunked fused
-/// linear cross-entropy and by the vocabulary-sharded cross-entropy.
+/// One row's block of classes for [`block_grad`]: its logits `x` and gradient row `grad`
+/// (`n` of each; the same pointer in place), the classes' weights (null or `n` floats), and
+/// the block's own maximum `m` and `ln sum exp(z - m)` `ls` as the class-target row kernel
+/// computes them on these logits. `kept`: `grad` holds what that kernel left with
+/// [`CeArgs::keep`] (its `sum exp(z - m)` is this), so only the last pass runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Block {
+    pub x: *const f32,
+    pub grad: *mut f32,
+    pub n: usize,
+    pub weights: *const f32,
+    pub m: f64,
+    pub ls: f64,
+    pub kept: Option<f64>,
+}
+
+/// The gradient of one row over a block of its classes ([`Block`]), written to the block's
+/// gradient row, from the whole row's [`MergedRow`]. Used by the class-chunked fused linear
+/// cross-entropy (in place, recomputing the block's exps) and by the vocabulary-sharded
+/// cross-entropy (from the kept exps).
 ///
 /// # Safety
-/// `zr .. zr + kn` valid for reads and writes; `wk` null or `kn` weights; the block class of
-/// `row.target` `< kn`.
+/// `b.x .. b.x + b.n` valid for reads, `b.grad .. b.grad + b.n` for reads and writes (equal
+/// to `b.x` or not overlapping it); `b.weights` null or `b.n` weights; the block class of
+/// `row.target` `< b.n`; with `b.kept`, `b.grad` holds what the kernel left with
+/// [`CeArgs::keep`] for these logits.
 pub(crate) unsafe fn block_grad(
     k: &Kernels,
-    zr: *mut f32,
-    kn: usize,
+    b: &Block,
     row: &MergedRow,
-    lk: (f64, f64),
-    wk: *const f32,
     o: &CrossEntropyOptions<'_>,
 ) {
     use crate::arch::special::fill;
+    let (zr, kn, wk, lk) = (b.grad, b.n, b.weights, (b.m, b.ls));
     let Some((local_t, wt)) = row.target else {
         // SAFETY: the caller's range.
         unsafe { fill(zr, kn, 0.0) };
@@ -1025,10 +1051,11 @@ pub(crate) unsafe fn block_grad(
         // without a cap the kernel skips its max pass.
         known_max: o.softcap.is_none().then_some(lk.0 as f32),
         defer: false,
+        keep: false,
+        kept: b.kept.map(|total| (lk.0, total)),
     };
-    // SAFETY: `zr` holds `kn` floats, written in place; `args.t < kn`; `wk` null or `kn`
-    // weights.
-    unsafe { (k.ce.row)(zr, zr, kn, &args) };
+    // SAFETY: the contract above; `args.t < kn`.
+    unsafe { (k.ce.row)(b.x, zr, kn, &args) };
 }
 
 /// Fused linear cross-entropy on the active tier ([`Kernels::linear_cross_entropy`]).

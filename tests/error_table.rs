@@ -768,7 +768,7 @@ table! {
             assert_eq!(tiers(|k| k.linear_token_shard_states(&z(2), &z(4), MatrixLayout::new(2, 2),
                 None, Shard::new(3, 4), &[0i64], &LinearTokenOptions::new(o), &mut [RowState::EMPTY])), r);
             assert_eq!(tiers(|k| k.cross_entropy_shard_states(&z(4), 2, Shard::new(3, 4), &[0i64, 1],
-                &CrossEntropyOptions::default(), &mut [RowState::EMPTY; 2])), r);
+                &CrossEntropyOptions::default(), &mut [RowState::EMPTY; 2], &mut [0.0; 4])), r);
             r
         }
         => Error::InvalidOption {

@@ -83,11 +83,13 @@ fn check(
         o.weight = weights.map(|w| &w[off..off + len]);
         o
     };
+    let mut keeps: Vec<Vec<f32>> = Vec::new();
     let own: Vec<Vec<RowState>> = shards
         .iter()
         .map(|&(off, len)| {
             let mut st = vec![RowState::EMPTY; rows];
             let zs = columns(z, c, off, len);
+            let mut keep = vec![0.0f32; zs.len()];
             k.cross_entropy_shard_states(
                 &zs,
                 len,
@@ -95,8 +97,10 @@ fn check(
                 targets,
                 &shard_opts(off, len),
                 &mut st,
+                &mut keep,
             )
             .unwrap();
+            keeps.push(keep);
             st
         })
         .collect();
@@ -156,7 +160,7 @@ fn check(
         .fold(0.0f32, |a, v| a.max(v.abs()));
     for (i, &(off, len)) in shards.iter().enumerate() {
         let zs = columns(z, c, off, len);
-        let mut d = vec![7.0f32; zs.len()];
+        let mut d = keeps[i].clone();
         k.cross_entropy_shard_backward(
             &zs,
             len,
@@ -251,16 +255,17 @@ fn errors() {
     let z = [0.0f32; 8];
     let opts = CrossEntropyOptions::default();
     let mut st = [RowState::EMPTY; 2];
+    let mut kp = [0.0f32; 8];
     // The shard must lie in the vocabulary; the targets index the vocabulary.
     let e = k
-        .cross_entropy_shard_states(&z, 4, Shard::new(2, 5), &[0i64, 1], &opts, &mut st)
+        .cross_entropy_shard_states(&z, 4, Shard::new(2, 5), &[0i64, 1], &opts, &mut st, &mut kp)
         .unwrap_err();
     assert!(
         matches!(e, Error::InvalidOption { name: "shard", .. }),
         "{e}"
     );
     let e = k
-        .cross_entropy_shard_states(&z, 4, Shard::new(0, 5), &[0i64, 5], &opts, &mut st)
+        .cross_entropy_shard_states(&z, 4, Shard::new(0, 5), &[0i64, 5], &opts, &mut st, &mut kp)
         .unwrap_err();
     assert!(
         matches!(
@@ -283,18 +288,36 @@ fn errors() {
             &[0i64, 1],
             &opts.weight(&w),
             &mut st,
+            &mut kp,
         )
         .unwrap_err();
     assert!(
         matches!(e, Error::LengthMismatch { arg: "weight", .. }),
         "{e}"
     );
+    // The kept values: one per logit.
+    let e = k
+        .cross_entropy_shard_states(
+            &z,
+            4,
+            Shard::new(0, 5),
+            &[0i64, 1],
+            &opts,
+            &mut st,
+            &mut kp[..7],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::LengthMismatch { arg: "keep", .. }),
+        "{e}"
+    );
+    assert!(kp.iter().all(|&v| v == 0.0), "nothing written on an error");
     assert!(
         st.iter().all(|s| *s == RowState::EMPTY),
         "nothing written on an error"
     );
     // States not merged over every shard: class 4 lies outside this shard.
-    k.cross_entropy_shard_states(&z, 4, Shard::new(0, 5), &[0i64, 4], &opts, &mut st)
+    k.cross_entropy_shard_states(&z, 4, Shard::new(0, 5), &[0i64, 4], &opts, &mut st, &mut kp)
         .unwrap();
     let e =
         finalize_ce_states(&st, &[0i64, 4], 5, &opts, CrossEntropyOutputs::default()).unwrap_err();
@@ -343,8 +366,16 @@ fn errors() {
     );
     // A shard of no classes: empty states carrying a zero weight sum.
     let mut st0 = [RowState::EMPTY; 2];
-    k.cross_entropy_shard_states(&[], 0, Shard::new(5, 5), &[0i64, 1], &opts, &mut st0)
-        .unwrap();
+    k.cross_entropy_shard_states(
+        &[],
+        0,
+        Shard::new(5, 5),
+        &[0i64, 1],
+        &opts,
+        &mut st0,
+        &mut [],
+    )
+    .unwrap();
     assert!(st0.iter().all(|s| *s == RowState::EMPTY));
 }
 
@@ -363,6 +394,8 @@ fn by_hand() {
         .reduction(Reduction::Sum);
     let t = [1i64];
     let (mut a, mut b) = ([RowState::EMPTY], [RowState::EMPTY]);
+    // The second shard's kept values, then its gradient.
+    let mut d = [0.0f32];
     k.cross_entropy_shard_states(
         &[0.0, l3 as f32],
         2,
@@ -370,6 +403,7 @@ fn by_hand() {
         &t,
         &opts.weight(&w[..2]),
         &mut a,
+        &mut [0.0; 2],
     )
     .unwrap();
     k.cross_entropy_shard_states(
@@ -379,6 +413,7 @@ fn by_hand() {
         &t,
         &opts.weight(&w[2..]),
         &mut b,
+        &mut d,
     )
     .unwrap();
     merge_states(&mut a, &b).unwrap();
@@ -393,7 +428,6 @@ fn by_hand() {
     );
     // Gradient of the second shard's class 2: p_2 (A + 2 zl lse) - (eps / C) w_2, with
     // A = (1 - eps) w_t + (eps / C) sum w, p_2 = 2 / 6.
-    let mut d = [0.0f32];
     k.cross_entropy_shard_backward(
         &[l2 as f32],
         1,

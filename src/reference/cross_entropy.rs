@@ -105,7 +105,6 @@ unsafe fn scan(x: *const f32, n: usize, cap: f32) -> (Vec<f64>, f64, u32, bool) 
 unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOut {
     // SAFETY: forwarded; every index is `< n`, `a.t < n`.
     unsafe {
-        let (z, m, am, nan) = scan(x, n, a.cap);
         let w = |c: usize| {
             if a.weights.is_null() {
                 1.0
@@ -113,6 +112,32 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
                 *a.weights.add(c) as f64
             }
         };
+        if let Some((m, s)) = a.kept {
+            // Pass 3 alone on what a `keep` call stored: `exp(z - m)`, or the capped logits.
+            let lse = m + s.ln();
+            let coef = a.a0 as f64 + a.zl2 as f64 * lse;
+            for c in 0..n {
+                let v = *grad.add(c) as f64;
+                let (e, chain) = if a.cap != 0.0 {
+                    let q = v / a.cap as f64;
+                    ((v - m).exp(), 1.0 - q * q)
+                } else {
+                    (v, 1.0)
+                };
+                let mut gz = a.g as f64 * coef * e / s - a.smooth as f64 * w(c);
+                if c == a.t {
+                    gz -= a.fix_t as f64;
+                }
+                *grad.add(c) = (gz * chain) as f32;
+            }
+            return CeRowOut {
+                m,
+                ls: s.ln(),
+                zt: capped(*x.add(a.t), a.cap),
+                ..CeRowOut::default()
+            };
+        }
+        let (z, m, am, nan) = scan(x, n, a.cap);
         if !m.is_finite() || nan {
             // A NaN (or +inf, or an all -inf row) makes the row NaN, as PyTorch.
             if !grad.is_null() {
@@ -135,7 +160,16 @@ unsafe fn ce_row(x: *const f32, grad: *mut f32, n: usize, a: &CeArgs) -> CeRowOu
         } else {
             0.0
         };
-        if !grad.is_null() {
+        if a.keep && !grad.is_null() {
+            // What pass 3 will read ([`CeArgs::kept`]).
+            for (c, &v) in z.iter().enumerate() {
+                *grad.add(c) = if a.cap != 0.0 {
+                    v as f32
+                } else {
+                    (v - m).exp() as f32
+                };
+            }
+        } else if !grad.is_null() {
             let lse = m + s.ln();
             let coef = a.a0 as f64 + a.zl2 as f64 * lse;
             for (c, &v) in z.iter().enumerate() {

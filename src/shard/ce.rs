@@ -3,12 +3,14 @@
 //!
 //! 1. [`Kernels::cross_entropy_shard_states`]: each shard's per-row [`RowState`]s (its
 //!    maximum, `sum exp`, the target logit and weight when it holds the target, and with
-//!    label smoothing `sum w_c (z_c - max)` and `sum w_c`), one exp per element;
+//!    label smoothing `sum w_c (z_c - max)` and `sum w_c`), one exp per element, and into the
+//!    shard's gradient buffer (`keep`) the exps its backward needs;
 //! 2. one collective: an all-gather of the states (or a user-defined reduction calling
 //!    [`RowState::merge`]), merged ([`crate::merge_states`]) into the same states everywhere;
 //! 3. [`finalize_ce_states`]: the loss (reduced as asked), each row's loss and `lse`;
 //! 4. [`Kernels::cross_entropy_shard_backward`]: each shard's gradient columns from the
-//!    merged states and its own, no collective.
+//!    merged states, its own states and the kept exps, in the same buffer: one sweep, no exp
+//!    (with a soft-cap, one exp per element), no collective.
 //!
 //! Every option of [`CrossEntropyOptions`] that shards is supported: class weights (each
 //! shard passes its own classes' weights, `cols` floats), `ignore_index`, label smoothing with
@@ -27,7 +29,7 @@ use crate::cross_entropy::{
 };
 use crate::dispatch::Kernels;
 use crate::error::{check_len, rows_of, Error, Result};
-use crate::linear_ce::{block_grad, MergedRow};
+use crate::linear_ce::{block_grad, Block, MergedRow};
 use crate::parallel::{for_each_row_block, SyncPtr};
 
 impl RowState {
@@ -147,15 +149,18 @@ impl Kernels {
     /// The cross-entropy states of a vocabulary shard: `logits` holds rows of this shard's
     /// `cols` classes (global classes `shard.offset ..` of `shard.classes`), `targets` the
     /// global class of each row, `opts.weight` (if any) this shard's `cols` class weights.
-    /// Merge the states of every shard ([`crate::merge_states`]) and finalize them
-    /// ([`finalize_ce_states`]); see the [module docs](crate::shard::ce). Two sweeps over the
-    /// logits, one exp per element. A shard of no classes gives empty states (with `wsum` 0).
+    /// `keep` (the shard's gradient buffer, the length of `logits`) receives what
+    /// [`Kernels::cross_entropy_shard_backward`] needs, so that the backward is one sweep
+    /// without an exp: pass it there unchanged, as its `dlogits`. Merge the states of every
+    /// shard ([`crate::merge_states`]) and finalize them ([`finalize_ce_states`]); see the
+    /// [module docs](crate::shard::ce). Two sweeps over the logits, one exp per element. A
+    /// shard of no classes gives empty states (with `wsum` 0).
     ///
     /// # Errors
     /// As [`Kernels::cross_entropy_with`] (the targets against `shard.classes`, the options,
     /// `weight` with `cols` entries); [`Error::InvalidOption`] (`shard`) when the shard's
-    /// classes leave the vocabulary; [`Error::LengthMismatch`] for `states` (one per row).
-    /// Nothing is written on an error.
+    /// classes leave the vocabulary; [`Error::LengthMismatch`] for `states` (one per row) and
+    /// `keep`. Nothing is written on an error.
     ///
     /// ```
     /// use softmax_kernels::{finalize_ce_states, merge_states, CrossEntropyOptions,
@@ -168,8 +173,11 @@ impl Kernels {
     /// let left: Vec<f32> = z.chunks(5).flat_map(|r| r[..2].to_vec()).collect();
     /// let right: Vec<f32> = z.chunks(5).flat_map(|r| r[2..].to_vec()).collect();
     /// let (mut a, mut b) = ([RowState::EMPTY; 2], [RowState::EMPTY; 2]);
-    /// k.cross_entropy_shard_states(&left, 2, Shard::new(0, 5), &targets, &opts, &mut a)?;
-    /// k.cross_entropy_shard_states(&right, 3, Shard::new(2, 5), &targets, &opts, &mut b)?;
+    /// let (mut ka, mut kb) = ([0.0f32; 4], [0.0f32; 6]);
+    /// k.cross_entropy_shard_states(&left, 2, Shard::new(0, 5), &targets, &opts, &mut a,
+    ///                              &mut ka)?;
+    /// k.cross_entropy_shard_states(&right, 3, Shard::new(2, 5), &targets, &opts, &mut b,
+    ///                              &mut kb)?;
     /// merge_states(&mut a, &b)?;
     /// let sharded = finalize_ce_states(&a, &targets, 5, &opts, CrossEntropyOutputs::default())?;
     /// let whole = k.cross_entropy_with(softmax_kernels::Logits::Read(&z),
@@ -187,9 +195,11 @@ impl Kernels {
         targets: &[L],
         opts: &CrossEntropyOptions<'_>,
         states: &mut [RowState],
+        keep: &mut [f32],
     ) -> Result<()> {
         let rows = check_shard_call(logits.len(), cols, shard, targets, opts)?;
         check_len("states", states.len(), rows)?;
+        check_len("keep", keep.len(), logits.len())?;
         let wsum = opts
             .weight
             .map_or(cols as f64, |w| w.iter().map(|&v| v as f64).sum());
@@ -204,6 +214,7 @@ impl Kernels {
         let cap = opts.softcap.unwrap_or(0.0);
         let (lo, hi) = (shard.offset, shard.offset + cols);
         let sp = SyncPtr(states.as_mut_ptr());
+        let kp = SyncPtr(keep.as_mut_ptr());
         let x = SyncPtr(logits.as_ptr().cast_mut());
         let wk = SyncPtr(
             opts.weight
@@ -234,12 +245,16 @@ impl Kernels {
                             next: std::ptr::null(),
                             known_max: None,
                             defer: false,
+                            keep: true,
+                            kept: None,
                         };
-                        // SAFETY: row `r < rows` of `logits` (`rows * cols` floats); `args.t <
-                        // cols`; the weights are null or `cols` floats (validated).
+                        // SAFETY: row `r < rows` of `logits` and of `keep` (`rows * cols`
+                        // floats each, separate slices; rows disjoint across blocks); `args.t
+                        // < cols`; the weights are null or `cols` floats (validated).
                         unsafe {
                             let xr = x.get().cast_const().add(r * cols);
-                            let out = (self.ce.row)(xr, std::ptr::null_mut(), cols, &args);
+                            let kr = kp.get().add(r * cols);
+                            let out = (self.ce.row)(xr, kr, cols, &args);
                             let wt = local.map(|j| {
                                 if wkp.is_null() {
                                     1.0
@@ -259,11 +274,11 @@ impl Kernels {
     }
 
     /// A vocabulary shard's cross-entropy gradient (this shard's classes) from the `merged`
-    /// states of every shard and this shard's `own` states ([`Kernels::cross_entropy_shard_states`]
-    /// on the same `logits`, targets and options): the columns of
-    /// [`Kernels::cross_entropy_with`]'s gradient that belong to the shard, up to rounding.
-    /// No collective. One pass for the maximum, one with the exp and the sum, one scaling
-    /// (the class-target row kernel).
+    /// states of every shard, this shard's `own` states and kept values: `dlogits` must hold
+    /// what [`Kernels::cross_entropy_shard_states`] wrote to its `keep` for the same
+    /// `logits`, targets and options (it is read, then overwritten by the gradient). The
+    /// columns of [`Kernels::cross_entropy_with`]'s gradient that belong to the shard, up to
+    /// rounding. One sweep, no exp (with a soft-cap one exp per element); no collective.
     ///
     /// # Errors
     /// As [`Kernels::cross_entropy_shard_states`]; [`Error::LengthMismatch`] for `own`,
@@ -295,8 +310,8 @@ impl Kernels {
             Reduction::Mean => 1.0 / den,
             Reduction::Sum | Reduction::None => 1.0,
         };
-        dlogits.copy_from_slice(logits);
         let (lo, hi) = (shard.offset, shard.offset + cols);
+        let x = SyncPtr(logits.as_ptr().cast_mut());
         let gp = SyncPtr(dlogits.as_mut_ptr());
         let wk = SyncPtr(
             opts.weight
@@ -319,20 +334,22 @@ impl Kernels {
                     c: shard.classes,
                     wsum: st.wsum,
                 };
-                // SAFETY: row `r < rows` of `dlogits` (`rows * cols` floats), disjoint across
-                // blocks; the weights are null or `cols` floats; the target's class in the
-                // shard is `< cols`.
+                // SAFETY: row `r < rows` of `logits` and `dlogits` (`rows * cols` floats each,
+                // separate slices; rows disjoint across blocks), `dlogits` holding what the
+                // states call kept for these logits (the caller's contract, checked by its
+                // length only); the weights are null or `cols` floats; the target's class in
+                // the shard is `< cols`.
                 unsafe {
-                    let zr = gp.get().add(r * cols);
-                    block_grad(
-                        self,
-                        zr,
-                        cols,
-                        &row,
-                        (mine.max, mine.sum.ln()),
-                        wk.get().cast_const(),
-                        opts,
-                    );
+                    let blk = Block {
+                        x: x.get().cast_const().add(r * cols),
+                        grad: gp.get().add(r * cols),
+                        n: cols,
+                        weights: wk.get().cast_const(),
+                        m: mine.max,
+                        ls: mine.sum.ln(),
+                        kept: Some(mine.sum),
+                    };
+                    block_grad(self, &blk, &row, opts);
                 }
             }
         });

@@ -104,6 +104,8 @@ impl CeCall {
             next: std::ptr::null(),
             known_max: None,
             defer: false,
+            keep: false,
+            kept: None,
         }
     }
 
@@ -439,6 +441,14 @@ pub(crate) struct CeArgs {
     /// row's call, so that this row's division overlaps that work. The next row's maximum then
     /// comes from the exp pass.
     pub defer: bool,
+    /// A vocabulary shard's forward: leave the gradient row holding pass 2's values
+    /// (`exp(z - m)`, or with a cap the capped logits) for any options, and return before
+    /// pass 3 (whose factor needs the whole vocabulary).
+    pub keep: bool,
+    /// A vocabulary shard's backward: the gradient row holds what a [`CeArgs::keep`] call
+    /// left for these logits, whose maximum and `sum exp(z - m)` were these: run pass 3
+    /// alone (the factor from `g`, `a0`, `zl2` and this `(m, total)`).
+    pub kept: Option<(f64, f64)>,
 }
 
 /// Per-row arguments of the probability-target kernel.

@@ -253,8 +253,8 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
     let cap = s.splat(a.cap);
     let icap = s.splat(if CAP { 1.0 / a.cap } else { 0.0 });
     let store = !grad.is_null();
-    let wp = a.weights;
-    if !CAP && !a.dot && n <= SHORT_VECS * w {
+    let resume = a.keep || a.kept.is_some();
+    if !CAP && !a.dot && !resume && n <= SHORT_VECS * w {
         // SAFETY: forwarded; `K` matches `n`.
         return unsafe {
             match n.div_ceil(w) {
@@ -269,10 +269,6 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
     // `i + w <= n`, one partial access for the tail), as the caller guarantees; `t < n`. Each
     // element of `x` is read before the same element of `grad` is written.
     unsafe {
-        let (m, am) = match a.known_max {
-            Some(km) if !CAP && !a.argmax => (km, 0),
-            _ => max_argmax::<S, CAP>(s, x, n, a.argmax, cap, icap),
-        };
         // The target logit, capped by the same vector code as the row.
         let zt = if CAP {
             let v = load_z_part::<S, CAP>(s, x.add(a.t), 1, 0.0, cap, icap);
@@ -281,6 +277,23 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             b[0]
         } else {
             *x.add(a.t)
+        };
+        if let Some((m, total)) = a.kept {
+            // Pass 3 alone, on what a `keep` call left in `grad` (`m` is that call's f32
+            // maximum).
+            let ls = total.ln();
+            let factor = grad_factor(a.g as f64, a.a0 as f64, a.zl2, m + ls, total);
+            last_pass::<S, CAP>(s, grad, n, m as f32, factor, a, zt);
+            return CeRowOut {
+                m,
+                ls,
+                zt: zt as f64,
+                ..CeRowOut::default()
+            };
+        }
+        let (m, am) = match a.known_max {
+            Some(km) if !CAP && !a.argmax => (km, 0),
+            _ => max_argmax::<S, CAP>(s, x, n, a.argmax, cap, icap),
         };
         if !m.is_finite() {
             if store {
@@ -297,7 +310,6 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             };
         }
         // Pass 2. Without cap or smoothing it is softmax's exp-store-sum sweep.
-        let vm = s.splat(m);
         let plain = !CAP && !a.dot;
         let mut next_max = None;
         let defer = a.defer && plain && store && a.smooth == 0.0;
@@ -331,7 +343,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             next_max,
             deferred: None,
         };
-        if !store {
+        if !store || a.keep {
             return out;
         }
         // Pass 3.
@@ -343,18 +355,52 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
                 ..out
             };
         }
+        let nm = last_pass::<S, CAP>(s, grad, n, m, factor, a, zt);
+        CeRowOut {
+            next_max: nm.or(out.next_max),
+            ..out
+        }
+    }
+}
+
+/// Pass 3 of [`ce_row`] on the row's pass-2 values in `grad` (`exp(z - m)`, or with a cap the
+/// capped logits): `grad = factor e - smooth w` (times the cap's chain factor), then
+/// `grad[t] -= fix_t` (times its chain factor, `zt` the capped target logit). Without a cap
+/// or smoothing it is one scaling sweep, which computes the maximum of [`CeArgs::next`] when
+/// given (returned).
+///
+/// # Safety
+/// `grad .. grad + n` valid for reads and writes, holding pass 2's values; `a.t < n`;
+/// `a.weights` null or valid for `n` reads; `a.next` null or valid for `n` reads and not
+/// overlapping `grad`.
+#[inline(always)]
+unsafe fn last_pass<S: Simd, const CAP: bool>(
+    s: S,
+    grad: *mut f32,
+    n: usize,
+    m: f32,
+    factor: f32,
+    a: &CeArgs,
+    zt: f32,
+) -> Option<f32> {
+    let w = S::LANES;
+    let wp = a.weights;
+    // SAFETY: every access is inside `0..n` of `grad`, `weights` and `next`, the contract.
+    unsafe {
         if !CAP && a.smooth == 0.0 {
-            let mut out = out;
-            if a.next.is_null() || a.argmax {
+            let nm = if a.next.is_null() || a.argmax {
                 scale(s, grad, n, factor);
+                None
             } else {
                 // The next row's pass 1 fused with this row's pass 3: its loads (from L2/L3)
                 // overlap this sweep (in L1).
-                out.next_max = Some(scale_then_max(s, grad, factor, a.next, n));
-            }
+                Some(scale_then_max(s, grad, factor, a.next, n))
+            };
             *grad.add(a.t) -= a.fix_t;
-            return out;
+            return nm;
         }
+        let vm = s.splat(m);
+        let icap = s.splat(if CAP { 1.0 / a.cap } else { 0.0 });
         let vf = s.splat(factor);
         let vs = s.splat(a.smooth);
         let one = s.splat(1.0);
@@ -391,7 +437,7 @@ pub(crate) unsafe fn ce_row<S: Simd, const CAP: bool>(
             1.0
         };
         *grad.add(a.t) -= a.fix_t * chain_t;
-        out
+        None
     }
 }
 
