@@ -58,9 +58,11 @@ pub enum Error {
         /// What it must be.
         expected: &'static str,
     },
-    /// An output that the chosen options need was not given.
+    /// An output that the chosen options need, or a forward result the call reads, was not
+    /// given.
     MissingOutput {
-        /// The output's name.
+        /// The argument's name (an output, or a forward result the call reads, such as
+        /// `saved.entropy`).
         arg: &'static str,
         /// Why it is needed.
         reason: &'static str,
@@ -180,7 +182,7 @@ impl fmt::Display for Error {
                 "option `{name}` = {value} is invalid: it must be {expected}"
             ),
             Error::MissingOutput { arg, reason } => {
-                write!(f, "the output `{arg}` is required: {reason}")
+                write!(f, "`{arg}` must be given: {reason}")
             }
             Error::IsaUnavailable { isa } => write!(
                 f,

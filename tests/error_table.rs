@@ -325,7 +325,7 @@ table! {
             arg: "row_loss",
             reason: "Reduction::None returns the loss of every row there",
         },
-        "the output `row_loss` is required: Reduction::None returns the loss of every row there";
+        "`row_loss` must be given: Reduction::None returns the loss of every row there";
     ce_targets_length
         | "class targets: `targets.len() != rows`"
         | tiers(|k| ce(k, &z(4), &[0, 1, 1], 2, &Default::default()))
@@ -756,7 +756,7 @@ table! {
             arg: "saved.entropy",
             reason: "the entropy's upstream gradient needs the forward's entropy",
         },
-        "the output `saved.entropy` is required: the entropy's upstream gradient needs the forward's entropy";
+        "`saved.entropy` must be given: the entropy's upstream gradient needs the forward's entropy";
 
     // ---- vocabulary shards ----
     shard_outside_vocabulary
