@@ -344,8 +344,10 @@ pub fn merge_states(acc: &mut [RowState], other: &[RowState]) -> Result<()> {
 /// `lse` (a shard computes no state for them: [`RowState::EMPTY`]).
 ///
 /// # Errors
-/// [`Error::LengthMismatch`] for `states`, `tokens` or an output; [`Error::BadLabel`] for a
-/// token outside `0..classes` that is not the `ignore_index`; [`Error::InvalidOption`]
+/// [`Error::TooManyClasses`]; the option errors of [`Kernels::token_logprobs`] (the same
+/// options as every shard's calls); [`Error::LengthMismatch`] for `states`, `tokens` or an
+/// output; [`Error::BadLabel`] for a token outside `0..classes` that is not the
+/// `ignore_index`; [`Error::InvalidOption`]
 /// (`states`) when a row's merged state does not hold its token exactly once (a shard is
 /// missing, or was merged twice). Nothing is written on an error.
 pub fn finalize_states<L: Label>(
@@ -356,6 +358,8 @@ pub fn finalize_states<L: Label>(
     out: TokenLogprobOutputs<'_>,
 ) -> Result<()> {
     let rows = states.len();
+    Shard::new(0, classes).check(0)?;
+    opts.validate_pub()?;
     check_len("tokens", tokens.len(), rows)?;
     check_len("logp", out.logp.len(), rows)?;
     if let Some(h) = &out.entropy {

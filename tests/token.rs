@@ -1155,6 +1155,36 @@ fn shard_errors() {
     let x = [0.0f32; 4];
     let mut st = [RowState::EMPTY; 2];
     let mut keep = [0.0f32; 4];
+    // finalize_states checks the options and the class count as the kernels do.
+    let mut lp = [0.0f32; 2];
+    let bad_t = TokenLogprobOptions::default().temperature(0.0);
+    let e = finalize_states(
+        &st,
+        &[0i64, 1],
+        4,
+        &bad_t,
+        TokenLogprobOutputs::new(&mut lp),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidOption {
+                name: "temperature",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = finalize_states(
+        &st,
+        &[0i64, 1],
+        usize::MAX,
+        &o,
+        TokenLogprobOutputs::new(&mut lp),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::TooManyClasses { .. }), "{e:?}");
     // The shard's classes leave the vocabulary.
     let e = k
         .token_shard_states(&x, 2, Shard::new(3, 4), &[0i64, 1], &o, &mut st, &mut keep)
