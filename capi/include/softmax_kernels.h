@@ -3,7 +3,7 @@
  *
  * Hand-vectorized CPU kernels for the classification output layer of a neural network:
  * softmax, log-softmax, logsumexp and their backward passes, fused cross-entropy, per-token
- * log-probabilities and entropy with their gradients (also over vocabulary shards, with
+ * log-probabilities and entropy with their gradients (both also over vocabulary shards, with
  * mergeable per-row states), the output layer's updates (rank-1/rank-k, weight and bias
  * gradients, SGD, linear forward/backward), the fused linear cross-entropy (loss and gradients
  * of softmax(A W^T + b) without the logits) and a trainable output layer. Link with
@@ -562,8 +562,8 @@ sk_status sk_token_logprobs_fwd_bwd_inplace_i32(float *logits, size_t logits_len
 
 /* A row's partial reduction over a range of classes (see above). Eight doubles, no padding:
  * an array of `rows` states is 8 * rows doubles. The layout is the Rust crate's RowState. The
- * last three fields carry the Rust crate's vocabulary-sharded cross-entropy (no C entry point
- * yet); the token functions here leave them 0. */
+ * last three fields carry the vocabulary-sharded cross-entropy (sk_cross_entropy_shard_states,
+ * below); the token functions here leave them 0. */
 typedef struct sk_row_state {
     double max;        /* max z' over the range (-INFINITY: empty or all -inf); a NaN or +inf
                           logit makes max, or sum and dot (by tier), NaN */
@@ -649,6 +649,113 @@ sk_status sk_token_shard_backward_i32(const float *logits, size_t logits_len,
                                       const sk_row_state *states, size_t states_len,
                                       const sk_token_saved *saved,
                                       const sk_token_grads *grads);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Vocabulary-sharded cross-entropy (tensor / vocabulary parallelism)                          */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The loss and gradient of sk_cross_entropy_ext (class targets) when each process holds the
+ * logits of a shard of the vocabulary (global classes class_offset .. class_offset + cols - 1
+ * of `classes`; its logits are [rows, cols], its targets the GLOBAL class of each row), with
+ * the same sk_row_state as the token shards above. The pipeline, per step:
+ *   1. sk_cross_entropy_shard_states: each shard's per-row states and, into keep (the shard's
+ *      gradient buffer, [rows, cols]), what its backward needs; one exp per element;
+ *   2. exchange the states: MPI_Allgather of 8 * rows MPI_DOUBLEs, or
+ *      torch.distributed.all_gather of a [rows, 8] float64 tensor (the library moves no
+ *      bytes);
+ *   3. sk_row_states_merge the gathered states into one array (every shard exactly once);
+ *   4. sk_ce_states_finalize: every process gets the whole vocabulary's loss (reduced as
+ *      opts->reduction says), and when asked each row's loss and lse and an sk_ce_stats;
+ *   5. sk_cross_entropy_shard_backward: each shard's own gradient columns, into the SAME
+ *      buffer that step 1 filled as keep (it is read, then overwritten by dlogits), from the
+ *      shard's own states and the merged ones: the columns of sk_cross_entropy_ext's gradient
+ *      that belong to the shard (up to rounding). No exp (with a soft-cap, one per element), no
+ *      collective.
+ *
+ * Options: one sk_ce_options for every call of a step, EXCEPT opts->weight: in steps 1 and 5
+ * it is THIS shard's class weights (cols floats, weight_len == cols; NULL for none), in step 4
+ * it is not read (the states carry the weight sums and the target weights; any weight_len is
+ * accepted there). Every other option shards: ignore_index, label smoothing (PyTorch's
+ * formula over the whole vocabulary: eps / classes), z-loss, soft-cap, the reductions (MEAN
+ * divides by the sum of the target weights of the rows used), all_ignored, scale and
+ * row_scale (SK_REDUCTION_NONE only, rows floats; used by the backward). The results equal the
+ * unsharded call's up to the f64 rounding of the merge (the loss) and the f32 rounding of the
+ * gradient. Rows whose target is the ignore_index have the empty state in every shard, loss 0,
+ * a NaN lse (unlike sk_cross_entropy_ext, which writes their lse) and a zero gradient row. A
+ * shard of no classes (cols == 0, logits_len == keep_len == dlogits_len == 0) is valid: its
+ * states are empty but for wsum (0). No argmax is available from states. A NaN or +inf logit
+ * in any shard makes the row (and a MEAN or SUM loss) NaN, as unsharded.
+ */
+
+/* The cross-entropy states of a shard's logits ([rows, cols], rows = targets_len) into states
+ * (rows entries), and into keep (keep_len == logits_len) what sk_cross_entropy_shard_backward
+ * reads from its dlogits: pass the same buffer there, unchanged. opts may be NULL (defaults);
+ * opts->weight is this shard's cols class weights. Returns SK_ERROR_INVALID_OPTION (the shard
+ * leaves the vocabulary: class_offset + cols > classes; or an option out of its domain, or
+ * row_scale without SK_REDUCTION_NONE), SK_ERROR_NOT_MULTIPLE (logits_len % cols),
+ * SK_ERROR_LENGTH_MISMATCH (targets_len, states_len or keep_len; opts->weight_len != cols,
+ * opts->row_scale_len != rows; with cols == 0, a nonzero logits_len or keep_len),
+ * SK_ERROR_BAD_LABEL (a target outside 0..classes-1 that is not the ignore_index),
+ * SK_ERROR_TOO_MANY_CLASSES (classes), and the common codes. Nothing is written on an error. */
+sk_status sk_cross_entropy_shard_states(const float *logits, size_t logits_len,
+                                        const int64_t *targets, size_t targets_len, float *keep,
+                                        size_t keep_len, size_t cols, size_t class_offset,
+                                        size_t classes, const sk_ce_options *opts,
+                                        sk_row_state *states, size_t states_len);
+
+/* The whole vocabulary's cross-entropy from states merged over every shard (rows =
+ * states_len): *loss (if loss is not NULL) receives the reduced loss (the sum for
+ * SK_REDUCTION_NONE), *stats (if stats is not NULL) the loss and the counts (has_correct 0);
+ * outputs may be NULL, or give row_loss (required by SK_REDUCTION_NONE; 0 for ignored rows)
+ * and lse (NaN for ignored rows); outputs->argmax must be NULL. opts may be NULL (defaults;
+ * opts->weight is not read). Returns SK_ERROR_INVALID_OPTION (a row that is not ignored holds
+ * its target other than exactly once: a shard is missing or was merged twice; an argmax
+ * output; an option out of its domain), SK_ERROR_LENGTH_MISMATCH (targets_len or an output
+ * length != states_len, opts->row_scale_len != rows), SK_ERROR_BAD_LABEL (a target outside
+ * 0..classes-1 that is not the ignore_index), SK_ERROR_MISSING_OUTPUT (SK_REDUCTION_NONE
+ * without outputs->row_loss), SK_ERROR_TOO_MANY_CLASSES (classes), and the common codes.
+ * Nothing is written on an error. */
+sk_status sk_ce_states_finalize(const sk_row_state *states, size_t states_len,
+                                const int64_t *targets, size_t targets_len, size_t classes,
+                                const sk_ce_options *opts, const sk_ce_outputs *outputs,
+                                sk_ce_stats *stats, float *loss);
+
+/* A shard's cross-entropy gradient dL/dlogits (this shard's columns of sk_cross_entropy_ext's,
+ * with its reduction, scale and row_scale) into dlogits ([rows, cols], dlogits_len ==
+ * logits_len), which on entry holds what sk_cross_entropy_shard_states wrote to its keep for
+ * the same logits, targets, shard and options (it is the same buffer). own are this shard's
+ * own states (own_len == rows), merged the states merged over every shard (merged_len ==
+ * rows; the array that sk_ce_states_finalize read). opts as sk_cross_entropy_shard_states.
+ * Status codes as sk_cross_entropy_shard_states (SK_ERROR_LENGTH_MISMATCH also for dlogits,
+ * own and merged), and SK_ERROR_INVALID_OPTION when a row of merged that is not ignored holds
+ * its target other than exactly once. A failed call leaves dlogits (the kept values) as it
+ * was. */
+sk_status sk_cross_entropy_shard_backward(const float *logits, size_t logits_len,
+                                          const int64_t *targets, size_t targets_len,
+                                          float *dlogits, size_t dlogits_len, size_t cols,
+                                          size_t class_offset, size_t classes,
+                                          const sk_ce_options *opts, const sk_row_state *own,
+                                          size_t own_len, const sk_row_state *merged,
+                                          size_t merged_len);
+
+/* The three forms above with int32_t targets. */
+sk_status sk_cross_entropy_shard_states_i32(const float *logits, size_t logits_len,
+                                            const int32_t *targets, size_t targets_len,
+                                            float *keep, size_t keep_len, size_t cols,
+                                            size_t class_offset, size_t classes,
+                                            const sk_ce_options *opts, sk_row_state *states,
+                                            size_t states_len);
+sk_status sk_ce_states_finalize_i32(const sk_row_state *states, size_t states_len,
+                                    const int32_t *targets, size_t targets_len, size_t classes,
+                                    const sk_ce_options *opts, const sk_ce_outputs *outputs,
+                                    sk_ce_stats *stats, float *loss);
+sk_status sk_cross_entropy_shard_backward_i32(const float *logits, size_t logits_len,
+                                              const int32_t *targets, size_t targets_len,
+                                              float *dlogits, size_t dlogits_len, size_t cols,
+                                              size_t class_offset, size_t classes,
+                                              const sk_ce_options *opts,
+                                              const sk_row_state *own, size_t own_len,
+                                              const sk_row_state *merged, size_t merged_len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Output-layer updates                                                                        */

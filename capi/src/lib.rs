@@ -40,6 +40,7 @@ pub mod linear;
 pub mod linear_ce;
 pub mod runtime;
 pub mod shard;
+pub mod shard_ce;
 pub mod softmax;
 pub mod status;
 pub mod token;

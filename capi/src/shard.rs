@@ -105,7 +105,7 @@ impl From<SkRowState> for RowState {
 ///
 /// # Safety
 /// As [`slice()`] (`arg` accepted `(p, len)`).
-unsafe fn states<'a>(p: *const SkRowState, len: usize) -> &'a [RowState] {
+pub(crate) unsafe fn states<'a>(p: *const SkRowState, len: usize) -> &'a [RowState] {
     // SAFETY: the same layout (the assertions above); the rest is the caller's contract.
     unsafe { slice(p.cast::<RowState>(), len) }
 }
@@ -114,7 +114,7 @@ unsafe fn states<'a>(p: *const SkRowState, len: usize) -> &'a [RowState] {
 ///
 /// # Safety
 /// As [`slice_mut()`] (`arg` accepted `(p, len)`).
-unsafe fn states_mut<'a>(p: *mut SkRowState, len: usize) -> &'a mut [RowState] {
+pub(crate) unsafe fn states_mut<'a>(p: *mut SkRowState, len: usize) -> &'a mut [RowState] {
     // SAFETY: as in `states`.
     unsafe { slice_mut(p.cast::<RowState>(), len) }
 }

@@ -235,7 +235,7 @@ static void errors(void)
     CHECK_OK(sk_ce_options_default(&o));
     o.reduction = SK_REDUCTION_NONE;
     CHECK_ST(sk_cross_entropy(lg, 4, t, 2, 2, &o, &loss), SK_ERROR_MISSING_OUTPUT);
-    CHECK_MSG("the output `row_loss` is required");
+    CHECK_MSG("`row_loss` must be given");
     memset(&out, 0, sizeof out);
     out.row_loss = rl;
     out.row_loss_len = 1;
