@@ -1367,6 +1367,25 @@ per_tier! {
     },
 }
 
+per_tier! {
+    // Found by the `shard` fuzz target: a NaN beside finite logits (the lanes' maximum skips
+    // it) in a block the top-k scan skipped, so fewer than k candidates were found and the
+    // rest was filled with -inf. A NaN row's top-k values are all NaN, on every tier.
+    top_k_of_a_nan_row_is_nan => |k: &Kernels| {
+        let mut x = vec![0.5f32; 64];
+        x[40] = 1.998_377_3;
+        x[56] = f32::NAN;
+        for kk in [1usize, 4, 64] {
+            let mut lp = [0.0f32];
+            let (mut v, mut i) = (vec![0.0f32; kk], vec![0u32; kk]);
+            k.token_logprobs(&x, &[0i64], 64, &TokenLogprobOptions::default(),
+                TokenLogprobOutputs::new(&mut lp).top_k(&mut v, &mut i)).unwrap();
+            assert!(lp[0].is_nan(), "{} k={kk}", k.isa());
+            assert!(v.iter().all(|q| q.is_nan()), "{} k={kk}: {v:?}", k.isa());
+        }
+    },
+}
+
 #[test]
 fn top_k_errors_and_special_rows() {
     let k = Kernels::best();

@@ -90,18 +90,23 @@ pub(crate) unsafe fn forward_path<R: TokRowKernels>(k: R, b: &TokRows<'_>) {
             TokRows::put(b.entropy, r, out.entropy());
             TokRows::put(b.lse, r, out.lse(c.inv_t));
             if b.top_k > 0 {
+                // A NaN row: a NaN or `+inf` logit, or only `-inf` (a non-finite maximum), or a
+                // NaN beside finite logits (the lanes' maximum skips it; the sum does not).
+                // Every value is NaN then, also where the scan, which may skip a block holding
+                // the NaN, found fewer than `k` candidates.
+                let nan_row = !out.m.is_finite() || out.ls.is_nan();
                 for q in 0..b.top_k {
                     let (v, i) = if q < len {
-                        let lp = if out.m.is_finite() {
-                            (z[q] - out.m) * c.inv_t as f64 - out.ls
-                        } else {
+                        let lp = if nan_row {
                             f64::NAN
+                        } else {
+                            (z[q] - out.m) * c.inv_t as f64 - out.ls
                         };
                         (lp as f32, idx[q])
-                    } else if out.m.is_finite() {
-                        (f32::NEG_INFINITY, u32::MAX)
-                    } else {
+                    } else if nan_row {
                         (f32::NAN, u32::MAX)
+                    } else {
+                        (f32::NEG_INFINITY, u32::MAX)
                     };
                     *b.top_val.add(r * b.top_k + q) = v;
                     *b.top_idx.add(r * b.top_k + q) = i;
