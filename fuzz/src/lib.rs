@@ -1,6 +1,7 @@
 //! The fuzz targets' shared code: the input format ([`input`]), one checker per kernel family
 //! ([`softmax`], [`cross_entropy`], [`linear`], [`token`]), the strided views against the
-//! contiguous calls ([`strided`]), and the seed corpus ([`seeds`]).
+//! contiguous calls ([`strided`]), the vocabulary shards and top-k against the unsharded calls
+//! ([`shard`]), and the seed corpus ([`seeds`]).
 //!
 //! Each checker takes the raw fuzz input, decodes a shape, a tier (from `Isa::available()`,
 //! never the scalar reference itself), option values and the data, runs the tier and the
@@ -22,6 +23,7 @@ pub mod cross_entropy;
 pub mod input;
 pub mod linear;
 pub mod seeds;
+pub mod shard;
 pub mod softmax;
 pub mod strided;
 pub mod token;

@@ -5,6 +5,7 @@
 use crate::cross_entropy::CeHeader;
 use crate::input::{encode, encode_words, Fill, Win};
 use crate::linear::LinHeader;
+use crate::shard::ShardHeader;
 use crate::softmax::SoftmaxHeader;
 use crate::strided::StridedHeader;
 use crate::token::TokHeader;
@@ -20,7 +21,7 @@ const SUB: f32 = 1e-45;
 
 /// One seed: the target, a file name, the bytes.
 pub struct Seed {
-    /// `softmax`, `cross_entropy`, `linear`, `strided` or `token`.
+    /// `softmax`, `cross_entropy`, `linear`, `strided`, `token` or `shard`.
     pub target: &'static str,
     /// File name in the corpus directory.
     pub name: String,
@@ -85,6 +86,7 @@ pub fn all() -> Vec<Seed> {
     linear_seeds(&mut v);
     strided_seeds(&mut v);
     token_seeds(&mut v);
+    shard_seeds(&mut v);
     v
 }
 
@@ -1203,5 +1205,245 @@ fn token_seeds(out: &mut Vec<Seed>) {
             spread: 2,
         };
         add(&format!("long{cols}-mode{mode}-mask{mask}"), h, &[]);
+    }
+}
+
+/// The cut bytes of `ShardHeader::cuts` (`crate::shard::split_vocab`).
+fn cut_bytes(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0, |a, &v| a << 8 | v as u64)
+}
+
+fn shard_header(op: u8, rows: u8, cols: usize, shards: usize, cuts: &[u8]) -> ShardHeader {
+    ShardHeader {
+        op,
+        rows,
+        cols: crate::shard::cols_sel(cols),
+        shards: (shards - 1) as u8,
+        cuts: cut_bytes(cuts),
+        extras: 3,
+        xwin: Win::RAW,
+        gwin: Win::RAW,
+        fill: konst(0.0),
+        ..Default::default()
+    }
+}
+
+/// Seeds of the `shard` target (`op` 0 token shards, 1 cross-entropy shards, 2 top-k): plain
+/// rows split in 1..=6 shards (empty and one-class shards, every merge order kind), options,
+/// ignored rows, masks, offsets, NaN/inf rows, the injected errors, bad tokens and options,
+/// top-k with ties, `k` past the classes and the invalid `k`, long rows. The data words are
+/// the logits, the tokens (`0xE0000000` the ignore index), then `grads.logp` and
+/// `grads.entropy` (token shards) or the class weights and row scales (cross-entropy).
+fn shard_seeds(out: &mut Vec<Seed>) {
+    let mut add = |name: &str, h: ShardHeader, words: &[u32]| {
+        for t in 0..2u8 {
+            out.push(Seed {
+                target: "shard",
+                name: format!("{name}-t{t}"),
+                bytes: encode_words(&ShardHeader { tier: t, ..h }, words),
+            });
+        }
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let ign = 0xE000_0000u32;
+    let x: Vec<f32> = (0..4 * 17)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 3.0)
+        .collect();
+    let toks = [cls(0), cls(16), cls(5), cls(11)];
+    let grads = bits(&[1.0, -0.5, 2.0, 0.25, 0.3, 1.0, -0.7, 2.0]);
+    let plain = [bits(&x), toks.to_vec(), grads.clone()].concat();
+    // Splits: proportional; one-class and empty shards (abs 1, repeat, classes - 1, 0 and
+    // classes); six shards as a tree; one shard.
+    let splits: [(&str, usize, &[u8], u32); 5] = [
+        ("thirds", 3, &[21, 42], 0),
+        (
+            "one-class-empty",
+            6,
+            &[0x41, 0xC0, 0x81, 0x00, 0xBF],
+            0x1234_5678,
+        ),
+        ("six-tree", 6, &[10, 20, 30, 40, 50], 0x8000_0FFF),
+        ("whole", 1, &[], 0),
+        ("two-tree", 2, &[0x43], 0x8000_0001),
+    ];
+    for (i, op) in [(0usize, 0u8), (1, 0), (2, 0), (3, 0), (1, 1), (4, 2)] {
+        let (name, n, cuts, order) = splits[i];
+        {
+            let mut h = shard_header(op, 4, 17, n, cuts);
+            (h.order, h.top_k) = (order, 4);
+            let ce_words = [bits(&x), toks.to_vec()].concat();
+            add(
+                &format!("plain-{name}-op{op}"),
+                h,
+                if op == 1 { &ce_words } else { &plain },
+            );
+        }
+    }
+    // Token options: temperatures 0.5 and 2, a cap, an ignored row, masks, offsets.
+    let two = |h: &mut ShardHeader| (h.shards, h.cuts) = (2, cut_bytes(&[0x45, 0x8A]));
+    let tok_ign = [bits(&x), vec![cls(3), ign, cls(9), cls(16)], grads.clone()].concat();
+    for (name, temp, tb, cap, mask, offset, op) in [
+        ("temp0.5", 3u8, 0u32, 0u8, 0u8, 0u8, 0u8),
+        ("temp2-cap30", 3, 1, 4, 0, 0, 0),
+        ("mask2-offset2", 3, 2, 0, 2, 2, 2),
+        ("mask3-offset3", 0, 0, 0, 3, 3, 0),
+        ("cap-2^-3-mask2", 0, 0, 5, 2, 0, 0),
+    ] {
+        {
+            let mut h = shard_header(op, 4, 17, 3, &[]);
+            two(&mut h);
+            (h.temp, h.temp_bits, h.softcap, h.softcap_bits) = (temp, tb, cap, 17);
+            (h.mask, h.offset, h.top_k) = (mask, offset, 63);
+            add(&format!("{name}-op{op}"), h, &tok_ign);
+        }
+    }
+    // Special rows: a NaN, +inf, all -inf, -inf at the token, +-1e29, NaN in an ignored row,
+    // +-MAX, subnormals (as the token seeds).
+    let mut sx = vec![0.25f32; 8 * 17];
+    sx[16] = NAN_PAYLOAD;
+    sx[17 + 3] = INF;
+    sx[34..51].fill(NINF);
+    for j in [2, 5, 9] {
+        sx[51 + j] = NINF;
+    }
+    for (j, v) in sx[68..85].iter_mut().enumerate() {
+        *v = [1e29, -1e29, 0.0, 3.0][j % 4];
+    }
+    sx[85..102].fill(NAN);
+    for (j, v) in sx[102..119].iter_mut().enumerate() {
+        *v = [MAX, -MAX, 0.0][j % 3];
+    }
+    for (j, v) in sx[119..].iter_mut().enumerate() {
+        *v = [SUB, -0.0, 1e-40, 0.0][j % 4];
+    }
+    let stoks = vec![cls(1), cls(2), cls(3), cls(2), cls(0), ign, cls(1), cls(4)];
+    let sg = bits(&[
+        1.0, -1.0, 2.0, 0.5, -2.0, 1.0, 1.0, 3.0, 0.5, 1.0, -1.0, 0.25, 1.0, 1.0, -0.5, 2.0,
+    ]);
+    for (op, cname, cap) in [(0u8, "", 0u8), (0, "-cap30", 4), (1, "", 0), (2, "", 0)] {
+        {
+            let mut h = shard_header(op, 8, 17, 3, &[0x42, 0x8C]);
+            (h.softcap, h.top_k, h.extras) = (cap, 6, if op == 1 { 0 } else { 3 });
+            add(
+                &format!("specials-op{op}{cname}"),
+                h,
+                &[bits(&sx), stoks.clone(), sg.clone()].concat(),
+            );
+        }
+    }
+    // Injections (a NaN, +inf, -inf, a row of -inf) at word 20 (row 1).
+    for (inj, op) in [(4u8, 0u8), (5, 1), (6, 2), (7, 0)] {
+        let mut h = shard_header(op, 4, 17, 3, &[0x43, 0x8D]);
+        (h.inject, h.inject_pos, h.extras) = (inj, 20, if op == 1 { 0 } else { 3 });
+        add(
+            &format!("inject{inj}-op{op}"),
+            h,
+            &[bits(&x), toks.to_vec(), grads.clone()].concat(),
+        );
+    }
+    // Cross-entropy options: weights, smoothing, z-loss, cap, the reductions, scale, row
+    // scales, an ignored row, all rows ignored with `AllIgnored::Zero`, smoothing with masks.
+    let w: Vec<f32> = (0..17).map(|i| 0.25 + (i % 5) as f32 * 0.5).collect();
+    let rs = [0.5f32, -1.0, 2.0, 0.75];
+    let ce_words = |t: &[u32]| [bits(&x), t.to_vec(), bits(&w), bits(&rs)].concat();
+    for (name, red, sm, zl, cap, sc, mask) in [
+        ("mean-weights-smoothing", 0u8, 2u8, 0u8, 0u8, 0u8, 0u8),
+        ("sum-zloss-cap", 1, 0, 3, 4, 3, 0),
+        ("none-rowscale-smoothing-zloss", 2, 7, 3, 0, 4, 0),
+        ("mean-smoothing-mask1", 0, 2, 0, 0, 0, 1),
+        ("all-ignored-zero", 16, 2, 0, 0, 0, 0),
+    ] {
+        let mut h = shard_header(1, 4, 17, 4, &[0x45, 0xC0, 0x8A]);
+        (
+            h.reduction,
+            h.smoothing,
+            h.z_loss,
+            h.softcap,
+            h.scale,
+            h.mask,
+        ) = (red, sm, zl, cap, sc, mask);
+        let t = if name.starts_with("all") {
+            vec![ign; 4]
+        } else {
+            vec![cls(3), ign, cls(9), cls(16)]
+        };
+        add(&format!("ce-{name}"), h, &ce_words(&t));
+    }
+    // Errors: states one long and one short, a shard past the vocabulary (and an overflowing
+    // offset), a vocabulary over MAX_CLASSES; a bad token (`cols`); an invalid temperature
+    // and label smoothing; the invalid top-k.
+    for (name, err, es, op) in [
+        ("states-long", 5u8, 1u8, 0u8),
+        ("states-short", 5, 0x82, 1),
+        ("shard-past", 6, 2, 0),
+        ("shard-overflow", 6, 0x80, 1),
+        ("too-many-classes", 7, 1, 0),
+    ] {
+        let mut h = shard_header(op, 4, 17, 3, &[0x45, 0x8A]);
+        (h.err, h.err_shard, h.extras) = (err, es, if op == 1 { 0 } else { 3 });
+        add(&format!("err-{name}-op{op}"), h, &plain);
+    }
+    let bad_tok = [
+        bits(&x),
+        vec![cls(1), 0xF100_0000, cls(2), cls(3)],
+        grads.clone(),
+    ]
+    .concat();
+    let mut h = shard_header(0, 4, 17, 2, &[0x45]);
+    h.label = 1;
+    add("bad-token-op0", h, &bad_tok);
+    let mut h = shard_header(0, 4, 17, 2, &[0x45]);
+    (h.temp, h.temp_bits) = (6, 0);
+    add("temp-zero-op0", h, &plain);
+    let mut h = shard_header(1, 4, 17, 2, &[0x45]);
+    (h.smoothing, h.smoothing_bits, h.extras) = (6, 0, 0);
+    add("smoothing-nan-op1", h, &plain);
+    let mut h = shard_header(2, 4, 17, 1, &[]);
+    h.top_k = 255;
+    add("top-k-65-op2", h, &plain);
+    // Top-k: ties and k past the classes; one class; long rows.
+    let tx: Vec<f32> = (0..3 * 9).map(|i| [1.0, 3.0, 3.0, 0.5][i % 4]).collect();
+    for (kk, cap) in [(0u8, 0u8), (8, 4), (19, 0)] {
+        let mut h = shard_header(2, 3, 9, 1, &[]);
+        (h.top_k, h.softcap) = (kk, cap);
+        add(
+            &format!("top-k{}-ties-cap{cap}", kk + 1),
+            h,
+            &[bits(&tx), vec![cls(0), cls(3), cls(8)]].concat(),
+        );
+    }
+    let mut h = shard_header(0, 3, 1, 3, &[0x41, 0xC0]);
+    h.top_k = 1;
+    add(
+        "one-class-op0",
+        h,
+        &[
+            bits(&[0.5, NINF, 2.0]),
+            vec![cls(0), ign, cls(0)],
+            grads.clone(),
+        ]
+        .concat(),
+    );
+    // Long rows: 101 logits cycled (`Fill` mode 0), then the tokens and the rest from the
+    // same cycle (finite words in the windows: valid tokens).
+    let cyc: Vec<f32> = (0..101)
+        .map(|i| ((i * 53) % 97) as f32 * 0.11 - 5.0)
+        .collect();
+    for (cols, op, mask) in [(3000usize, 0u8, 0u8), (2999, 1, 1), (3000, 2, 0)] {
+        let mut h = shard_header(op, 3, cols, 5, &[0x30, 0x7F, 0x81, 0x10]);
+        (h.mask, h.top_k, h.extras) = (mask, 63, if op == 1 { 1 } else { 3 });
+        h.fill = Fill {
+            mode: 0,
+            ..konst(0.0)
+        };
+        h.xwin = Win {
+            center: 2,
+            spread: 3,
+        };
+        h.gwin = Win {
+            center: 0,
+            spread: 2,
+        };
+        add(&format!("long{cols}-op{op}-mask{mask}"), h, &bits(&cyc));
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use fuzz_common::cross_entropy::CeHeader;
 use fuzz_common::input::{split, Enc};
 use fuzz_common::linear::LinHeader;
+use fuzz_common::shard::ShardHeader;
 use fuzz_common::softmax::SoftmaxHeader;
 use fuzz_common::strided::StridedHeader;
 use fuzz_common::token::TokHeader;
@@ -23,6 +24,7 @@ fn checker(target: &str) -> fn(&[u8]) -> Result<(), String> {
         "linear_ce" => linear_ce::check,
         "strided" => fuzz_common::strided::check,
         "token" => fuzz_common::token::check,
+        "shard" => fuzz_common::shard::check,
         t => panic!("unknown target {t}"),
     }
 }
@@ -52,6 +54,7 @@ fn seeds_decode_as_encoded() {
             "linear_ce" => roundtrip::<linear_ce::LceHeader>(&s.bytes),
             "strided" => roundtrip::<StridedHeader>(&s.bytes),
             "token" => roundtrip::<TokHeader>(&s.bytes),
+            "shard" => roundtrip::<ShardHeader>(&s.bytes),
             _ => roundtrip::<LinHeader>(&s.bytes),
         };
         assert!(ok, "seed {} of {} does not round-trip", s.name, s.target);
@@ -85,6 +88,7 @@ fn committed_corpus_passes() {
         "linear_ce",
         "strided",
         "token",
+        "shard",
     ] {
         let dir = root.join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
